@@ -1,0 +1,1232 @@
+//! The board model and its rules: one pure function, [`apply`].
+//!
+//! Nothing here touches git, the file system or the clock: time arrives inside the
+//! event. The ledger calls [`apply`] before it writes an event, and `mara verify` calls
+//! the very same function while it replays the log, so what is written and what is
+//! checked cannot drift apart.
+//!
+//! A [`Board`] may be partial: the ledger loads only the tasks and instances an event
+//! needs (see [`needs`]), and an entry missing from a partial board is missing from
+//! the run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::ids::{InstanceId, RunId, TaskId};
+
+/// A point in time, always UTC.
+pub type Ts = DateTime<Utc>;
+
+/// Default lease: an instance that wrote nothing for this long loses its claims.
+pub const DEFAULT_CLAIM_TIMEOUT_SEC: u64 = 300;
+
+/// Longest task title, post text or glob we store.
+const MAX_TEXT: usize = 4096;
+
+/// How writers serialise: a local compare-and-swap of the ref, or a push to a remote.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    /// Compare-and-swap of the local ref under git's lock file. The seed's
+    /// `file_lock` means the same thing and is read as this.
+    #[default]
+    #[serde(alias = "file_lock")]
+    Ref,
+    /// A non-force push to `remote` is the compare-and-swap.
+    Remote,
+}
+
+/// The run's settings, stored as `config.json` in every board commit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub run: RunId,
+    pub claim_timeout_sec: u64,
+    #[serde(default)]
+    pub lock_mode: LockMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+/// Where a task stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Open,
+    Claimed,
+    Done,
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskStatus::Open => "open",
+            TaskStatus::Claimed => "claimed",
+            TaskStatus::Done => "done",
+        })
+    }
+}
+
+/// A task on the board (the seed's `Task`, plus when and where).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    pub id: TaskId,
+    pub title: String,
+    pub status: TaskStatus,
+    pub claimed_by: Option<InstanceId>,
+    pub deps: Vec<TaskId>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Seq of the event that added the task; with `position` it orders the board.
+    pub added_seq: u64,
+    /// Index within the plan that added it (0 for `task add`).
+    pub position: u32,
+    pub created_at: Ts,
+    #[serde(default)]
+    pub claimed_at: Option<Ts>,
+    #[serde(default)]
+    pub done_at: Option<Ts>,
+    #[serde(default)]
+    pub artifact: Option<String>,
+}
+
+impl Task {
+    /// The order of the board and of `claim --next`: plan order.
+    pub fn order(&self) -> (u64, u32) {
+        (self.added_seq, self.position)
+    }
+}
+
+/// A task as `task add` and plan files give it: the seed's `Task` shape.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub title: String,
+    #[serde(default)]
+    pub deps: Vec<TaskId>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Accepted so a seed board can be fed back as a plan; must be `open`.
+    #[serde(default, skip_serializing)]
+    pub status: Option<TaskStatus>,
+    /// Accepted so a seed board can be fed back as a plan; must be null.
+    #[serde(default, skip_serializing)]
+    pub claimed_by: Option<Value>,
+}
+
+/// Lifecycle of a role instance, as the orchestrator reports it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Starting,
+    Running,
+    Exited,
+    Failed,
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceStatus::Starting => "starting",
+            InstanceStatus::Running => "running",
+            InstanceStatus::Exited => "exited",
+            InstanceStatus::Failed => "failed",
+        })
+    }
+}
+
+/// One instance of a role (the seed's `RoleInstance`), with its lease clock.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleInstance {
+    pub id: InstanceId,
+    pub role_id: String,
+    pub instance_id: u32,
+    pub status: InstanceStatus,
+    /// Time of the instance's last event: every event is a heartbeat.
+    pub last_seen: Ts,
+    pub last_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A file an instance delivered (the seed's `Artifact`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub role_id: String,
+    pub instance_id: u32,
+    pub path: String,
+    #[serde(default)]
+    pub task: Option<TaskId>,
+}
+
+/// What one event does; the stored form is `{"seq","ts","sender","type","payload"}`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    Init {
+        config: RunConfig,
+    },
+    TaskAdd {
+        task: NewTask,
+    },
+    Plan {
+        tasks: Vec<NewTask>,
+    },
+    Claim {
+        task: TaskId,
+    },
+    /// A claim of a task whose holder's lease ran out.
+    Reclaim {
+        task: TaskId,
+        previous: InstanceId,
+    },
+    /// Give a task back. `forced` names the holder when someone else released it.
+    Release {
+        task: TaskId,
+        forced: Option<InstanceId>,
+        reason: Option<String>,
+    },
+    /// Complete a task. `forced` names the holder when someone else completed it.
+    Done {
+        task: TaskId,
+        artifact: Option<String>,
+        forced: Option<InstanceId>,
+    },
+    Heartbeat,
+    /// An instance's lifecycle status (written by the orchestrator or the instance).
+    Status {
+        instance: InstanceId,
+        status: InstanceStatus,
+        reason: Option<String>,
+    },
+    /// A channel message: `decision`, `question`, `answer`, `note`, or any other type.
+    Message {
+        kind: String,
+        text: String,
+    },
+}
+
+/// Event types that have a meaning of their own and cannot be posted as messages.
+pub const RESERVED_TYPES: &[&str] = &[
+    "init",
+    "task_add",
+    "plan",
+    "claim",
+    "reclaim",
+    "release",
+    "done",
+    "heartbeat",
+    "instance",
+    "conflict",
+    "progress",
+];
+
+impl EventKind {
+    /// The stored `type`.
+    pub fn type_name(&self) -> &str {
+        match self {
+            EventKind::Init { .. } => "init",
+            EventKind::TaskAdd { .. } => "task_add",
+            EventKind::Plan { .. } => "plan",
+            EventKind::Claim { .. } => "claim",
+            EventKind::Reclaim { .. } => "reclaim",
+            EventKind::Release { .. } => "release",
+            EventKind::Done { .. } => "done",
+            EventKind::Heartbeat => "heartbeat",
+            EventKind::Status { .. } => "instance",
+            EventKind::Message { kind, .. } => kind,
+        }
+    }
+
+    /// The tasks this event is about (for `mara log --task` and trailers).
+    pub fn tasks(&self) -> Vec<&TaskId> {
+        match self {
+            EventKind::TaskAdd { task } => vec![&task.id],
+            EventKind::Plan { tasks } => tasks.iter().map(|t| &t.id).collect(),
+            EventKind::Claim { task }
+            | EventKind::Reclaim { task, .. }
+            | EventKind::Release { task, .. }
+            | EventKind::Done { task, .. } => vec![task],
+            _ => vec![],
+        }
+    }
+}
+
+/// One entry of the coordination log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub ts: Ts,
+    pub sender: String,
+    pub kind: EventKind,
+}
+
+/// The stored shape of an event: the seed's `Message` plus `seq`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    seq: u64,
+    ts: Ts,
+    sender: String,
+    #[serde(rename = "type")]
+    kind: String,
+    payload: Value,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskRef {
+    task: TaskId,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReclaimPayload {
+    task: TaskId,
+    previous: InstanceId,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleasePayload {
+    task: TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    forced: Option<InstanceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DonePayload {
+    task: TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    forced: Option<InstanceId>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusPayload {
+    instance: InstanceId,
+    status: InstanceStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotePayload {
+    note: String,
+}
+
+impl Event {
+    /// The event as the seed's JSON-lines channel shows it.
+    pub fn to_json(&self) -> Value {
+        let payload = match &self.kind {
+            EventKind::Init { config } => json!({ "config": config }),
+            EventKind::TaskAdd { task } => json!({ "task": task }),
+            EventKind::Plan { tasks } => json!({ "tasks": tasks }),
+            EventKind::Claim { task } => json!(TaskRef { task: task.clone() }),
+            EventKind::Reclaim { task, previous } => json!(ReclaimPayload {
+                task: task.clone(),
+                previous: previous.clone(),
+            }),
+            EventKind::Release {
+                task,
+                forced,
+                reason,
+            } => json!(ReleasePayload {
+                task: task.clone(),
+                forced: forced.clone(),
+                reason: reason.clone(),
+            }),
+            EventKind::Done {
+                task,
+                artifact,
+                forced,
+            } => json!(DonePayload {
+                task: task.clone(),
+                artifact: artifact.clone(),
+                forced: forced.clone(),
+            }),
+            EventKind::Heartbeat => json!({}),
+            EventKind::Status {
+                instance,
+                status,
+                reason,
+            } => json!(StatusPayload {
+                instance: instance.clone(),
+                status: *status,
+                reason: reason.clone(),
+            }),
+            EventKind::Message { text, .. } => json!(NotePayload { note: text.clone() }),
+        };
+        json!(RawEvent {
+            seq: self.seq,
+            ts: self.ts,
+            sender: self.sender.clone(),
+            kind: self.kind.type_name().to_owned(),
+            payload,
+        })
+    }
+
+    /// Reads an event from its JSON line.
+    pub fn from_json(line: &str) -> anyhow::Result<Event> {
+        let raw: RawEvent = serde_json::from_str(line)?;
+        fn p<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
+            Ok(serde_json::from_value(v)?)
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct InitP {
+            config: RunConfig,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AddP {
+            task: NewTask,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PlanP {
+            tasks: Vec<NewTask>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        let kind = match raw.kind.as_str() {
+            "init" => EventKind::Init {
+                config: p::<InitP>(raw.payload)?.config,
+            },
+            "task_add" => EventKind::TaskAdd {
+                task: p::<AddP>(raw.payload)?.task,
+            },
+            "plan" => EventKind::Plan {
+                tasks: p::<PlanP>(raw.payload)?.tasks,
+            },
+            "claim" => EventKind::Claim {
+                task: p::<TaskRef>(raw.payload)?.task,
+            },
+            "reclaim" => {
+                let r: ReclaimPayload = p(raw.payload)?;
+                EventKind::Reclaim {
+                    task: r.task,
+                    previous: r.previous,
+                }
+            }
+            "release" => {
+                let r: ReleasePayload = p(raw.payload)?;
+                EventKind::Release {
+                    task: r.task,
+                    forced: r.forced,
+                    reason: r.reason,
+                }
+            }
+            "done" => {
+                let r: DonePayload = p(raw.payload)?;
+                EventKind::Done {
+                    task: r.task,
+                    artifact: r.artifact,
+                    forced: r.forced,
+                }
+            }
+            "heartbeat" => {
+                p::<Empty>(raw.payload)?;
+                EventKind::Heartbeat
+            }
+            "instance" => {
+                let r: StatusPayload = p(raw.payload)?;
+                EventKind::Status {
+                    instance: r.instance,
+                    status: r.status,
+                    reason: r.reason,
+                }
+            }
+            other => EventKind::Message {
+                kind: other.to_owned(),
+                text: p::<NotePayload>(raw.payload)?.note,
+            },
+        };
+        Ok(Event {
+            seq: raw.seq,
+            ts: raw.ts,
+            sender: raw.sender,
+            kind,
+        })
+    }
+
+    /// The commit subject: one readable line, for `git log --oneline` and `--grep`.
+    /// Free text is flattened (no newlines, no control characters) so a title cannot
+    /// forge a second subject line or a trailer.
+    pub fn subject(&self) -> String {
+        let by = one_line(&self.sender, 64);
+        match &self.kind {
+            EventKind::Init { config } => format!("init {} by {by}", config.run),
+            EventKind::TaskAdd { task } => {
+                format!("add {} by {by}: {}", task.id, one_line(&task.title, 72))
+            }
+            EventKind::Plan { tasks } => format!("plan {} tasks by {by}", tasks.len()),
+            EventKind::Claim { task } => format!("claim {task} by {by}"),
+            EventKind::Reclaim { task, previous } => {
+                format!("reclaim {task} by {by} from {previous}")
+            }
+            EventKind::Release { task, forced, .. } => match forced {
+                Some(h) => format!("release {task} by {by} (forced, held by {h})"),
+                None => format!("release {task} by {by}"),
+            },
+            EventKind::Done { task, forced, .. } => match forced {
+                Some(h) => format!("done {task} by {by} (forced, held by {h})"),
+                None => format!("done {task} by {by}"),
+            },
+            EventKind::Heartbeat => format!("heartbeat by {by}"),
+            EventKind::Status {
+                instance, status, ..
+            } => format!("instance {instance} {status} by {by}"),
+            EventKind::Message { kind, text } => {
+                format!("{} by {by}: {}", one_line(kind, 32), one_line(text, 72))
+            }
+        }
+    }
+}
+
+/// Flattens free text to one printable line of at most `max` characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    let mut space = false;
+    for c in s.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' {
+            if space || out.is_empty() {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        if n == max {
+            out.truncate(out.trim_end().len());
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+        n += 1;
+    }
+    out.trim_end().to_owned()
+}
+
+/// The board after some prefix of the log, or the part of it one event needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Board {
+    pub config: Option<RunConfig>,
+    /// Seq of the last event applied; `None` before `init`.
+    pub seq: Option<u64>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub instances: BTreeMap<InstanceId, RoleInstance>,
+    pub artifacts: BTreeMap<InstanceId, Vec<Artifact>>,
+}
+
+/// One file of the board tree written by an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Config(RunConfig),
+    Task(Task),
+    Instance(RoleInstance),
+    Artifacts(InstanceId, Vec<Artifact>),
+}
+
+impl Change {
+    /// The file's path in the board tree.
+    pub fn path(&self) -> Vec<String> {
+        match self {
+            Change::Config(_) => vec!["config.json".to_owned()],
+            Change::Task(t) => t.id.board_path().to_vec(),
+            Change::Instance(i) => {
+                vec!["instances".to_owned(), format!("{}.json", i.id.file_stem())]
+            }
+            Change::Artifacts(id, _) => {
+                vec!["artifacts".to_owned(), format!("{}.json", id.file_stem())]
+            }
+        }
+    }
+
+    /// The file's bytes: pretty JSON, so `git show` reads well.
+    pub fn contents(&self) -> Vec<u8> {
+        let mut v = match self {
+            Change::Config(c) => serde_json::to_vec_pretty(c),
+            Change::Task(t) => serde_json::to_vec_pretty(t),
+            Change::Instance(i) => serde_json::to_vec_pretty(i),
+            Change::Artifacts(_, a) => serde_json::to_vec_pretty(a),
+        }
+        .expect("board records always serialise: plain structs of strings and numbers");
+        v.push(b'\n');
+        v
+    }
+}
+
+impl Board {
+    /// Folds the changes of event `seq` into the board.
+    pub fn commit(&mut self, seq: u64, changes: Vec<Change>) {
+        self.seq = Some(seq);
+        for c in changes {
+            match c {
+                Change::Config(c) => self.config = Some(c),
+                Change::Task(t) => {
+                    self.tasks.insert(t.id.clone(), t);
+                }
+                Change::Instance(i) => {
+                    self.instances.insert(i.id.clone(), i);
+                }
+                Change::Artifacts(id, a) => {
+                    self.artifacts.insert(id, a);
+                }
+            }
+        }
+    }
+
+    /// Tasks in board order (plan order).
+    pub fn ordered_tasks(&self) -> Vec<&Task> {
+        let mut v: Vec<&Task> = self.tasks.values().collect();
+        v.sort_by_key(|t| t.order());
+        v
+    }
+
+    /// The seed's task board JSON: `{"run","version","tasks":[...]}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "run": self.config.as_ref().map(|c| c.run.as_str()),
+            "version": self.seq,
+            "tasks": self.ordered_tasks(),
+        })
+    }
+
+    fn timeout(&self) -> chrono::Duration {
+        let sec = self
+            .config
+            .as_ref()
+            .map_or(DEFAULT_CLAIM_TIMEOUT_SEC, |c| c.claim_timeout_sec);
+        chrono::Duration::seconds(i64::try_from(sec).unwrap_or(i64::MAX / 1000))
+    }
+}
+
+/// Why the board refused an event: exit code 3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Held {
+        task: TaskId,
+        holder: InstanceId,
+        claimed_at: Option<Ts>,
+        now: Ts,
+    },
+    Waiting {
+        task: TaskId,
+        deps: Vec<TaskId>,
+    },
+    AlreadyDone {
+        task: TaskId,
+    },
+    NotClaimed {
+        task: TaskId,
+    },
+    NotHolder {
+        task: TaskId,
+        holder: InstanceId,
+        who: String,
+    },
+    NothingReady {
+        waiting: usize,
+        held: usize,
+        open: usize,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Held {
+                task,
+                holder,
+                claimed_at,
+                now,
+            } => {
+                write!(f, "{task} is held by {holder}")?;
+                if let Some(at) = claimed_at {
+                    write!(f, " (claimed {} ago)", ago(*now - *at))?;
+                }
+                Ok(())
+            }
+            Refusal::Waiting { task, deps } => {
+                write!(f, "{task} waits for {}", join(deps))
+            }
+            Refusal::AlreadyDone { task } => write!(f, "{task} is already done"),
+            Refusal::NotClaimed { task } => write!(f, "{task} is not claimed by anyone"),
+            Refusal::NotHolder { task, holder, who } => {
+                write!(
+                    f,
+                    "{task} is held by {holder}, not by {}",
+                    one_line(who, 64)
+                )
+            }
+            Refusal::NothingReady {
+                waiting,
+                held,
+                open,
+            } => {
+                write!(
+                    f,
+                    "nothing ready: {open} open task(s), {waiting} waiting for deps, {held} held by others"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl Refusal {
+    /// The next command to try, when there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Refusal::Held { .. } | Refusal::Waiting { .. } | Refusal::AlreadyDone { .. } => {
+                Some("take another with `mara claim --next`".into())
+            }
+            Refusal::NotClaimed { task } => Some(format!("claim it first: `mara claim {task}`")),
+            Refusal::NotHolder { .. } => Some(
+                "only the holder may do this; `--force` overrides and the log records who forced it"
+                    .into(),
+            ),
+            Refusal::NothingReady { .. } => Some("see `mara board`".into()),
+        }
+    }
+}
+
+fn join(ids: &[TaskId]) -> String {
+    ids.iter()
+        .map(TaskId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "12s", "3m", "2h": how long ago, for people.
+pub fn ago(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// Why an event cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleError {
+    /// The board says no: exit code 3.
+    Refused(Refusal),
+    /// The event itself is wrong (unknown task, duplicate id, ...): exit code 1.
+    Invalid(String),
+}
+
+impl From<Refusal> for RuleError {
+    fn from(r: Refusal) -> Self {
+        RuleError::Refused(r)
+    }
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::Refused(r) => r.fmt(f),
+            RuleError::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<RuleError> for anyhow::Error {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::Refused(r) => anyhow::Error::new(r),
+            RuleError::Invalid(s) => anyhow::Error::msg(s),
+        }
+    }
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, RuleError> {
+    Err(RuleError::Invalid(msg.into()))
+}
+
+/// What a claim of a task would be right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// The task is open and ready.
+    Fresh,
+    /// The holder's lease ran out: a `reclaim` from `previous`.
+    Expired { previous: InstanceId },
+    /// The claimer already holds it; nothing to write.
+    AlreadyMine,
+}
+
+/// The claim rule: exists, not done, not held by a live instance, deps all done.
+pub fn check_claim(
+    board: &Board,
+    task: &TaskId,
+    claimer: &InstanceId,
+    now: Ts,
+) -> Result<ClaimKind, RuleError> {
+    let Some(t) = board.tasks.get(task) else {
+        return invalid(format!("no task {task} on this board"));
+    };
+    match t.status {
+        TaskStatus::Done => return Err(Refusal::AlreadyDone { task: task.clone() }.into()),
+        TaskStatus::Claimed => {
+            let holder = t
+                .claimed_by
+                .clone()
+                .ok_or_else(|| RuleError::Invalid(format!("{task} is claimed by nobody")))?;
+            if &holder == claimer {
+                return Ok(ClaimKind::AlreadyMine);
+            }
+            let expired = board
+                .instances
+                .get(&holder)
+                .is_some_and(|h| now - h.last_seen > board.timeout());
+            if !expired {
+                return Err(Refusal::Held {
+                    task: task.clone(),
+                    holder,
+                    claimed_at: t.claimed_at,
+                    now,
+                }
+                .into());
+            }
+            return Ok(ClaimKind::Expired { previous: holder });
+        }
+        TaskStatus::Open => {}
+    }
+    let waiting: Vec<TaskId> = t
+        .deps
+        .iter()
+        .filter(|d| board.tasks.get(*d).map(|d| d.status) != Some(TaskStatus::Done))
+        .cloned()
+        .collect();
+    if !waiting.is_empty() {
+        return Err(Refusal::Waiting {
+            task: task.clone(),
+            deps: waiting,
+        }
+        .into());
+    }
+    Ok(ClaimKind::Fresh)
+}
+
+/// The first task in board order that `claimer` could claim now. Needs a full board.
+pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId, Refusal> {
+    let (mut waiting, mut held, mut open) = (0, 0, 0);
+    for t in board.ordered_tasks() {
+        match check_claim(board, &t.id, claimer, now) {
+            Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) => return Ok(t.id.clone()),
+            Ok(ClaimKind::AlreadyMine) | Err(RuleError::Refused(Refusal::Held { .. })) => held += 1,
+            Err(RuleError::Refused(Refusal::Waiting { .. })) => {
+                waiting += 1;
+                open += 1;
+            }
+            _ => {}
+        }
+    }
+    Err(Refusal::NothingReady {
+        waiting,
+        held,
+        open,
+    })
+}
+
+/// The ids an event needs loaded before [`apply`] can judge it: its tasks (and, once
+/// those are loaded, their deps and holders; see [`needs_after`]).
+pub fn needs(event: &EventKind) -> (Vec<TaskId>, Vec<InstanceId>) {
+    let mut tasks: Vec<TaskId> = event.tasks().into_iter().cloned().collect();
+    let mut instances = vec![];
+    match event {
+        EventKind::TaskAdd { task } => tasks.extend(task.deps.iter().cloned()),
+        EventKind::Plan { tasks: ts } => {
+            tasks.extend(ts.iter().flat_map(|t| t.deps.iter().cloned()));
+        }
+        EventKind::Reclaim { previous, .. } => instances.push(previous.clone()),
+        EventKind::Status { instance, .. } => instances.push(instance.clone()),
+        _ => {}
+    }
+    (tasks, instances)
+}
+
+/// The second round of loading: deps and holders of the tasks already loaded.
+pub fn needs_after(event: &EventKind, board: &Board) -> (Vec<TaskId>, Vec<InstanceId>) {
+    let mut tasks = vec![];
+    let mut instances = vec![];
+    for id in event.tasks() {
+        if let Some(t) = board.tasks.get(id) {
+            if matches!(event, EventKind::Claim { .. } | EventKind::Reclaim { .. }) {
+                tasks.extend(t.deps.iter().cloned());
+            }
+            instances.extend(t.claimed_by.iter().cloned());
+        }
+    }
+    (tasks, instances)
+}
+
+fn check_text(what: &str, s: &str) -> Result<(), RuleError> {
+    if s.trim().is_empty() {
+        return invalid(format!("{what} is empty"));
+    }
+    if s.len() > MAX_TEXT {
+        return invalid(format!("{what} is longer than {MAX_TEXT} bytes"));
+    }
+    if s.contains('\0') {
+        return invalid(format!("{what} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+fn check_new_task(t: &NewTask) -> Result<(), RuleError> {
+    check_text(&format!("title of {}", t.id), &t.title)?;
+    for p in &t.paths {
+        check_text(&format!("path glob of {}", t.id), p)?;
+    }
+    if t.deps.contains(&t.id) {
+        return invalid(format!("{} depends on itself", t.id));
+    }
+    if t.status.is_some_and(|s| s != TaskStatus::Open) {
+        return invalid(format!(
+            "{} has status {}; a plan adds open tasks only",
+            t.id,
+            t.status.expect("checked is_some")
+        ));
+    }
+    if t.claimed_by.as_ref().is_some_and(|c| !c.is_null()) {
+        return invalid(format!(
+            "{} has claimed_by set; a plan adds unclaimed tasks only",
+            t.id
+        ));
+    }
+    Ok(())
+}
+
+fn new_task(t: &NewTask, seq: u64, position: u32, ts: Ts) -> Task {
+    Task {
+        id: t.id.clone(),
+        title: t.title.clone(),
+        status: TaskStatus::Open,
+        claimed_by: None,
+        deps: t.deps.clone(),
+        paths: t.paths.clone(),
+        added_seq: seq,
+        position,
+        created_at: ts,
+        claimed_at: None,
+        done_at: None,
+        artifact: None,
+    }
+}
+
+/// Checks the tasks of a plan (or one `task add`) against the board: unique ids,
+/// known deps, no cycles.
+fn check_plan(board: &Board, tasks: &[NewTask]) -> Result<(), RuleError> {
+    if tasks.is_empty() {
+        return invalid("the plan has no tasks");
+    }
+    let mut ids: HashMap<&TaskId, &NewTask> = HashMap::new();
+    for t in tasks {
+        check_new_task(t)?;
+        if board.tasks.contains_key(&t.id) {
+            return invalid(format!("task {} is already on the board", t.id));
+        }
+        if ids.insert(&t.id, t).is_some() {
+            return invalid(format!("task {} is listed twice", t.id));
+        }
+    }
+    for t in tasks {
+        for d in &t.deps {
+            if !ids.contains_key(d) && !board.tasks.contains_key(d) {
+                return invalid(format!("{} depends on {d}, which is not a task", t.id));
+            }
+        }
+    }
+    // Board tasks cannot depend on new ones, so a cycle lies within the plan:
+    // depth-first search with colours.
+    let mut state: HashMap<&TaskId, u8> = HashMap::new(); // 1 = on stack, 2 = finished
+    fn visit<'a>(
+        id: &'a TaskId,
+        ids: &HashMap<&'a TaskId, &'a NewTask>,
+        state: &mut HashMap<&'a TaskId, u8>,
+        path: &mut Vec<&'a TaskId>,
+    ) -> Result<(), RuleError> {
+        match state.get(id) {
+            Some(2) => return Ok(()),
+            Some(_) => {
+                let start = path.iter().position(|p| *p == id).unwrap_or(0);
+                let mut cyc: Vec<&str> = path[start..].iter().map(|t| t.as_str()).collect();
+                cyc.push(id.as_str());
+                return invalid(format!("dependency cycle: {}", cyc.join(" -> ")));
+            }
+            None => {}
+        }
+        let Some(t) = ids.get(id) else {
+            return Ok(()); // a task already on the board
+        };
+        state.insert(id, 1);
+        path.push(id);
+        for d in &t.deps {
+            visit(d, ids, state, path)?;
+        }
+        path.pop();
+        state.insert(id, 2);
+        Ok(())
+    }
+    for t in tasks {
+        visit(&t.id, &ids, &mut state, &mut vec![])?;
+    }
+    Ok(())
+}
+
+fn sender_instance(event: &Event) -> Result<InstanceId, RuleError> {
+    event.sender.parse().map_err(|_| {
+        RuleError::Invalid(format!(
+            "{} needs an instance identity (<role>#<n>), not {:?}",
+            event.kind.type_name(),
+            event.sender
+        ))
+    })
+}
+
+fn existing<'a>(board: &'a Board, task: &TaskId) -> Result<&'a Task, RuleError> {
+    board
+        .tasks
+        .get(task)
+        .ok_or_else(|| RuleError::Invalid(format!("no task {task} on this board")))
+}
+
+/// Holder-only rule of `release` and `done`; `forced` must name the actual holder.
+fn check_holder(
+    t: &Task,
+    event: &Event,
+    forced: &Option<InstanceId>,
+) -> Result<Option<InstanceId>, RuleError> {
+    let holder = t.claimed_by.clone();
+    match (forced, &holder) {
+        (Some(f), Some(h)) if f == h => Ok(holder),
+        (Some(f), _) => invalid(format!(
+            "the event forces {} from {f}, but its holder is {}",
+            t.id,
+            holder.map_or("nobody".to_owned(), |h| h.to_string())
+        )),
+        (None, Some(h)) if h.to_string() == event.sender => Ok(holder),
+        (None, Some(h)) => Err(Refusal::NotHolder {
+            task: t.id.clone(),
+            holder: h.clone(),
+            who: event.sender.clone(),
+        }
+        .into()),
+        (None, None) => Err(Refusal::NotClaimed { task: t.id.clone() }.into()),
+    }
+}
+
+/// The rule function: what `event` changes on `board`, or why it may not happen.
+pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
+    let expected = board.seq.map_or(0, |s| s + 1);
+    if event.seq != expected {
+        return invalid(format!(
+            "event seq {} does not follow {}",
+            event.seq,
+            board.seq.map_or("nothing".to_owned(), |s| s.to_string())
+        ));
+    }
+    if board.config.is_none() && !matches!(event.kind, EventKind::Init { .. }) {
+        return invalid("the run has no init event");
+    }
+    check_text("sender", &event.sender)?;
+    let ts = event.ts;
+    let mut changes = vec![];
+    match &event.kind {
+        EventKind::Init { config } => {
+            if board.config.is_some() {
+                return invalid("the run is already initialised");
+            }
+            changes.push(Change::Config(config.clone()));
+        }
+        EventKind::TaskAdd { task } => {
+            check_plan(board, std::slice::from_ref(task))?;
+            changes.push(Change::Task(new_task(task, event.seq, 0, ts)));
+        }
+        EventKind::Plan { tasks } => {
+            check_plan(board, tasks)?;
+            for (i, t) in tasks.iter().enumerate() {
+                let pos =
+                    u32::try_from(i).map_err(|_| RuleError::Invalid("plan too big".into()))?;
+                changes.push(Change::Task(new_task(t, event.seq, pos, ts)));
+            }
+        }
+        EventKind::Claim { task } | EventKind::Reclaim { task, .. } => {
+            let me = sender_instance(event)?;
+            let kind = check_claim(board, task, &me, ts)?;
+            match (&event.kind, kind) {
+                (EventKind::Claim { .. }, ClaimKind::Fresh) => {}
+                (EventKind::Reclaim { previous, .. }, ClaimKind::Expired { previous: p })
+                    if *previous == p => {}
+                (_, ClaimKind::AlreadyMine) => {
+                    return invalid(format!("{me} already holds {task}"));
+                }
+                (EventKind::Claim { .. }, ClaimKind::Expired { previous }) => {
+                    return invalid(format!(
+                        "{task} must be taken with a reclaim from {previous}, whose lease ran out"
+                    ));
+                }
+                _ => return invalid(format!("{task} is not held by an expired instance")),
+            }
+            let mut t = existing(board, task)?.clone();
+            t.status = TaskStatus::Claimed;
+            t.claimed_by = Some(me);
+            t.claimed_at = Some(ts);
+            changes.push(Change::Task(t));
+        }
+        EventKind::Release { task, forced, .. } => {
+            let t = existing(board, task)?;
+            match t.status {
+                TaskStatus::Done => return Err(Refusal::AlreadyDone { task: task.clone() }.into()),
+                TaskStatus::Open => return Err(Refusal::NotClaimed { task: task.clone() }.into()),
+                TaskStatus::Claimed => {}
+            }
+            check_holder(t, event, forced)?;
+            let mut t = t.clone();
+            t.status = TaskStatus::Open;
+            t.claimed_by = None;
+            t.claimed_at = None;
+            changes.push(Change::Task(t));
+        }
+        EventKind::Done {
+            task,
+            artifact,
+            forced,
+        } => {
+            let t = existing(board, task)?;
+            if t.status == TaskStatus::Done {
+                return Err(Refusal::AlreadyDone { task: task.clone() }.into());
+            }
+            let holder = check_holder(t, event, forced)?;
+            let mut t = t.clone();
+            t.status = TaskStatus::Done;
+            t.done_at = Some(ts);
+            t.claimed_by = holder;
+            if let Some(path) = artifact {
+                check_text("artifact path", path)?;
+                t.artifact = Some(path.clone());
+                let me = sender_instance(event)?;
+                let mut list = board.artifacts.get(&me).cloned().unwrap_or_default();
+                list.push(Artifact {
+                    role_id: me.role().to_owned(),
+                    instance_id: me.number(),
+                    path: path.clone(),
+                    task: Some(task.clone()),
+                });
+                changes.push(Change::Artifacts(me, list));
+            }
+            changes.push(Change::Task(t));
+        }
+        EventKind::Heartbeat => {
+            sender_instance(event)?;
+        }
+        EventKind::Status {
+            instance,
+            status,
+            reason,
+        } => {
+            let mut i = board
+                .instances
+                .get(instance)
+                .cloned()
+                .unwrap_or_else(|| fresh_instance(instance, event));
+            i.status = *status;
+            i.reason = reason.clone();
+            if instance.to_string() == event.sender {
+                i.last_seen = ts;
+                i.last_seq = event.seq;
+            }
+            changes.push(Change::Instance(i));
+        }
+        EventKind::Message { kind, text } => {
+            check_message_type(kind).map_err(RuleError::Invalid)?;
+            check_text("message", text)?;
+        }
+    }
+    // Every event of an instance is its heartbeat: it renews the instance's lease.
+    if let Ok(me) = event.sender.parse::<InstanceId>() {
+        let already = changes
+            .iter()
+            .any(|c| matches!(c, Change::Instance(i) if i.id == me));
+        if !already {
+            let mut i = board
+                .instances
+                .get(&me)
+                .cloned()
+                .unwrap_or_else(|| fresh_instance(&me, event));
+            i.last_seen = ts;
+            i.last_seq = event.seq;
+            changes.push(Change::Instance(i));
+        }
+    }
+    Ok(changes)
+}
+
+fn fresh_instance(id: &InstanceId, event: &Event) -> RoleInstance {
+    RoleInstance {
+        id: id.clone(),
+        role_id: id.role().to_owned(),
+        instance_id: id.number(),
+        status: InstanceStatus::Running,
+        last_seen: event.ts,
+        last_seq: event.seq,
+        reason: None,
+    }
+}
+
+/// A message type must be a short lower-case word and not one of [`RESERVED_TYPES`].
+pub fn check_message_type(kind: &str) -> Result<(), String> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 32
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !ok {
+        return Err(format!(
+            "message type {kind:?} is not a lower-case word (like decision, question, answer, note)"
+        ));
+    }
+    if RESERVED_TYPES.contains(&kind) {
+        return Err(format!(
+            "message type {kind:?} is reserved for mara's own events; use decision, question, answer or note"
+        ));
+    }
+    Ok(())
+}
+
+/// Tasks whose ids were named but are not on the board, for clear errors.
+pub fn unknown_tasks<'a>(board: &Board, ids: impl IntoIterator<Item = &'a TaskId>) -> Vec<TaskId> {
+    let set: BTreeSet<&TaskId> = ids.into_iter().collect();
+    set.into_iter()
+        .filter(|id| !board.tasks.contains_key(*id))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! The command line: clap parses, a command runs, `output` prints.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::commands::*;
+use crate::commands::{
+    board::BoardArgs, claim::ClaimArgs, demo::DemoArgs, done::DoneArgs, init::InitArgs,
+    log::LogArgs, plan::PlanArgs, post::PostArgs, release::ReleaseArgs, task::TaskArgs,
+};
+use crate::context::Ctx;
+use crate::output::Report;
+
+/// Parallel role instances on one git repository: an atomic task board and a
+/// coordination log on `refs/mara/<run>`.
+#[derive(Parser, Debug)]
+#[command(name = "mara", version, about, long_about = None)]
+pub struct Cli {
+    /// The run to use (default: MARA_RUN, else git config mara.run); with `init`,
+    /// the id of the new run.
+    #[arg(long, global = true, value_name = "ID")]
+    pub run: Option<String>,
+    /// Act as this instance, e.g. implementer#2 (default: MARA_INSTANCE, else git
+    /// config mara.instance).
+    #[arg(long = "as", global = true, value_name = "ROLE#N")]
+    pub as_instance: Option<String>,
+    /// Print JSON (one value, or JSON lines for `log`).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create the run's ref and record it as the current run.
+    Init(InitArgs),
+    /// Add a task.
+    Task(TaskArgs),
+    /// Add many tasks at once from a JSON list (all or none).
+    Plan(PlanArgs),
+    /// Claim a task, or the first ready one with --next.
+    Claim(ClaimArgs),
+    /// Give a task back.
+    Release(ReleaseArgs),
+    /// Complete a task.
+    Done(DoneArgs),
+    /// Write to the channel: decision, question, answer, note, ...
+    Post(PostArgs),
+    /// Show that this instance is alive (renews its lease).
+    Heartbeat,
+    /// Show the task board.
+    Board(BoardArgs),
+    /// Show the coordination log.
+    Log(LogArgs),
+    /// Show the run: task counts and instances.
+    Status,
+    /// Replay the log and check it reproduces the board.
+    Verify,
+    /// Run a demo with scripted agents in a scratch repository.
+    Demo(DemoArgs),
+}
+
+impl Cli {
+    /// The shared options.
+    pub fn ctx(&self) -> Ctx {
+        Ctx {
+            run: self.run.clone(),
+            as_instance: self.as_instance.clone(),
+            json: self.json,
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn dispatch(cli: Cli) -> Result<Report> {
+    let ctx = cli.ctx();
+    match cli.cmd {
+        Cmd::Init(a) => init::run(&ctx, a),
+        Cmd::Task(a) => task::run(&ctx, a),
+        Cmd::Plan(a) => plan::run(&ctx, a),
+        Cmd::Claim(a) => claim::run(&ctx, a),
+        Cmd::Release(a) => release::run(&ctx, a),
+        Cmd::Done(a) => done::run(&ctx, a),
+        Cmd::Post(a) => post::run(&ctx, a),
+        Cmd::Heartbeat => heartbeat::run(&ctx),
+        Cmd::Board(a) => board::run(&ctx, a),
+        Cmd::Log(a) => log::run(&ctx, a),
+        Cmd::Status => status::run(&ctx),
+        Cmd::Verify => verify::run(&ctx),
+        Cmd::Demo(a) => demo::run(&ctx, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

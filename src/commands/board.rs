@@ -1,0 +1,85 @@
+//! `mara board`: the task board as a table, or the seed's JSON.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::board::{one_line, Board, TaskStatus};
+use crate::context::Ctx;
+use crate::output::Report;
+
+#[derive(Args, Debug)]
+pub struct BoardArgs {}
+
+/// Renders the board as an aligned table.
+pub fn table(board: &Board) -> String {
+    let tasks = board.ordered_tasks();
+    let rows: Vec<[String; 5]> = tasks
+        .iter()
+        .map(|t| {
+            [
+                t.id.to_string(),
+                t.status.to_string(),
+                t.claimed_by
+                    .as_ref()
+                    .map_or("-".to_owned(), ToString::to_string),
+                if t.deps.is_empty() {
+                    "-".to_owned()
+                } else {
+                    t.deps
+                        .iter()
+                        .map(|d| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                one_line(&t.title, 60),
+            ]
+        })
+        .collect();
+    let head = ["ID", "STATUS", "HOLDER", "DEPS", "TITLE"];
+    let mut w = head.map(|h| h.chars().count());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, r: [&str; 5]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    };
+    line(&mut out, head);
+    for r in &rows {
+        line(&mut out, [&r[0], &r[1], &r[2], &r[3], &r[4]]);
+    }
+    let count = |s| tasks.iter().filter(|t| t.status == s).count();
+    let _ = write!(
+        out,
+        "{} tasks: {} open, {} claimed, {} done (run {}, version {})",
+        tasks.len(),
+        count(TaskStatus::Open),
+        count(TaskStatus::Claimed),
+        count(TaskStatus::Done),
+        board.config.as_ref().map_or("?", |c| c.run.as_str()),
+        board.seq.unwrap_or(0)
+    );
+    out
+}
+
+pub fn run(ctx: &Ctx, _args: BoardArgs) -> Result<Report> {
+    let ledger = ctx.ledger()?;
+    let board = ledger.snapshot()?.full_board()?;
+    Ok(Report::new(table(&board), board.to_json()))
+}

@@ -1,0 +1,76 @@
+//! `mara log`: the coordination channel, oldest first.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::Value;
+
+use crate::board::{one_line, Event, EventKind};
+use crate::context::Ctx;
+use crate::ids::TaskId;
+use crate::output::Report;
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Only events of this type (claim, done, decision, ...).
+    #[arg(long = "type", value_name = "T")]
+    pub kind: Option<String>,
+    /// Only events about this task.
+    #[arg(long, value_name = "ID")]
+    pub task: Option<TaskId>,
+}
+
+/// One event as a log line for people.
+pub fn line(e: &Event) -> String {
+    let detail = match &e.kind {
+        EventKind::Init { config } => {
+            format!("run {} (lease {}s)", config.run, config.claim_timeout_sec)
+        }
+        EventKind::TaskAdd { task } => format!("{}: {}", task.id, one_line(&task.title, 60)),
+        EventKind::Plan { tasks } => format!("{} tasks", tasks.len()),
+        EventKind::Message { text, .. } => one_line(text, 100),
+        _ => {
+            let s = e.subject();
+            s.split_once(" by ").map_or(s.clone(), |(a, _)| {
+                a.split_once(' ')
+                    .map_or(String::new(), |(_, b)| b.to_owned())
+            })
+        }
+    };
+    format!(
+        "{:>5}  {}  {:<16} {:<10} {}",
+        e.seq,
+        e.ts.format("%Y-%m-%d %H:%M:%S"),
+        one_line(&e.sender, 32),
+        e.kind.type_name(),
+        detail
+    )
+}
+
+pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
+    let ledger = ctx.ledger()?;
+    let mut text = String::new();
+    let mut json: Vec<Value> = vec![];
+    for (_, e) in ledger.events()? {
+        if args
+            .kind
+            .as_deref()
+            .is_some_and(|k| k != e.kind.type_name())
+        {
+            continue;
+        }
+        if let Some(t) = &args.task {
+            if !e.kind.tasks().contains(&t) {
+                continue;
+            }
+        }
+        let _ = writeln!(text, "{}", line(&e));
+        json.push(e.to_json());
+    }
+    Ok(Report {
+        text,
+        json: Value::Array(json),
+        lines: true,
+    })
+}

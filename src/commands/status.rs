@@ -1,0 +1,72 @@
+//! `mara status`: the run at a glance: tasks by status and every instance.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::board::{ago, TaskStatus};
+use crate::context::Ctx;
+use crate::ledger::now;
+use crate::output::Report;
+
+pub fn run(ctx: &Ctx) -> Result<Report> {
+    let ledger = ctx.ledger()?;
+    let snap = ledger.snapshot()?;
+    let board = snap.full_board()?;
+    let now = now();
+    let count = |s| board.tasks.values().filter(|t| t.status == s).count();
+    let mut text = format!(
+        "run {} at version {} ({}), lease {}s\ntasks: {} open, {} claimed, {} done\n",
+        snap.config.run,
+        snap.seq,
+        ledger.refname(),
+        snap.config.claim_timeout_sec,
+        count(TaskStatus::Open),
+        count(TaskStatus::Claimed),
+        count(TaskStatus::Done),
+    );
+    let mut instances = vec![];
+    if board.instances.is_empty() {
+        text.push_str("instances: none yet\n");
+    } else {
+        text.push_str("instances:\n");
+    }
+    for i in board.instances.values() {
+        let holds: Vec<&str> = board
+            .ordered_tasks()
+            .into_iter()
+            .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(&i.id))
+            .map(|t| t.id.as_str())
+            .collect();
+        let _ = writeln!(
+            text,
+            "  {:<16} {:<8} last seen {} ago{}",
+            i.id.to_string(),
+            i.status.to_string(),
+            ago(now - i.last_seen),
+            if holds.is_empty() {
+                String::new()
+            } else {
+                format!(", holds {}", holds.join(", "))
+            }
+        );
+        instances.push(json!({
+            "id": i.id, "role_id": i.role_id, "instance_id": i.instance_id,
+            "status": i.status, "last_seen": i.last_seen, "holds": holds,
+        }));
+    }
+    Ok(Report::new(
+        text.trim_end().to_owned(),
+        json!({
+            "run": snap.config.run,
+            "version": snap.seq,
+            "tasks": {
+                "open": count(TaskStatus::Open),
+                "claimed": count(TaskStatus::Claimed),
+                "done": count(TaskStatus::Done),
+            },
+            "instances": instances,
+        }),
+    ))
+}

@@ -1,0 +1,121 @@
+//! Where a command runs: the repository, the current run and who is acting.
+//!
+//! This is the one module that reads the environment (`MARA_RUN`, `MARA_INSTANCE`);
+//! clippy's `disallowed-methods` keeps it that way.
+
+use anyhow::{anyhow, Context, Result};
+use git2::Repository;
+
+use crate::ids::{InstanceId, RunId};
+use crate::ledger::Ledger;
+
+/// Global options every command shares.
+#[derive(Clone, Debug, Default)]
+pub struct Ctx {
+    /// `--run`.
+    pub run: Option<String>,
+    /// `--as`.
+    pub as_instance: Option<String>,
+    /// `--json`.
+    pub json: bool,
+}
+
+#[allow(clippy::disallowed_methods)] // the one place that reads the environment
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `PATH` with `dir` in front, for child processes that call `mara` by name.
+#[allow(clippy::disallowed_methods)] // the one place that reads the environment
+pub fn path_with(dir: &std::path::Path) -> Result<std::ffi::OsString> {
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    Ok(std::env::join_paths(
+        std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&old)),
+    )?)
+}
+
+impl Ctx {
+    /// Opens the repository the way git would: `GIT_DIR`, `GIT_WORK_TREE` and the
+    /// other variables a hook runs with count, then the current directory upwards.
+    pub fn repo(&self) -> Result<Repository> {
+        Repository::open_from_env().map_err(|e| {
+            anyhow!(
+                "not inside a git repository ({}); cd into one, or create one with `git init`",
+                e.message()
+            )
+        })
+    }
+
+    /// The current run: `--run`, else `MARA_RUN`, else git config `mara.run`.
+    pub fn run_id(&self, repo: &Repository) -> Result<RunId> {
+        let from_config = || {
+            repo.config()
+                .ok()
+                .and_then(|c| c.get_string("mara.run").ok())
+        };
+        let (raw, source) = if let Some(r) = &self.run {
+            (r.clone(), "--run")
+        } else if let Some(r) = env("MARA_RUN") {
+            (r, "MARA_RUN")
+        } else if let Some(r) = from_config() {
+            (r, "git config mara.run")
+        } else {
+            return Err(anyhow!(
+                "no current run: pass --run ID, set MARA_RUN, or create one with `mara init --run ID`"
+            ));
+        };
+        raw.parse()
+            .with_context(|| format!("reading the run id from {source}"))
+    }
+
+    /// Opens the repository and the current run's ledger.
+    pub fn ledger(&self) -> Result<Ledger> {
+        let repo = self.repo()?;
+        let run = self.run_id(&repo)?;
+        Ledger::open(repo, run)
+    }
+
+    /// Who is acting: `--as`, else `MARA_INSTANCE`, else git config `mara.instance`
+    /// (worktree config first, so each worktree can be its own instance).
+    pub fn identity(&self, repo: &Repository) -> Result<Option<InstanceId>> {
+        let (raw, source) = if let Some(a) = &self.as_instance {
+            (a.clone(), "--as")
+        } else if let Some(a) = env("MARA_INSTANCE") {
+            (a, "MARA_INSTANCE")
+        } else if let Some(a) = repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string("mara.instance").ok())
+        {
+            (a, "git config mara.instance")
+        } else {
+            return Ok(None);
+        };
+        raw.parse()
+            .map(Some)
+            .with_context(|| format!("reading the instance from {source}"))
+    }
+
+    /// The identity, or an error saying how to set one.
+    pub fn require_identity(&self, repo: &Repository) -> Result<InstanceId> {
+        self.identity(repo)?.ok_or_else(|| {
+            anyhow!(
+                "who is acting? pass --as implementer#1, set MARA_INSTANCE=implementer#1, or run `git config mara.instance implementer#1`"
+            )
+        })
+    }
+
+    /// The sender of board set-up events (init, task add, plan): the instance if one
+    /// is set, else the git user, else `operator`. Setting up a board needs no role.
+    pub fn operator(&self, repo: &Repository) -> Result<String> {
+        if let Some(i) = self.identity(repo)? {
+            return Ok(i.to_string());
+        }
+        Ok(repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string("user.name").ok())
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "operator".to_owned()))
+    }
+}

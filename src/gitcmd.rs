@@ -1,0 +1,36 @@
+//! Running the `git` command itself: for work libgit2 does not do (worktrees,
+//! pushes and fetches through the user's own transport and credential setup).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// A `git` invocation in `dir`: stdin closed, messages in English so they can be
+/// parsed, and the exact command line in any error.
+pub fn git(dir: &Path, args: &[&str]) -> Result<Output> {
+    let line = format!("git {}", args.join(" "));
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("LC_ALL", "C")
+        .env("LC_MESSAGES", "C")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `{line}` in {}", dir.display()))?;
+    Ok(out)
+}
+
+/// Like [`git`], but a non-zero exit is an error carrying git's stderr.
+pub fn git_ok(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = git(dir, args)?;
+    if !out.status.success() {
+        bail!(
+            "`git {}` failed in {}: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

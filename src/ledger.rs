@@ -1,0 +1,687 @@
+//! The ledger: the git-backed store of a run, and the only code that moves
+//! `refs/mara/<run>`.
+//!
+//! Invariants this module keeps:
+//!
+//! * Every commit on the run's ref is one event. Its subject is
+//!   [`Event::subject`], its body the event as one JSON line, then trailers
+//!   (`Mara-Run`, `Mara-Seq`, `Mara-Instance`, `Mara-Task`). Its tree is the board
+//!   after the event; its only parent is the previous event.
+//! * The ref only fast-forwards: an append builds on the tip it read and moves the
+//!   ref with a compare-and-swap (`git_reference_create_matching`: git's lock file
+//!   plus a compare of the old value). Losing the race re-reads the tip and runs
+//!   the rule again, with jittered backoff.
+//! * An append reads only the objects its event needs and rewrites only the trees
+//!   on the paths it changes (tasks fan out into 256 buckets), so its cost does not
+//!   grow with the board or the log.
+
+// This module is the sole writer of the run's ref (clippy.toml forbids the ref
+// writers everywhere else).
+#![allow(clippy::disallowed_methods)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Utc;
+use git2::{ErrorCode, ObjectType, Oid, Repository, Signature, Time, Tree};
+use serde::de::DeserializeOwned;
+
+use crate::board::{
+    self, apply, Artifact, Board, Change, Event, EventKind, RoleInstance, RunConfig, Task, Ts,
+};
+use crate::ids::{InstanceId, RunId, TaskId};
+use crate::output;
+
+/// How many times an append re-reads and retries after losing the race.
+const MAX_ATTEMPTS: u32 = 400;
+/// An append gives up after this long, however many attempts it made.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// A ref lock file older than this was left by a killed process: libgit2 holds it
+/// for the microseconds between creating it and renaming it over the ref.
+const STALE_LOCK: Duration = Duration::from_secs(5);
+
+/// A run's store in one repository.
+pub struct Ledger {
+    repo: Repository,
+    run: RunId,
+    refname: String,
+}
+
+/// What a command decided on one snapshot of the board.
+pub enum Draft {
+    /// Write this event.
+    Write(EventKind),
+    /// Nothing to write; the command succeeds with this message.
+    Noop(String),
+}
+
+/// The result of an append.
+pub enum Outcome {
+    Written(Box<Appended>),
+    Noop(String),
+}
+
+/// An event that is now on the run's ref.
+pub struct Appended {
+    pub event: Event,
+    pub commit: Oid,
+    pub attempts: u32,
+}
+
+/// The board at one commit of the run; reads its files lazily.
+pub struct Snapshot<'l> {
+    repo: &'l Repository,
+    pub tip: Oid,
+    pub seq: u64,
+    pub config: RunConfig,
+    tree: Tree<'l>,
+    full: RefCell<Option<Board>>,
+}
+
+impl<'l> Snapshot<'l> {
+    fn read_json<T: DeserializeOwned>(&self, path: &[String]) -> Result<Option<T>> {
+        let p: PathBuf = path.iter().collect();
+        let entry = match self.tree.get_path(&p) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .with_context(|| format!("reading {} at {}", p.display(), self.tip))?;
+        let v = serde_json::from_slice(blob.content())
+            .with_context(|| format!("board file {} at {} is damaged", p.display(), self.tip))?;
+        Ok(Some(v))
+    }
+
+    /// One task, if it is on the board.
+    pub fn task(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.read_json(&id.board_path())
+    }
+
+    /// One instance record, if the instance ever wrote an event.
+    pub fn instance(&self, id: &InstanceId) -> Result<Option<RoleInstance>> {
+        self.read_json(&["instances".to_owned(), format!("{}.json", id.file_stem())])
+    }
+
+    fn artifacts(&self, id: &InstanceId) -> Result<Option<Vec<Artifact>>> {
+        self.read_json(&["artifacts".to_owned(), format!("{}.json", id.file_stem())])
+    }
+
+    fn empty_board(&self) -> Board {
+        Board {
+            config: Some(self.config.clone()),
+            seq: Some(self.seq),
+            ..Board::default()
+        }
+    }
+
+    /// The whole board: every task, instance and artifact record.
+    pub fn full_board(&self) -> Result<Board> {
+        if let Some(b) = self.full.borrow().as_ref() {
+            return Ok(b.clone());
+        }
+        let mut board = self.empty_board();
+        for blob in self.blobs_under("tasks")? {
+            let t: Task = serde_json::from_slice(&blob.1)
+                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+            board.tasks.insert(t.id.clone(), t);
+        }
+        for blob in self.blobs_under("instances")? {
+            let i: RoleInstance = serde_json::from_slice(&blob.1)
+                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+            board.instances.insert(i.id.clone(), i);
+        }
+        for (name, bytes) in self.blobs_under("artifacts")? {
+            let a: Vec<Artifact> = serde_json::from_slice(&bytes)
+                .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
+            let stem = name
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".json"))
+                .unwrap_or_default();
+            board.artifacts.insert(InstanceId::from_file_stem(stem)?, a);
+        }
+        *self.full.borrow_mut() = Some(board.clone());
+        Ok(board)
+    }
+
+    /// Every blob below a top-level directory, with its path.
+    fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(entry) = self.tree.get_name(dir) else {
+            return Ok(vec![]);
+        };
+        let tree = self.repo.find_tree(entry.id())?;
+        let mut out = vec![];
+        let mut err = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
+            if e.kind() == Some(ObjectType::Blob) {
+                match self.repo.find_blob(e.id()) {
+                    Ok(b) => out.push((
+                        format!("{dir}/{root}{}", e.name().unwrap_or("?")),
+                        b.content().to_vec(),
+                    )),
+                    Err(e) => {
+                        err = Some(e);
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
+    /// The part of the board `event` needs for [`apply`] to judge it.
+    pub fn board_for(&self, event: &EventKind, sender: &str) -> Result<Board> {
+        if let Some(full) = self.full.borrow().as_ref() {
+            return Ok(full.clone());
+        }
+        let mut board = self.empty_board();
+        let (tasks, mut instances) = board::needs(event);
+        self.load(&mut board, &tasks)?;
+        let (more_tasks, more_instances) = board::needs_after(event, &board);
+        self.load(&mut board, &more_tasks)?;
+        instances.extend(more_instances);
+        if let Ok(me) = sender.parse::<InstanceId>() {
+            if let Some(a) = self.artifacts(&me)? {
+                board.artifacts.insert(me.clone(), a);
+            }
+            instances.push(me);
+        }
+        for id in instances {
+            if let Some(i) = self.instance(&id)? {
+                board.instances.insert(id, i);
+            }
+        }
+        Ok(board)
+    }
+
+    fn load(&self, board: &mut Board, ids: &[TaskId]) -> Result<()> {
+        for id in ids {
+            if !board.tasks.contains_key(id) {
+                if let Some(t) = self.task(id)? {
+                    board.tasks.insert(id.clone(), t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The event stored in a commit message: the first line of the body that is JSON.
+pub fn event_of_message(message: &str) -> Result<Event> {
+    let line = message
+        .lines()
+        .skip(1)
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| anyhow!("the commit message holds no event"))?;
+    Event::from_json(line).context("the commit's event does not parse")
+}
+
+/// The full commit message of an event.
+pub fn message_of_event(run: &RunId, event: &Event) -> String {
+    let mut msg = format!(
+        "{}\n\n{}\n\nMara-Run: {run}\nMara-Seq: {}\n",
+        event.subject(),
+        event.to_json(),
+        event.seq
+    );
+    if let Ok(i) = event.sender.parse::<InstanceId>() {
+        msg.push_str(&format!("Mara-Instance: {i}\n"));
+    }
+    let tasks = event.kind.tasks();
+    // A plan names many tasks; its trailers would drown the message.
+    if tasks.len() == 1 {
+        msg.push_str(&format!("Mara-Task: {}\n", tasks[0]));
+    }
+    msg
+}
+
+/// A tree edit: blobs to write at paths below one directory.
+enum Node {
+    Blob(Vec<u8>),
+    Dir(BTreeMap<String, Node>),
+}
+
+/// Writes `changes` on top of `base` and returns the new root tree. Only the trees
+/// on the changed paths are rewritten; every other entry keeps its object.
+pub fn write_changes(
+    repo: &Repository,
+    base: Option<&Tree<'_>>,
+    changes: &[Change],
+) -> Result<Oid> {
+    let mut root = BTreeMap::new();
+    for c in changes {
+        let path = c.path();
+        let (file, dirs) = path.split_last().expect("board paths are never empty");
+        let mut node = &mut root;
+        for d in dirs {
+            let next = node
+                .entry(d.clone())
+                .or_insert_with(|| Node::Dir(BTreeMap::new()));
+            node = match next {
+                Node::Dir(m) => m,
+                Node::Blob(_) => unreachable!("board paths never put a file where a directory is"),
+            };
+        }
+        node.insert(file.clone(), Node::Blob(c.contents()));
+    }
+    write_dir(repo, base, root)
+}
+
+fn write_dir(
+    repo: &Repository,
+    base: Option<&Tree<'_>>,
+    edits: BTreeMap<String, Node>,
+) -> Result<Oid> {
+    let mut builder = repo.treebuilder(base)?;
+    for (name, node) in edits {
+        match node {
+            Node::Blob(bytes) => {
+                let oid = repo.blob(&bytes)?;
+                builder.insert(&name, oid, 0o100644)?;
+            }
+            Node::Dir(children) => {
+                let sub = match base.and_then(|b| b.get_name(&name)) {
+                    Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+                    _ => None,
+                };
+                let oid = write_dir(repo, sub.as_ref(), children)?;
+                builder.insert(&name, oid, 0o040000)?;
+            }
+        }
+    }
+    Ok(builder.write()?)
+}
+
+/// Jittered exponential backoff: sleeps of up to 1, 2, 4 ... 64 ms, each a random
+/// fraction of its cap so racing writers spread out.
+struct Backoff {
+    attempt: u32,
+    state: u64,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            attempt: 0,
+            state: nanos ^ (u64::from(std::process::id()) << 32) | 1,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        // xorshift64: good enough to decorrelate processes, no dependency needed.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let cap_us = 1000u64 << self.attempt.min(6);
+        self.attempt += 1;
+        Duration::from_micros(cap_us / 4 + self.state % (cap_us * 3 / 4 + 1))
+    }
+}
+
+/// Now, to the millisecond: the precision events store.
+pub fn now() -> Ts {
+    let t = Utc::now();
+    t - chrono::Duration::nanoseconds(i64::from(t.timestamp_subsec_nanos() % 1_000_000))
+}
+
+impl Ledger {
+    /// Opens an existing run.
+    pub fn open(repo: Repository, run: RunId) -> Result<Ledger> {
+        let refname = run.refname();
+        match repo.refname_to_id(&refname) {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::NotFound => bail!(
+                "there is no run {run} in this repository (no {refname}); create it with `mara init --run {run}`"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {refname}")),
+        }
+        Ok(Ledger { repo, run, refname })
+    }
+
+    /// Creates the run's ref with its `init` event. Fails if the run exists.
+    pub fn init(repo: Repository, config: RunConfig, sender: &str) -> Result<(Ledger, Appended)> {
+        let run = config.run.clone();
+        let refname = run.refname();
+        if repo.refname_to_id(&refname).is_ok() {
+            bail!(
+                "run {run} already exists ({refname}); pick another id with `mara init --run ID`"
+            );
+        }
+        let event = Event {
+            seq: 0,
+            ts: now(),
+            sender: sender.to_owned(),
+            kind: EventKind::Init { config },
+        };
+        let changes = apply(&Board::default(), &event)?;
+        let tree = write_changes(&repo, None, &changes)?;
+        let ledger = Ledger { repo, run, refname };
+        let commit = ledger.commit_event(&event, tree, None)?;
+        // Keep a reflog for the run's ref: git writes one for refs/mara/* only when it
+        // already exists, and it is this clone's record of what it saw.
+        ledger.repo.reference_ensure_log(&ledger.refname)?;
+        // force = false: if another process created the run meanwhile, we lose.
+        ledger
+            .repo
+            .reference(
+                &ledger.refname,
+                commit,
+                false,
+                &format!("mara: {}", event.subject()),
+            )
+            .map_err(|e| match e.code() {
+                ErrorCode::Exists => anyhow!(
+                    "run {} was created by someone else just now; pick another id",
+                    ledger.run
+                ),
+                _ => anyhow!(e).context(format!("creating {}", ledger.refname)),
+            })?;
+        Ok((
+            ledger,
+            Appended {
+                event,
+                commit,
+                attempts: 1,
+            },
+        ))
+    }
+
+    /// The run's id.
+    pub fn run(&self) -> &RunId {
+        &self.run
+    }
+
+    /// The repository the run lives in.
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The run's ref name.
+    pub fn refname(&self) -> &str {
+        &self.refname
+    }
+
+    /// The board at the current tip.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>> {
+        let tip = self
+            .repo
+            .refname_to_id(&self.refname)
+            .with_context(|| format!("reading {}", self.refname))?;
+        self.snapshot_at(tip)
+    }
+
+    /// The board at one commit of the run.
+    pub fn snapshot_at(&self, tip: Oid) -> Result<Snapshot<'_>> {
+        let commit = self
+            .repo
+            .find_commit(tip)
+            .with_context(|| format!("{} points at {tip}, which is not a commit", self.refname))?;
+        let event = event_of_message(commit.message().unwrap_or_default())
+            .with_context(|| format!("reading the event of {tip} on {}", self.refname))?;
+        let tree = commit.tree()?;
+        let snap = Snapshot {
+            repo: &self.repo,
+            tip,
+            seq: event.seq,
+            config: RunConfig {
+                run: self.run.clone(),
+                claim_timeout_sec: 0,
+                lock_mode: Default::default(),
+                remote: None,
+            },
+            tree,
+            full: RefCell::new(None),
+        };
+        let config: RunConfig = snap
+            .read_json(&["config.json".to_owned()])?
+            .ok_or_else(|| anyhow!("{tip} on {} has no config.json", self.refname))?;
+        Ok(Snapshot { config, ..snap })
+    }
+
+    fn commit_event(&self, event: &Event, tree: Oid, parent: Option<Oid>) -> Result<Oid> {
+        let tree = self.repo.find_tree(tree)?;
+        let name = board::one_line(&event.sender, 64).replace(['<', '>'], "");
+        let email = self
+            .repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string("user.email").ok())
+            .unwrap_or_else(|| "mara@localhost".to_owned());
+        let sig = Signature::new(&name, &email, &Time::new(event.ts.timestamp(), 0))?;
+        let parent = parent.map(|p| self.repo.find_commit(p)).transpose()?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let msg = message_of_event(&self.run, event);
+        Ok(self.repo.commit(None, &sig, &sig, &msg, &tree, &parents)?)
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.repo.commondir().join(format!("{}.lock", self.refname))
+    }
+
+    /// Appends one event: read the tip, let `draft` decide on it, check the rule,
+    /// write the commit and compare-and-swap the ref; on a lost race, again.
+    pub fn append<F>(&self, sender: &str, mut draft: F) -> Result<Outcome>
+    where
+        F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
+    {
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let snap = self.snapshot()?;
+            let ts = now();
+            let kind = match draft(&snap, ts)? {
+                Draft::Write(k) => k,
+                Draft::Noop(msg) => return Ok(Outcome::Noop(msg)),
+            };
+            let board = snap.board_for(&kind, sender)?;
+            let event = Event {
+                seq: snap.seq + 1,
+                ts,
+                sender: sender.to_owned(),
+                kind,
+            };
+            let changes = apply(&board, &event)?;
+            let tree = write_changes(&self.repo, Some(&snap.tree), &changes)?;
+            let commit = self.commit_event(&event, tree, Some(snap.tip))?;
+            let lost = match self.repo.reference_matching(
+                &self.refname,
+                commit,
+                true,
+                snap.tip,
+                &format!("mara: {}", event.subject()),
+            ) {
+                Ok(_) => {
+                    return Ok(Outcome::Written(Box::new(Appended {
+                        event,
+                        commit,
+                        attempts,
+                    })))
+                }
+                Err(e) if e.code() == ErrorCode::Modified => None,
+                Err(e) if e.code() == ErrorCode::Locked => Some(self.lock_path()),
+                Err(e) => return Err(e).with_context(|| format!("updating {}", self.refname)),
+            };
+            if let Some(lock) = &lost {
+                self.recover_stale_lock(lock)?;
+            }
+            if attempts >= MAX_ATTEMPTS || started.elapsed() >= MAX_WAIT {
+                if let Some(lock) = lost {
+                    bail!(
+                        "{} stayed locked for {}s: {} exists; if no mara or git process is still running, remove it: rm '{}'",
+                        self.refname,
+                        started.elapsed().as_secs(),
+                        lock.display(),
+                        lock.display()
+                    );
+                }
+                bail!(
+                    "gave up after {attempts} attempts in {:.1}s: other writers kept moving {} first; nothing was written, try again",
+                    started.elapsed().as_secs_f64(),
+                    self.refname
+                );
+            }
+            std::thread::sleep(backoff.next_delay());
+        }
+    }
+
+    /// Removes the ref's lock file if a killed process left it behind.
+    ///
+    /// The lock is renamed away before it is deleted, so of several processes that
+    /// find the same stale lock only one removes it, and a fresh lock taken in
+    /// between is never deleted by mistake (its age is checked after the rename).
+    fn recover_stale_lock(&self, lock: &Path) -> Result<()> {
+        let age = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+        };
+        let Some(a) = age(lock) else {
+            return Ok(()); // already gone: the holder finished
+        };
+        if a < STALE_LOCK {
+            return Ok(());
+        }
+        let aside = lock.with_extension(format!("lock.stale-{}", std::process::id()));
+        if std::fs::rename(lock, &aside).is_err() {
+            return Ok(()); // someone else moved it first
+        }
+        if age(&aside).is_some_and(|a| a < STALE_LOCK) {
+            // We moved a lock that was taken just now: put it back.
+            let _ = std::fs::rename(&aside, lock);
+            return Ok(());
+        }
+        std::fs::remove_file(&aside)
+            .with_context(|| format!("removing stale lock {}", aside.display()))?;
+        output::warn(&format!(
+            "removed a stale lock {} ({}s old, left by a killed process)",
+            lock.display(),
+            a.as_secs()
+        ));
+        Ok(())
+    }
+
+    /// Every event of the run, oldest first, with its commit.
+    pub fn events(&self) -> Result<Vec<(Oid, Event)>> {
+        let mut out = vec![];
+        for c in self.chain()? {
+            let commit = self.repo.find_commit(c)?;
+            let event = event_of_message(commit.message().unwrap_or_default())
+                .with_context(|| format!("reading the event of {c} on {}", self.refname))?;
+            out.push((c, event));
+        }
+        Ok(out)
+    }
+
+    /// The commits of the run's ref, oldest first, following first parents.
+    pub fn chain(&self) -> Result<Vec<Oid>> {
+        let mut walk = self.repo.revwalk()?;
+        walk.push_ref(&self.refname)?;
+        walk.simplify_first_parent()?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+        Ok(walk.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Replays the log from its first commit: every commit has one parent, seq is
+    /// gapless, each event passes [`apply`], each commit's tree is the replay of its
+    /// event on its parent, and the replay reproduces the tip's tree. Returns the
+    /// problems found (empty when the run is sound) and the number of events.
+    pub fn verify(&self) -> Result<(Vec<String>, u64)> {
+        // Replayed trees go to memory, not disk: verifying writes nothing.
+        let odb = self.repo.odb()?;
+        let _mempack = odb.add_new_mempack_backend(1000)?;
+        let mut problems = vec![];
+        let mut board = Board::default();
+        let mut replayed: Option<Oid> = None;
+        let mut prev_tree: Option<Oid> = None;
+        let mut count = 0u64;
+        let tip = self.repo.refname_to_id(&self.refname)?;
+        for (i, oid) in self.chain()?.into_iter().enumerate() {
+            count += 1;
+            let commit = self.repo.find_commit(oid)?;
+            let expected_parents = usize::from(i > 0);
+            if commit.parent_count() != expected_parents {
+                problems.push(format!(
+                    "commit {oid} has {} parents; an event has {expected_parents}",
+                    commit.parent_count()
+                ));
+            }
+            let event = match event_of_message(commit.message().unwrap_or_default()) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(format!("commit {oid}: {e:#}"));
+                    break;
+                }
+            };
+            if event.seq != i as u64 {
+                problems.push(format!(
+                    "commit {oid} has seq {} where {i} belongs: the log has a gap or a repeat",
+                    event.seq
+                ));
+                break;
+            }
+            if commit.summary() != Some(event.subject().as_str()) {
+                problems.push(format!(
+                    "commit {oid} (seq {}) has subject {:?}, but its event reads {:?}",
+                    event.seq,
+                    commit.summary().unwrap_or_default(),
+                    event.subject()
+                ));
+            }
+            if commit.message() != Some(message_of_event(&self.run, &event).as_str()) {
+                problems.push(format!(
+                    "commit {oid} (seq {}) has a message that mara did not write (trailers or body changed)",
+                    event.seq
+                ));
+            }
+            let changes = match apply(&board, &event) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!(
+                        "commit {oid} (seq {}, {}): the rules forbid this event: {e}",
+                        event.seq,
+                        event.subject()
+                    ));
+                    break;
+                }
+            };
+            let parent_tree = prev_tree.map(|t| self.repo.find_tree(t)).transpose()?;
+            let expected = write_changes(&self.repo, parent_tree.as_ref(), &changes)?;
+            if expected != commit.tree_id() {
+                problems.push(format!(
+                    "commit {oid} (seq {}, {}): its tree does not match the replay of its event",
+                    event.seq,
+                    event.subject()
+                ));
+            }
+            let replay_base = replayed.map(|t| self.repo.find_tree(t)).transpose()?;
+            replayed = Some(write_changes(&self.repo, replay_base.as_ref(), &changes)?);
+            prev_tree = Some(commit.tree_id());
+            board.commit(event.seq, changes);
+        }
+        if problems.is_empty() {
+            let tip_tree = self.repo.find_commit(tip)?.tree_id();
+            if replayed != Some(tip_tree) {
+                problems.push(format!(
+                    "replaying the log does not reproduce the board at the tip {tip}"
+                ));
+            }
+        }
+        Ok((problems, count))
+    }
+}

@@ -1,0 +1,15 @@
+//! mara: several parallel instances of a role on one git repository.
+//!
+//! The layering runs one way: [`board`] (model and rules, no I/O) ← [`ledger`] (the
+//! only writer of `refs/mara/<run>`) ← [`commands`] ← [`cli`] and `main`.
+//! [`output`] alone prints; [`context`] alone reads the environment.
+
+pub mod board;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod context;
+pub mod gitcmd;
+pub mod ids;
+pub mod ledger;
+pub mod output;

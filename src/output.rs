@@ -1,0 +1,84 @@
+//! The only module that writes to stdout and stderr.
+//!
+//! stdout carries data (text or `--json`); warnings, hints and errors go to stderr.
+//! Text output is scrubbed of control characters, so a title carrying ANSI escapes
+//! or carriage returns prints as harmless text.
+
+use std::io::{self, Write};
+
+use serde_json::Value;
+
+/// What a command produced: a text for people and a JSON value for scripts.
+pub struct Report {
+    pub text: String,
+    pub json: Value,
+    /// Print `json` (an array) as JSON lines, one element per line.
+    pub lines: bool,
+}
+
+impl Report {
+    /// A report with one JSON value.
+    pub fn new(text: impl Into<String>, json: Value) -> Self {
+        Report {
+            text: text.into(),
+            json,
+            lines: false,
+        }
+    }
+}
+
+/// Replaces control characters other than newline and tab, so nothing printed can
+/// move the cursor, change colours or rewrite a line.
+pub fn scrub(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Prints a report; a closed pipe (`mara log | head`) is not an error.
+pub fn print(report: &Report, json: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        match (&report.json, report.lines) {
+            (Value::Array(items), true) => {
+                for item in items {
+                    writeln!(out, "{item}")?;
+                }
+            }
+            (v, _) => writeln!(out, "{v}")?,
+        }
+    } else if !report.text.is_empty() {
+        let text = scrub(&report.text);
+        if text.ends_with('\n') {
+            write!(out, "{text}")?;
+        } else {
+            writeln!(out, "{text}")?;
+        }
+    }
+    out.flush()
+}
+
+/// A warning on stderr.
+pub fn warn(msg: &str) {
+    let _ = writeln!(io::stderr().lock(), "warning: {}", scrub(msg));
+}
+
+/// An error, and optionally a hint naming the next command, on stderr.
+pub fn error(msg: &str, hint: Option<&str>) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "error: {}", scrub(msg));
+    if let Some(h) = hint {
+        let _ = writeln!(err, "hint: {}", scrub(h));
+    }
+}
+
+/// A progress line on stderr (the demo's narration).
+pub fn progress(msg: &str) {
+    let _ = writeln!(io::stderr().lock(), "{}", scrub(msg));
+}
