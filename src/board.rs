@@ -498,34 +498,22 @@ impl Event {
     }
 }
 
-/// Flattens free text to one printable line of at most `max` characters.
+/// Flattens free text to one printable line of at most `max` characters; a cut is
+/// marked with a final '…' (which counts toward `max`).
 pub fn one_line(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    let mut space = false;
-    for c in s.chars() {
-        let c = if c.is_control() || c.is_whitespace() {
-            ' '
-        } else {
-            c
-        };
-        if c == ' ' {
-            if space || out.is_empty() {
-                continue;
-            }
-            space = true;
-        } else {
-            space = false;
-        }
-        if n == max {
-            out.truncate(out.trim_end().len());
-            out.push('…');
-            return out;
-        }
-        out.push(c);
-        n += 1;
+    let words: Vec<String> = s
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.chars().filter(|c| !c.is_control()).collect())
+        .collect();
+    let flat = words.join(" ");
+    if flat.chars().count() <= max {
+        return flat;
     }
-    out.trim_end().to_owned()
+    let mut out: String = flat.chars().take(max.saturating_sub(1)).collect();
+    out.truncate(out.trim_end().len());
+    out.push('…');
+    out
 }
 
 /// The board after some prefix of the log, or the part of it one event needs.
@@ -613,12 +601,16 @@ impl Board {
         })
     }
 
-    fn timeout(&self) -> chrono::Duration {
+    fn timeout(&self) -> chrono::TimeDelta {
         let sec = self
             .config
             .as_ref()
             .map_or(DEFAULT_CLAIM_TIMEOUT_SEC, |c| c.claim_timeout_sec);
-        chrono::Duration::seconds(i64::try_from(sec).unwrap_or(i64::MAX / 1000))
+        // Any u64 is a valid stored value; a lease beyond chrono's range never ends.
+        i64::try_from(sec)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX)
     }
 }
 
@@ -646,10 +638,11 @@ pub enum Refusal {
         holder: InstanceId,
         who: String,
     },
+    /// No task is ready: `waiting` open tasks wait for deps, `held` are held by
+    /// other live instances.
     NothingReady {
         waiting: usize,
         held: usize,
-        open: usize,
     },
 }
 
@@ -680,14 +673,10 @@ impl fmt::Display for Refusal {
                     one_line(who, 64)
                 )
             }
-            Refusal::NothingReady {
-                waiting,
-                held,
-                open,
-            } => {
+            Refusal::NothingReady { waiting, held } => {
                 write!(
                     f,
-                    "nothing ready: {open} open task(s), {waiting} waiting for deps, {held} held by others"
+                    "nothing ready: {waiting} task(s) wait for deps, {held} held by others"
                 )
             }
         }
@@ -833,23 +822,16 @@ pub fn check_claim(
 
 /// The first task in board order that `claimer` could claim now. Needs a full board.
 pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId, Refusal> {
-    let (mut waiting, mut held, mut open) = (0, 0, 0);
+    let (mut waiting, mut held) = (0, 0);
     for t in board.ordered_tasks() {
         match check_claim(board, &t.id, claimer, now) {
             Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) => return Ok(t.id.clone()),
-            Ok(ClaimKind::AlreadyMine) | Err(RuleError::Refused(Refusal::Held { .. })) => held += 1,
-            Err(RuleError::Refused(Refusal::Waiting { .. })) => {
-                waiting += 1;
-                open += 1;
-            }
+            Err(RuleError::Refused(Refusal::Held { .. })) => held += 1,
+            Err(RuleError::Refused(Refusal::Waiting { .. })) => waiting += 1,
             _ => {}
         }
     }
-    Err(Refusal::NothingReady {
-        waiting,
-        held,
-        open,
-    })
+    Err(Refusal::NothingReady { waiting, held })
 }
 
 /// The ids an event needs loaded before [`apply`] can judge it: its tasks (and, once
