@@ -52,6 +52,16 @@ pub struct RunConfig {
     pub remote: Option<String>,
 }
 
+impl RunConfig {
+    /// The remote whose ref is the lock, when writes go through one.
+    pub fn write_remote(&self) -> Option<&str> {
+        match self.lock_mode {
+            LockMode::Remote => self.remote.as_deref(),
+            LockMode::Ref => None,
+        }
+    }
+}
+
 /// Where a task stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -743,11 +753,24 @@ impl fmt::Display for RuleError {
     }
 }
 
+/// An event the rules reject as wrong in itself (exit code 1); a typed error so a
+/// remote writer can tell it from a failure of git and re-check on a fresh tip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 impl From<RuleError> for anyhow::Error {
     fn from(e: RuleError) -> Self {
         match e {
             RuleError::Refused(r) => anyhow::Error::new(r),
-            RuleError::Invalid(s) => anyhow::Error::msg(s),
+            RuleError::Invalid(s) => anyhow::Error::new(Invalid(s)),
         }
     }
 }

@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use crate::commands::*;
 use crate::commands::{
     board::BoardArgs, claim::ClaimArgs, demo::DemoArgs, done::DoneArgs, init::InitArgs,
-    log::LogArgs, plan::PlanArgs, post::PostArgs, release::ReleaseArgs, task::TaskArgs,
+    log::LogArgs, plan::PlanArgs, post::PostArgs, release::ReleaseArgs, sync::SyncArgs,
+    task::TaskArgs,
 };
 use crate::context::Ctx;
 use crate::output::Report;
@@ -55,6 +56,8 @@ pub enum Cmd {
     Log(LogArgs),
     /// Show the run: task counts and instances.
     Status,
+    /// Fetch the run's ref from its remote and push what the remote lacks.
+    Sync(SyncArgs),
     /// Replay the log and check it reproduces the board.
     Verify,
     /// Run a demo with scripted agents in a scratch repository.
@@ -87,6 +90,7 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Board(a) => board::run(&ctx, a),
         Cmd::Log(a) => log::run(&ctx, a),
         Cmd::Status => status::run(&ctx),
+        Cmd::Sync(a) => sync::run(&ctx, a),
         Cmd::Verify => verify::run(&ctx),
         Cmd::Demo(a) => demo::run(&ctx, a),
     }

@@ -50,7 +50,7 @@ pub struct Outputs {
 }
 
 /// Longest lease we accept: a week. Longer is almost surely a typo.
-const MAX_CLAIM_TIMEOUT_SEC: u64 = 7 * 24 * 3600;
+pub const MAX_CLAIM_TIMEOUT_SEC: u64 = 7 * 24 * 3600;
 
 impl SeedConfig {
     /// Reads and checks a config file; errors name the file and the key.

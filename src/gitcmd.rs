@@ -34,3 +34,20 @@ pub fn git_ok(dir: &Path, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Runs `git` on the repository at `git_dir` (its `.git` directory), whatever
+/// `GIT_DIR`, `GIT_WORK_TREE` or `GIT_INDEX_FILE` a surrounding hook has set.
+pub fn git_at(git_dir: &Path, args: &[&str]) -> Result<Output> {
+    let line = format!("git {}", args.join(" "));
+    Command::new("git")
+        .args(args)
+        .current_dir(git_dir)
+        .env("GIT_DIR", git_dir)
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env("LC_ALL", "C")
+        .env("LC_MESSAGES", "C")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `{line}` in {}", git_dir.display()))
+}

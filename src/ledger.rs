@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
-use git2::{ErrorCode, ObjectType, Oid, Repository, Signature, Time, Tree};
+use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
 use serde::de::DeserializeOwned;
 
 use crate::board::{
@@ -34,20 +34,98 @@ use crate::board::{
 };
 use crate::ids::{InstanceId, RunId, TaskId};
 use crate::output;
+use crate::remote::{self, Push};
 
 /// How many times an append re-reads and retries after losing the race.
 const MAX_ATTEMPTS: u32 = 400;
+/// The same through a remote, where every attempt is a push and a fetch.
+const MAX_REMOTE_ATTEMPTS: u32 = 60;
 /// An append gives up after this long, however many attempts it made.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// A ref lock file older than this was left by a killed process: libgit2 holds it
 /// for the microseconds between creating it and renaming it over the ref.
 const STALE_LOCK: Duration = Duration::from_secs(5);
 
+/// Sets libgit2's process-wide options for mara's access pattern. Call once, early.
+pub fn tune_libgit2() {
+    // The ledger writes a tree right after the blobs it names and a commit right
+    // after its tree: checking that they exist would re-read each object.
+    git2::opts::strict_object_creation(false);
+    // Task buckets and the tasks/ tree outgrow libgit2's default 4 KiB cache limit
+    // for trees; an append reads them more than once.
+    // SAFETY: called before any repository is opened, from one thread.
+    unsafe {
+        let _ = git2::opts::set_cache_object_limit(ObjectType::Tree, 1 << 20);
+        let _ = git2::opts::set_cache_object_limit(ObjectType::Blob, 64 << 10);
+    }
+}
+
+/// Carries a no-op draft through the judging step (it is not an error).
+#[derive(Debug)]
+struct NoopSignal(String);
+
+impl std::fmt::Display for NoopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoopSignal {}
+
+/// Whether an append stopped because of the board (a refusal, an invalid event or a
+/// no-op), as opposed to a failure of git.
+fn is_rule_outcome(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<board::Refusal>().is_some()
+        || e.downcast_ref::<board::Invalid>().is_some()
+        || e.downcast_ref::<NoopSignal>().is_some()
+}
+
+/// The file whose mtime says when this clone last synced a run with its remote.
+fn sync_marker(repo: &Repository, run: &RunId) -> PathBuf {
+    repo.commondir()
+        .join("mara")
+        .join("synced")
+        .join(run.as_str())
+}
+
+fn mark_synced(repo: &Repository, run: &RunId) {
+    let p = sync_marker(repo, run);
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // Best effort: the marker only feeds "last synced N ago".
+    let _ = std::fs::write(&p, now().to_rfc3339());
+}
+
+/// Fetches `refname` from `remote` into the local ref of the same name,
+/// fast-forward only, retrying while a local writer holds the ref's lock.
+pub fn fetch_ref(repo: &Repository, remote: &str, refname: &str) -> Result<()> {
+    for _ in 0..50 {
+        match remote::fetch(repo.path(), remote, refname)? {
+            Ok(()) => {
+                if let Some(run) = refname
+                    .strip_prefix("refs/mara/")
+                    .and_then(|r| r.parse().ok())
+                {
+                    mark_synced(repo, &run);
+                }
+                return Ok(());
+            }
+            Err(remote::FetchError::Busy) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(remote::explain(e, remote, refname)),
+        }
+    }
+    Err(remote::explain(remote::FetchError::Busy, remote, refname))
+}
+
 /// A run's store in one repository.
 pub struct Ledger {
     repo: Repository,
     run: RunId,
     refname: String,
+    /// The e-mail of event commits: the user's, so a run across machines shows
+    /// who ran each instance.
+    email: String,
 }
 
 /// What a command decided on one snapshot of the board.
@@ -79,6 +157,8 @@ pub struct Snapshot<'l> {
     pub config: RunConfig,
     tree: Tree<'l>,
     full: RefCell<Option<Board>>,
+    /// Tasks read so far: the command's draft and the rule check read the same ones.
+    tasks: RefCell<BTreeMap<TaskId, Option<Task>>>,
 }
 
 impl<'l> Snapshot<'l> {
@@ -100,7 +180,12 @@ impl<'l> Snapshot<'l> {
 
     /// One task, if it is on the board.
     pub fn task(&self, id: &TaskId) -> Result<Option<Task>> {
-        self.read_json(&id.board_path())
+        if let Some(t) = self.tasks.borrow().get(id) {
+            return Ok(t.clone());
+        }
+        let t: Option<Task> = self.read_json(&id.board_path())?;
+        self.tasks.borrow_mut().insert(id.clone(), t.clone());
+        Ok(t)
     }
 
     /// One instance record, if the instance ever wrote an event.
@@ -191,8 +276,17 @@ impl<'l> Snapshot<'l> {
         self.load(&mut board, &more_tasks)?;
         instances.extend(more_instances);
         if let Ok(me) = sender.parse::<InstanceId>() {
-            if let Some(a) = self.artifacts(&me)? {
-                board.artifacts.insert(me.clone(), a);
+            // Only a completion with an artifact appends to the sender's list.
+            if matches!(
+                event,
+                EventKind::Done {
+                    artifact: Some(_),
+                    ..
+                }
+            ) {
+                if let Some(a) = self.artifacts(&me)? {
+                    board.artifacts.insert(me.clone(), a);
+                }
             }
             instances.push(me);
         }
@@ -348,7 +442,23 @@ impl Ledger {
             ),
             Err(e) => return Err(e).with_context(|| format!("reading {refname}")),
         }
-        Ok(Ledger { repo, run, refname })
+        Ok(Ledger::new(repo, run))
+    }
+
+    fn new(repo: Repository, run: RunId) -> Ledger {
+        let email = repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string("user.email").ok())
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| "mara@localhost".to_owned());
+        let refname = run.refname();
+        Ledger {
+            repo,
+            run,
+            refname,
+            email,
+        }
     }
 
     /// Creates the run's ref with its `init` event. Fails if the run exists.
@@ -368,8 +478,18 @@ impl Ledger {
         };
         let changes = apply(&Board::default(), &event)?;
         let tree = write_changes(&repo, None, &changes)?;
-        let ledger = Ledger { repo, run, refname };
+        let ledger = Ledger::new(repo, run);
         let commit = ledger.commit_event(&event, tree, None)?;
+        if let Some(remote) = ledger.config_remote(&event) {
+            match remote::push(ledger.repo.path(), &remote, commit, &ledger.refname)? {
+                Push::Accepted => ledger.mark_synced(),
+                Push::Lost(why) => bail!(
+                    "remote {remote} already has run {} ({why}); join it with `mara sync --run {} --remote {remote}`, or pick another id",
+                    ledger.run,
+                    ledger.run
+                ),
+            }
+        }
         // Keep a reflog for the run's ref: git writes one for refs/mara/* only when it
         // already exists, and it is this clone's record of what it saw.
         ledger.repo.reference_ensure_log(&ledger.refname)?;
@@ -444,6 +564,7 @@ impl Ledger {
             },
             tree,
             full: RefCell::new(None),
+            tasks: RefCell::new(BTreeMap::new()),
         };
         let config: RunConfig = snap
             .read_json(&["config.json".to_owned()])?
@@ -451,20 +572,26 @@ impl Ledger {
         Ok(Snapshot { config, ..snap })
     }
 
+    /// Writes the commit object of an event. The object is formatted here rather
+    /// than through `git_commit_create`, which would read the tree and the parent
+    /// back from disk only to take their ids.
     fn commit_event(&self, event: &Event, tree: Oid, parent: Option<Oid>) -> Result<Oid> {
-        let tree = self.repo.find_tree(tree)?;
-        let name = board::one_line(&event.sender, 64).replace(['<', '>'], "");
-        let email = self
-            .repo
-            .config()
-            .ok()
-            .and_then(|c| c.get_string("user.email").ok())
-            .unwrap_or_else(|| "mara@localhost".to_owned());
-        let sig = Signature::new(&name, &email, &Time::new(event.ts.timestamp(), 0))?;
-        let parent = parent.map(|p| self.repo.find_commit(p)).transpose()?;
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let msg = message_of_event(&self.run, event);
-        Ok(self.repo.commit(None, &sig, &sig, &msg, &tree, &parents)?)
+        let clean = |s: &str| board::one_line(s, 64).replace(['<', '>'], "");
+        let ident = format!(
+            "{} <{}> {} +0000",
+            clean(&event.sender),
+            clean(&self.email),
+            event.ts.timestamp()
+        );
+        let mut raw = format!("tree {tree}\n");
+        if let Some(p) = parent {
+            raw.push_str(&format!("parent {p}\n"));
+        }
+        raw.push_str(&format!(
+            "author {ident}\ncommitter {ident}\n\n{}",
+            message_of_event(&self.run, event)
+        ));
+        Ok(self.repo.odb()?.write(ObjectType::Commit, raw.as_bytes())?)
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -473,6 +600,11 @@ impl Ledger {
 
     /// Appends one event: read the tip, let `draft` decide on it, check the rule,
     /// write the commit and compare-and-swap the ref; on a lost race, again.
+    ///
+    /// In remote mode the compare-and-swap is a non-force push of the commit to the
+    /// remote's ref; the local ref moves only after the remote accepted it. A rule
+    /// failure on a tip that was not fetched by this command is re-checked on a
+    /// fresh fetch first, so a refusal is true on the remote.
     pub fn append<F>(&self, sender: &str, mut draft: F) -> Result<Outcome>
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
@@ -480,47 +612,88 @@ impl Ledger {
         let started = Instant::now();
         let mut backoff = Backoff::new();
         let mut attempts = 0;
+        let mut fresh = false;
         loop {
             attempts += 1;
             let snap = self.snapshot()?;
+            let remote = snap.config.write_remote().map(str::to_owned);
             let ts = now();
-            let kind = match draft(&snap, ts)? {
-                Draft::Write(k) => k,
-                Draft::Noop(msg) => return Ok(Outcome::Noop(msg)),
+            let judged = draft(&snap, ts).and_then(|d| match d {
+                Draft::Write(kind) => {
+                    let board = snap.board_for(&kind, sender)?;
+                    let event = Event {
+                        seq: snap.seq + 1,
+                        ts,
+                        sender: sender.to_owned(),
+                        kind,
+                    };
+                    let changes = apply(&board, &event)?;
+                    Ok((event, changes))
+                }
+                Draft::Noop(msg) => Err(anyhow::Error::new(NoopSignal(msg))),
+            });
+            let (event, changes) = match judged {
+                Ok(x) => x,
+                Err(e) if remote.is_some() && !fresh && is_rule_outcome(&e) => {
+                    // Judged on the last fetched tip: make it true on the remote.
+                    self.fetch(remote.as_deref().expect("checked is_some"))?;
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => {
+                    return match e.downcast::<NoopSignal>() {
+                        Ok(NoopSignal(msg)) => Ok(Outcome::Noop(msg)),
+                        Err(e) => Err(e),
+                    }
+                }
             };
-            let board = snap.board_for(&kind, sender)?;
-            let event = Event {
-                seq: snap.seq + 1,
-                ts,
-                sender: sender.to_owned(),
-                kind,
-            };
-            let changes = apply(&board, &event)?;
             let tree = write_changes(&self.repo, Some(&snap.tree), &changes)?;
             let commit = self.commit_event(&event, tree, Some(snap.tip))?;
-            let lost = match self.repo.reference_matching(
-                &self.refname,
-                commit,
-                true,
-                snap.tip,
-                &format!("mara: {}", event.subject()),
-            ) {
-                Ok(_) => {
-                    return Ok(Outcome::Written(Box::new(Appended {
-                        event,
-                        commit,
-                        attempts,
-                    })))
-                }
-                Err(e) if e.code() == ErrorCode::Modified => None,
-                Err(e) if e.code() == ErrorCode::Locked => Some(self.lock_path()),
-                Err(e) => return Err(e).with_context(|| format!("updating {}", self.refname)),
+            let written = |attempts| {
+                Ok(Outcome::Written(Box::new(Appended {
+                    event: event.clone(),
+                    commit,
+                    attempts,
+                })))
             };
-            if let Some(lock) = &lost {
-                self.recover_stale_lock(lock)?;
+            let mut lock = None;
+            if let Some(remote) = &remote {
+                match remote::push(self.repo.path(), remote, commit, &self.refname)? {
+                    Push::Accepted => {
+                        self.mark_synced();
+                        self.advance_local(snap.tip, commit, &event)?;
+                        return written(attempts);
+                    }
+                    Push::Lost(_) => {
+                        self.fetch(remote)?;
+                        fresh = true;
+                    }
+                }
+            } else {
+                match self.repo.reference_matching(
+                    &self.refname,
+                    commit,
+                    true,
+                    snap.tip,
+                    &format!("mara: {}", event.subject()),
+                ) {
+                    Ok(_) => return written(attempts),
+                    Err(e) if e.code() == ErrorCode::Modified => {}
+                    Err(e) if e.code() == ErrorCode::Locked => {
+                        let path = self.lock_path();
+                        self.recover_stale_lock(&path)?;
+                        lock = Some(path);
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("updating {}", self.refname)),
+                }
             }
-            if attempts >= MAX_ATTEMPTS || started.elapsed() >= MAX_WAIT {
-                if let Some(lock) = lost {
+            let max = if remote.is_some() {
+                MAX_REMOTE_ATTEMPTS
+            } else {
+                MAX_ATTEMPTS
+            };
+            if attempts >= max || started.elapsed() >= MAX_WAIT {
+                if let Some(lock) = lock {
                     bail!(
                         "{} stayed locked for {}s: {} exists; if no mara or git process is still running, remove it: rm '{}'",
                         self.refname,
@@ -537,6 +710,56 @@ impl Ledger {
             }
             std::thread::sleep(backoff.next_delay());
         }
+    }
+
+    fn config_remote(&self, event: &Event) -> Option<String> {
+        match &event.kind {
+            EventKind::Init { config } => config.write_remote().map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    /// Fetches the run's ref from `remote` (fast-forward only).
+    pub fn fetch(&self, remote: &str) -> Result<()> {
+        fetch_ref(&self.repo, remote, &self.refname)?;
+        Ok(())
+    }
+
+    /// After the remote accepted `commit`, moves the local ref to it, unless a
+    /// concurrent fetch already moved the local ref past it.
+    fn advance_local(&self, old: Oid, commit: Oid, event: &Event) -> Result<()> {
+        for _ in 0..100 {
+            let cur = self.repo.refname_to_id(&self.refname)?;
+            if cur == commit || (cur != old && !self.repo.graph_descendant_of(commit, cur)?) {
+                return Ok(());
+            }
+            match self.repo.reference_matching(
+                &self.refname,
+                commit,
+                true,
+                cur,
+                &format!("mara: {} (pushed)", event.subject()),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Locked) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e).with_context(|| format!("updating {}", self.refname)),
+            }
+        }
+        // The remote has the event; the next fetch brings the local ref along.
+        Ok(())
+    }
+
+    fn mark_synced(&self) {
+        mark_synced(&self.repo, &self.run);
+    }
+
+    /// When this clone last fetched or pushed the run, if ever.
+    pub fn last_synced(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(sync_marker(&self.repo, &self.run))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Removes the ref's lock file if a killed process left it behind.
@@ -684,4 +907,92 @@ impl Ledger {
         }
         Ok((problems, count))
     }
+}
+
+/// What `mara sync` did.
+pub enum Synced {
+    UpToDate(Oid),
+    Fetched { from: Option<Oid>, to: Oid },
+    Pushed { from: Oid, to: Oid },
+}
+
+/// Brings the run's local ref and the remote's together: creates or fast-forwards
+/// the local ref from the remote, or pushes local events the remote lacks. Refuses
+/// when the two have diverged or the remote rewrote what this clone saw.
+pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
+    let refname = run.refname();
+    let scratch = format!("refs/mara-sync/{run}");
+    let local = repo.refname_to_id(&refname).ok();
+    let spec = format!("+{refname}:{scratch}");
+    let out = crate::gitcmd::git_at(
+        repo.path(),
+        &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            remote,
+            &spec,
+        ],
+    )?;
+    let theirs = if out.status.success() {
+        let id = repo.refname_to_id(&scratch)?;
+        if let Ok(mut r) = repo.find_reference(&scratch) {
+            let _ = r.delete();
+        }
+        Some(id)
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("couldn't find remote ref") {
+            let msg: Vec<&str> = err
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("hint:"))
+                .collect();
+            bail!(
+                "cannot fetch {refname} from remote {remote}: {}",
+                msg.join("; ")
+            );
+        }
+        None
+    };
+    let msg = format!("mara: sync with {remote}");
+    let result = match (local, theirs) {
+        (None, None) => bail!(
+            "there is no run {run} here or on remote {remote}; create it with `mara init --run {run} --remote {remote}`"
+        ),
+        (None, Some(t)) => {
+            repo.reference_ensure_log(&refname)?;
+            repo.reference(&refname, t, false, &msg)
+                .with_context(|| format!("creating {refname}"))?;
+            Synced::Fetched { from: None, to: t }
+        }
+        (Some(l), Some(t)) if l == t => Synced::UpToDate(l),
+        (Some(l), Some(t)) if repo.graph_descendant_of(t, l)? => {
+            repo.reference_matching(&refname, t, true, l, &msg)
+                .with_context(|| format!("moving {refname}"))?;
+            Synced::Fetched { from: Some(l), to: t }
+        }
+        (Some(l), theirs) => {
+            if let Some(t) = theirs {
+                if !repo.graph_descendant_of(l, t)? {
+                    bail!(
+                        "{refname} here and on remote {remote} have diverged (or the remote rewrote it); nothing was changed; compare them with `git log {refname}` and `git fetch {remote} {refname}:refs/mara-theirs/{run}`"
+                    );
+                }
+            }
+            match remote::push(repo.path(), remote, l, &refname)? {
+                Push::Accepted => Synced::Pushed {
+                    from: theirs.unwrap_or(l),
+                    to: l,
+                },
+                Push::Lost(why) => bail!(
+                    "remote {remote} moved {refname} while syncing ({why}); run `mara sync` again"
+                ),
+            }
+        }
+    };
+    mark_synced(repo, run);
+    Ok(result)
 }

@@ -13,3 +13,4 @@ pub mod gitcmd;
 pub mod ids;
 pub mod ledger;
 pub mod output;
+pub mod remote;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    mara::ledger::tune_libgit2();
     let json = cli.json;
     match dispatch(cli) {
         Ok(report) => match output::print(&report, json) {

@@ -10,7 +10,11 @@ use crate::context::Ctx;
 use crate::output::Report;
 
 #[derive(Args, Debug)]
-pub struct BoardArgs {}
+pub struct BoardArgs {
+    /// Fetch the run's ref from its remote first (remote mode).
+    #[arg(long)]
+    pub fetch: bool,
+}
 
 /// Renders the board as an aligned table.
 pub fn table(board: &Board) -> String {
@@ -78,8 +82,16 @@ pub fn table(board: &Board) -> String {
     out
 }
 
-pub fn run(ctx: &Ctx, _args: BoardArgs) -> Result<Report> {
-    let ledger = ctx.ledger()?;
+pub fn run(ctx: &Ctx, args: BoardArgs) -> Result<Report> {
+    let (ledger, note) = super::reader(ctx, args.fetch)?;
     let board = ledger.snapshot()?.full_board()?;
-    Ok(Report::new(table(&board), board.to_json()))
+    let mut text = table(&board);
+    let mut json = board.to_json();
+    if let Some(n) = note {
+        text.push_str(&format!("\n{n}"));
+        if let Some(t) = ledger.last_synced() {
+            json["synced_at"] = serde_json::json!(chrono::DateTime::<chrono::Utc>::from(t));
+        }
+    }
+    Ok(Report::new(text, json))
 }

@@ -21,6 +21,10 @@ pub struct InitArgs {
     /// Lease length: an instance silent for longer loses its claims (default 300).
     #[arg(long, value_name = "SEC")]
     pub claim_timeout: Option<u64>,
+    /// Share the run through this git remote: every write is a push to it, and a
+    /// rejected push is a lost race (lock_mode "remote").
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
@@ -35,21 +39,28 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         .unwrap_or_else(|| format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
     let run: RunId = raw.parse().context("choosing the run id")?;
     let claim_timeout_sec = args.claim_timeout.unwrap_or(seed.claim_timeout_sec());
-    if claim_timeout_sec == 0 {
-        anyhow::bail!("--claim-timeout must be at least 1 second");
-    }
-    let lock_mode = seed.coordination.lock_mode.unwrap_or_default();
-    if lock_mode == LockMode::Remote {
+    if claim_timeout_sec == 0 || claim_timeout_sec > crate::config::MAX_CLAIM_TIMEOUT_SEC {
         anyhow::bail!(
-            "lock_mode \"remote\" is not supported by this build yet; use \"ref\" (local compare-and-swap)"
+            "--claim-timeout {claim_timeout_sec} is out of range; use 1 to {} seconds",
+            crate::config::MAX_CLAIM_TIMEOUT_SEC
         );
+    }
+    let remote = args.remote.or(seed.coordination.remote.clone());
+    let lock_mode = match (&remote, seed.coordination.lock_mode) {
+        (Some(_), None) => LockMode::Remote,
+        (_, Some(m)) => m,
+        (None, None) => LockMode::Ref,
+    };
+    if let Some(r) = &remote {
+        check_remote_name(r)?;
     }
     let config = RunConfig {
         run: run.clone(),
         claim_timeout_sec,
         lock_mode,
-        remote: None,
+        remote,
     };
+    let config_remote = config.write_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;
     let (ledger, appended) = Ledger::init(repo, config, &sender)?;
     ledger
@@ -59,8 +70,11 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         .context("recording the current run in git config mara.run")?;
     let mut report = super::written(&appended);
     report.text = format!(
-        "created run {run} ({}); it is now the current run\nreview it with: git log {}",
+        "created run {run} ({}){}; it is now the current run\nreview it with: git log {}",
         ledger.refname(),
+        config_remote
+            .as_ref()
+            .map_or(String::new(), |r| format!(" and pushed it to {r}")),
         ledger.refname()
     );
     report.json = json!({
@@ -68,6 +82,15 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         "ref": ledger.refname(),
         "commit": appended.commit.to_string(),
         "claim_timeout_sec": claim_timeout_sec,
+        "remote": config_remote,
     });
     Ok(report)
+}
+
+/// A remote is a configured name or a URL/path; it must not look like an option.
+pub fn check_remote_name(r: &str) -> Result<()> {
+    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_control()) {
+        anyhow::bail!("remote {r:?} is not a remote name or URL; see `git remote -v`");
+    }
+    Ok(())
 }

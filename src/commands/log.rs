@@ -19,6 +19,9 @@ pub struct LogArgs {
     /// Only events about this task.
     #[arg(long, value_name = "ID")]
     pub task: Option<TaskId>,
+    /// Fetch the run's ref from its remote first (remote mode).
+    #[arg(long)]
+    pub fetch: bool,
 }
 
 /// One event as a log line for people.
@@ -49,7 +52,10 @@ pub fn line(e: &Event) -> String {
 }
 
 pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
-    let ledger = ctx.ledger()?;
+    let (ledger, note) = super::reader(ctx, args.fetch)?;
+    if let Some(n) = note {
+        crate::output::progress(&n);
+    }
     let mut text = String::new();
     let mut json: Vec<Value> = vec![];
     for (_, e) in ledger.events()? {

@@ -12,12 +12,15 @@ pub mod plan;
 pub mod post;
 pub mod release;
 pub mod status;
+pub mod sync;
 pub mod task;
 pub mod verify;
 
+use anyhow::Result;
 use serde_json::json;
 
-use crate::ledger::{Appended, Outcome};
+use crate::context::Ctx;
+use crate::ledger::{Appended, Ledger, Outcome};
 use crate::output::Report;
 
 /// The report of a written event: its subject for people, the event and its commit
@@ -34,4 +37,25 @@ pub fn outcome(o: Outcome) -> Report {
         Outcome::Written(a) => written(&a),
         Outcome::Noop(msg) => Report::new(msg.clone(), json!({ "noop": msg })),
     }
+}
+
+/// Opens the run for reading. In remote mode reads show the last fetched state:
+/// `fetch` refreshes it first, and the note says how old it is.
+pub fn reader(ctx: &Ctx, fetch: bool) -> Result<(Ledger, Option<String>)> {
+    let ledger = ctx.ledger()?;
+    let remote = ledger.snapshot()?.config.write_remote().map(str::to_owned);
+    let Some(remote) = remote else {
+        return Ok((ledger, None));
+    };
+    if fetch {
+        ledger.fetch(&remote)?;
+    }
+    let note = match ledger.last_synced().and_then(|t| t.elapsed().ok()) {
+        Some(age) => format!(
+            "last synced with {remote} {} ago (--fetch refreshes)",
+            crate::board::ago(chrono::TimeDelta::seconds(age.as_secs() as i64))
+        ),
+        None => format!("never synced with {remote} (--fetch refreshes)"),
+    };
+    Ok((ledger, Some(note)))
 }

@@ -11,7 +11,7 @@ use crate::ledger::now;
 use crate::output::Report;
 
 pub fn run(ctx: &Ctx) -> Result<Report> {
-    let ledger = ctx.ledger()?;
+    let (ledger, note) = super::reader(ctx, false)?;
     let snap = ledger.snapshot()?;
     let board = snap.full_board()?;
     let now = now();
@@ -26,6 +26,10 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         count(TaskStatus::Claimed),
         count(TaskStatus::Done),
     );
+    if let Some(n) = &note {
+        text.push_str(n);
+        text.push('\n');
+    }
     let mut instances = vec![];
     if board.instances.is_empty() {
         text.push_str("instances: none yet\n");

@@ -1,0 +1,250 @@
+//! Benchmark: the cost of a `mara claim` process against the floor of a process that
+//! moves one ref (`git update-ref`), and a claim on a big board with a long history
+//! (10,000 tasks, 100,000 events) against a claim on a board of 10 tasks.
+//!
+//! Run with `cargo bench --bench claim` (`MARA_BENCH_N=500` for more rounds). All
+//! three are timed in the same run, interleaved round by round, each as a whole
+//! process, so machine noise hits them alike. Prints medians and the ratios.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mara::board::{EventKind, NewTask};
+use mara::ids::{InstanceId, TaskId};
+use mara::ledger::{Draft, Ledger};
+
+const MARA: &str = env!("CARGO_BIN_EXE_mara");
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn mara(dir: &Path, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let st = Command::new(MARA)
+        .args(args)
+        .current_dir(dir)
+        .env("MARA_INSTANCE", "implementer#1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("mara runs");
+    let d = t.elapsed();
+    assert!(st.success(), "mara {args:?} failed in {}", dir.display());
+    d
+}
+
+fn repo(name: &str, root: &Path) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    git(&dir, &["init", "-q"]);
+    git(&dir, &["config", "user.name", "bench"]);
+    git(&dir, &["config", "user.email", "bench@mara.invalid"]);
+    dir
+}
+
+fn tasks(range: std::ops::Range<usize>) -> Vec<NewTask> {
+    range
+        .map(|i| NewTask {
+            id: format!("T{i}").parse().expect("valid id"),
+            title: format!("task number {i}"),
+            deps: vec![],
+            paths: vec![format!("src/mod{i}/**")],
+            status: None,
+            claimed_by: None,
+        })
+        .collect()
+}
+
+fn append(ledger: &Ledger, sender: &str, kind: EventKind) {
+    ledger
+        .append(sender, |_, _| Ok(Draft::Write(kind.clone())))
+        .expect("fixture event appends");
+}
+
+/// Builds the big board in-process: 10,000 tasks and 100,000 events. New objects go
+/// to an in-memory pack first and land on disk as a packfile every 10,000 events,
+/// as `git gc` would leave them after a long run.
+fn big_board(dir: &Path, events: usize) {
+    let started = Instant::now();
+    assert!(Command::new(MARA)
+        .args(["init", "--run", "bench"])
+        .current_dir(dir)
+        .status()
+        .expect("mara init")
+        .success());
+    let repo = git2::Repository::open(dir).expect("open");
+    let ledger = Ledger::open(repo, "bench".parse().expect("run id")).expect("ledger");
+    let odb = ledger.repo().odb().expect("odb");
+    let mempack = odb.add_new_mempack_backend(1000).expect("mempack");
+    let flush = || {
+        let mut buf = git2::Buf::new();
+        mempack.dump(ledger.repo(), &mut buf).expect("dump");
+        let mut w = odb.packwriter().expect("packwriter");
+        std::io::Write::write_all(&mut w, &buf).expect("pack write");
+        w.commit().expect("pack commit");
+        mempack.reset().expect("reset");
+    };
+    for chunk in 0..10 {
+        append(
+            &ledger,
+            "planner#1",
+            EventKind::Plan {
+                tasks: tasks(chunk * 1000..(chunk + 1) * 1000),
+            },
+        );
+    }
+    let mut n = 10;
+    let mut cycle = 0usize;
+    while n < events {
+        let who: InstanceId = format!("implementer#{}", cycle % 16 + 1)
+            .parse()
+            .expect("valid");
+        let sender = who.to_string();
+        let task: TaskId = format!("T{}", cycle % 10_000).parse().expect("valid");
+        append(&ledger, &sender, EventKind::Claim { task: task.clone() });
+        append(
+            &ledger,
+            &sender,
+            EventKind::Message {
+                kind: "decision".into(),
+                text: format!("{who} works on {task}"),
+            },
+        );
+        let last = if cycle < 1000 {
+            EventKind::Done {
+                task,
+                artifact: None,
+                forced: None,
+            }
+        } else {
+            EventKind::Release {
+                task,
+                forced: None,
+                reason: None,
+            }
+        };
+        append(&ledger, &sender, last);
+        append(&ledger, &sender, EventKind::Heartbeat);
+        n += 4;
+        cycle += 1;
+        if n % 10_000 < 4 {
+            flush();
+            eprintln!(
+                "  fixture: {n} events ({:.0}s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    flush();
+}
+
+fn release(dir: &Path, task: &str) {
+    let repo = git2::Repository::open(dir).expect("open");
+    let ledger = Ledger::open(repo, "bench".parse().expect("run id")).expect("ledger");
+    append(
+        &ledger,
+        "implementer#1",
+        EventKind::Release {
+            task: task.parse().expect("valid"),
+            forced: None,
+            reason: None,
+        },
+    );
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[allow(clippy::disallowed_methods)] // a benchmark reads its own knobs
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    mara::ledger::tune_libgit2();
+    let rounds = knob("MARA_BENCH_N", 200);
+    let events = knob("MARA_BENCH_EVENTS", 100_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    eprintln!("building the boards in {}", tmp.path().display());
+
+    let small = repo("small", tmp.path());
+    assert!(Command::new(MARA)
+        .args(["init", "--run", "bench"])
+        .current_dir(&small)
+        .status()
+        .expect("mara init")
+        .success());
+    {
+        let r = git2::Repository::open(&small).expect("open");
+        let l = Ledger::open(r, "bench".parse().expect("id")).expect("ledger");
+        append(&l, "planner#1", EventKind::Plan { tasks: tasks(0..10) });
+    }
+    let big = repo("big", tmp.path());
+    big_board(&big, events);
+    let a = git(&small, &["rev-parse", "refs/mara/bench"]);
+    let b = git(&small, &["rev-parse", "refs/mara/bench~1"]);
+
+    let (mut floor, mut claim_small, mut claim_big) = (vec![], vec![], vec![]);
+    for round in 0..rounds + 10 {
+        // The floor: one process moving one ref in the same repository.
+        let target = if round % 2 == 0 { &a } else { &b };
+        let t = Instant::now();
+        assert!(Command::new("git")
+            .args(["update-ref", "refs/bench/floor", target])
+            .current_dir(&small)
+            .stdin(Stdio::null())
+            .status()
+            .expect("git update-ref")
+            .success());
+        let f = t.elapsed();
+        let task = format!("T{}", round % 10);
+        let s = mara(&small, &["claim", &task]);
+        release(&small, &task);
+        let task = format!("T{}", 5000 + round % 1000);
+        let g = mara(&big, &["claim", &task]);
+        release(&big, &task);
+        if round >= 10 {
+            // the first ten rounds warm caches up
+            floor.push(f);
+            claim_small.push(s);
+            claim_big.push(g);
+        }
+    }
+    let (f, s, g) = (
+        median(&mut floor),
+        median(&mut claim_small),
+        median(&mut claim_big),
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("rounds: {rounds} (medians of whole processes)");
+    println!("git update-ref (floor):           {:.2} ms", ms(f));
+    println!(
+        "mara claim, 10 tasks:             {:.2} ms  = {:.2}x the floor (goal <= 2x)",
+        ms(s),
+        ms(s) / ms(f)
+    );
+    println!(
+        "mara claim, 10k tasks/{}k events: {:.2} ms  = {:.2}x the small board (goal <= 1.3x)",
+        events / 1000,
+        ms(g),
+        ms(g) / ms(s)
+    );
+}

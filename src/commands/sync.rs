@@ -1,0 +1,81 @@
+//! `mara sync`: fetch the run's ref from its remote and push what the remote lacks.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use crate::context::Ctx;
+use crate::ledger::{self, Ledger, Synced};
+use crate::output::Report;
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// The remote (default: the run's own, else git config mara.remote, else origin).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<Report> {
+    let repo = ctx.repo()?;
+    let run = ctx.run_id(&repo)?;
+    let remote = match args.remote {
+        Some(r) => r,
+        None => run_remote(&repo, &run)?,
+    };
+    super::init::check_remote_name(&remote)?;
+    let result = ledger::sync(&repo, &run, &remote)?;
+    // A clone that joins a run makes it its current one, as `init` does.
+    let cfg = repo.config()?;
+    if cfg.get_string("mara.run").is_err() {
+        repo.config()?
+            .set_str("mara.run", run.as_str())
+            .context("recording the current run in git config mara.run")?;
+    }
+    let ledger = Ledger::open(repo, run.clone())?;
+    let seq = ledger.snapshot()?.seq;
+    let (text, what) = match result {
+        Synced::UpToDate(_) => (
+            format!("run {run} is up to date with {remote}"),
+            "up_to_date",
+        ),
+        Synced::Fetched { from, to } => (
+            format!(
+                "fetched run {run} from {remote}: {} -> {}",
+                from.map_or("(new)".to_owned(), |f| short(&f.to_string())),
+                short(&to.to_string())
+            ),
+            "fetched",
+        ),
+        Synced::Pushed { from, to } => (
+            format!(
+                "pushed run {run} to {remote}: {} -> {}",
+                short(&from.to_string()),
+                short(&to.to_string())
+            ),
+            "pushed",
+        ),
+    };
+    Ok(Report::new(
+        format!("{text} (version {seq})"),
+        json!({ "run": run.as_str(), "remote": remote, "result": what, "version": seq }),
+    ))
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(10).collect()
+}
+
+/// The remote of a run: its config.json's, else git config `mara.remote`, else origin.
+pub fn run_remote(repo: &git2::Repository, run: &crate::ids::RunId) -> Result<String> {
+    if repo.refname_to_id(&run.refname()).is_ok() {
+        let ledger = Ledger::open(git2::Repository::open(repo.path())?, run.clone())?;
+        let remote = ledger.snapshot()?.config.remote.clone();
+        if let Some(r) = remote {
+            return Ok(r);
+        }
+    }
+    Ok(repo
+        .config()?
+        .get_string("mara.remote")
+        .unwrap_or_else(|_| "origin".to_owned()))
+}

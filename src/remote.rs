@@ -1,0 +1,132 @@
+//! Pushing and fetching the run's ref with the `git` command itself.
+//!
+//! mara shells out to `git` for remotes (as jj and other git tools do) so that the
+//! user's own setup applies unchanged: ssh config and agent, credential helpers,
+//! `url.*.insteadOf`, proxies. Only the run's ref is ever fetched or pushed.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use git2::Oid;
+
+use crate::gitcmd::git_at as git;
+
+/// What the remote said to a push of an event commit.
+pub enum Push {
+    /// The remote's ref now points at the commit.
+    Accepted,
+    /// Another writer moved the remote's ref first (non-fast-forward, or the
+    /// remote's own compare-and-swap failed): fetch, re-check, retry.
+    Lost(String),
+}
+
+fn last_line(stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr);
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("hint:"))
+        .map(|l| {
+            l.trim_start_matches("fatal: ")
+                .trim_start_matches("error: ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Pushes `oid` to `refname` on `remote`, without force: the remote accepts only a
+/// fast-forward, which is what makes the push a compare-and-swap.
+pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str) -> Result<Push> {
+    let spec = format!("{oid}:{refname}");
+    // --no-verify: the run's ref is mara's bookkeeping, not the user's code, so the
+    // user's pre-push checks do not apply (and a hook calling mara cannot recurse).
+    let args = ["push", "--porcelain", "--no-verify", remote, &spec];
+    let out = git(git_dir, &args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        let mut parts = line.split('\t');
+        let (Some(flag), Some(refs), summary) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if !refs.ends_with(&format!(":{refname}")) {
+            continue;
+        }
+        let summary = summary.unwrap_or_default().to_owned();
+        return match flag {
+            " " | "*" | "=" | "+" => Ok(Push::Accepted),
+            "!" if summary.starts_with("[rejected]") => Ok(Push::Lost(summary)),
+            // The server's own ref update lost a race with another push.
+            "!" if summary.contains("lock") || summary.contains("failed to update ref") => {
+                Ok(Push::Lost(summary))
+            }
+            "!" => bail!(
+                "remote {remote} refused the push of {refname}: {summary}; check your permissions on the remote"
+            ),
+            _ => bail!("`git push` reported {line:?} for {refname}"),
+        };
+    }
+    bail!(
+        "cannot push to remote {remote}: {}",
+        if out.stderr.is_empty() {
+            "git printed no result".to_owned()
+        } else {
+            last_line(&out.stderr)
+        }
+    )
+}
+
+/// How a fetch of the run's ref went wrong.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The remote has no such ref.
+    NoRun,
+    /// The remote's ref is not a fast-forward of what this clone saw.
+    Rewritten,
+    /// A local process holds the ref's lock; try again.
+    Busy,
+    /// Anything else (unreachable, not a repository, ...).
+    Other(String),
+}
+
+/// Fetches `refname` from `remote` into the same local ref, fast-forward only, so a
+/// remote whose history was rewritten is noticed instead of followed.
+pub fn fetch(git_dir: &Path, remote: &str, refname: &str) -> Result<Result<(), FetchError>> {
+    let spec = format!("{refname}:{refname}");
+    let args = [
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--no-write-fetch-head",
+        "--no-recurse-submodules",
+        remote,
+        &spec,
+    ];
+    let out = git(git_dir, &args)?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Ok(Err(if err.contains("couldn't find remote ref") {
+        FetchError::NoRun
+    } else if err.contains("[rejected]") || err.contains("non-fast-forward") {
+        FetchError::Rewritten
+    } else if err.contains(".lock") || err.contains("cannot lock ref") {
+        FetchError::Busy
+    } else {
+        FetchError::Other(last_line(&out.stderr))
+    }))
+}
+
+/// Turns a fetch failure into the error a user reads.
+pub fn explain(e: FetchError, remote: &str, refname: &str) -> anyhow::Error {
+    match e {
+        FetchError::NoRun => anyhow!(
+            "remote {remote} has no {refname}; create the run there with `mara init --run ID --remote {remote}`"
+        ),
+        FetchError::Rewritten => anyhow!(
+            "remote {remote} rewrote {refname}: its history is not a fast-forward of what this clone saw; nothing was changed here, inspect it with `git fetch {remote} {refname}:refs/mara-rewritten/{}` and `git log`",
+            refname.trim_start_matches("refs/mara/")
+        ),
+        FetchError::Busy => anyhow!("{refname} stayed locked by another process; try again"),
+        FetchError::Other(msg) => anyhow!("cannot fetch {refname} from remote {remote}: {msg}"),
+    }
+}
