@@ -6,54 +6,17 @@
 //! three are timed in the same run, interleaved round by round, each as a whole
 //! process, so machine noise hits them alike. Prints medians and the ratios.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{git, knob, mara, median, ms, repo, MARA};
+
 use mara::board::{EventKind, NewTask};
 use mara::ids::{InstanceId, TaskId};
 use mara::ledger::{Draft, Ledger};
-
-const MARA: &str = env!("CARGO_BIN_EXE_mara");
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn mara(dir: &Path, args: &[&str]) -> Duration {
-    let t = Instant::now();
-    let st = Command::new(MARA)
-        .args(args)
-        .current_dir(dir)
-        .env("MARA_INSTANCE", "implementer#1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .expect("mara runs");
-    let d = t.elapsed();
-    assert!(st.success(), "mara {args:?} failed in {}", dir.display());
-    d
-}
-
-fn repo(name: &str, root: &Path) -> std::path::PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    git(&dir, &["init", "-q"]);
-    git(&dir, &["config", "user.name", "bench"]);
-    git(&dir, &["config", "user.email", "bench@mara.invalid"]);
-    dir
-}
 
 fn tasks(range: std::ops::Range<usize>) -> Vec<NewTask> {
     range
@@ -82,6 +45,7 @@ fn big_board(dir: &Path, events: usize) {
     assert!(Command::new(MARA)
         .args(["init", "--run", "bench"])
         .current_dir(dir)
+        .stdout(Stdio::null())
         .status()
         .expect("mara init")
         .success());
@@ -165,19 +129,6 @@ fn release(dir: &Path, task: &str) {
     );
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-#[allow(clippy::disallowed_methods)] // a benchmark reads its own knobs
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     mara::ledger::tune_libgit2();
     let rounds = knob("MARA_BENCH_N", 200);
@@ -189,6 +140,7 @@ fn main() {
     assert!(Command::new(MARA)
         .args(["init", "--run", "bench"])
         .current_dir(&small)
+        .stdout(Stdio::null())
         .status()
         .expect("mara init")
         .success());
@@ -233,7 +185,6 @@ fn main() {
         median(&mut claim_small),
         median(&mut claim_big),
     );
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("rounds: {rounds} (medians of whole processes)");
     println!("git update-ref (floor):           {:.2} ms", ms(f));
     println!(

@@ -1,0 +1,86 @@
+//! Shared pieces of the benchmarks: running git and mara, medians, knobs.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MARA: &str = env!("CARGO_BIN_EXE_mara");
+
+/// Runs git in `dir`; panics with git's stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Times one whole process.
+pub fn timed(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let st = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("process runs");
+    let d = t.elapsed();
+    assert!(st.success(), "{cmd:?} failed");
+    d
+}
+
+/// Times one `mara` process acting as implementer#1 in `dir`.
+pub fn mara(dir: &Path, args: &[&str]) -> Duration {
+    timed(
+        Command::new(MARA)
+            .args(args)
+            .current_dir(dir)
+            .env("MARA_INSTANCE", "implementer#1"),
+    )
+}
+
+/// A fresh repository with a user set.
+pub fn repo(name: &str, root: &Path) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    git(&dir, &["init", "-q"]);
+    git(&dir, &["config", "user.name", "bench"]);
+    git(&dir, &["config", "user.email", "bench@mara.invalid"]);
+    dir
+}
+
+pub fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A benchmark knob from the environment.
+#[allow(clippy::disallowed_methods)] // a benchmark reads its own knobs
+pub fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A plan file with tasks T0..T<n-1>.
+pub fn plan_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let tasks: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"id":"T{i}","title":"task number {i}"}}"#))
+        .collect();
+    let p = dir.join("plan.json");
+    std::fs::write(&p, format!("[{}]", tasks.join(","))).expect("write plan");
+    p
+}
