@@ -10,7 +10,7 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use support::{git, knob, mara, median, ms, repo, MARA};
 
@@ -147,7 +147,13 @@ fn main() {
     {
         let r = git2::Repository::open(&small).expect("open");
         let l = Ledger::open(r, "bench".parse().expect("id")).expect("ledger");
-        append(&l, "planner#1", EventKind::Plan { tasks: tasks(0..10) });
+        append(
+            &l,
+            "planner#1",
+            EventKind::Plan {
+                tasks: tasks(0..10),
+            },
+        );
     }
     let big = repo("big", tmp.path());
     big_board(&big, events);

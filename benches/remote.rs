@@ -52,7 +52,10 @@ fn main() {
     );
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(5), "git daemon did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "git daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let url = format!("git://127.0.0.1:{port}/proj.git");

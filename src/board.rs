@@ -164,6 +164,17 @@ pub struct RoleInstance {
     pub last_seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<Place>,
+}
+
+/// Where an orchestrated instance works: its worktree, branch and log file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Place {
+    pub worktree: String,
+    pub branch: String,
+    pub log: String,
 }
 
 /// A file an instance delivered (the seed's `Artifact`).
@@ -215,6 +226,8 @@ pub enum EventKind {
         instance: InstanceId,
         status: InstanceStatus,
         reason: Option<String>,
+        /// Where the instance works, set when the orchestrator starts it.
+        place: Option<Place>,
     },
     /// A channel message: `decision`, `question`, `answer`, `note`, or any other type.
     Message {
@@ -330,6 +343,8 @@ struct StatusPayload {
     status: InstanceStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    place: Option<Place>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -373,10 +388,12 @@ impl Event {
                 instance,
                 status,
                 reason,
+                place,
             } => json!(StatusPayload {
                 instance: instance.clone(),
                 status: *status,
                 reason: reason.clone(),
+                place: place.clone(),
             }),
             EventKind::Message { text, .. } => json!(NotePayload { note: text.clone() }),
         };
@@ -459,6 +476,7 @@ impl Event {
                     instance: r.instance,
                     status: r.status,
                     reason: r.reason,
+                    place: r.place,
                 }
             }
             other => EventKind::Message {
@@ -1153,6 +1171,7 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             instance,
             status,
             reason,
+            place,
         } => {
             let mut i = board
                 .instances
@@ -1161,6 +1180,9 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
                 .unwrap_or_else(|| fresh_instance(instance, event));
             i.status = *status;
             i.reason = reason.clone();
+            if place.is_some() {
+                i.place = place.clone();
+            }
             if instance.to_string() == event.sender {
                 i.last_seen = ts;
                 i.last_seq = event.seq;
@@ -1200,6 +1222,7 @@ fn fresh_instance(id: &InstanceId, event: &Event) -> RoleInstance {
         last_seen: event.ts,
         last_seq: event.seq,
         reason: None,
+        place: None,
     }
 }
 

@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use crate::commands::*;
 use crate::commands::{
     board::BoardArgs, claim::ClaimArgs, demo::DemoArgs, done::DoneArgs, init::InitArgs,
-    log::LogArgs, plan::PlanArgs, post::PostArgs, release::ReleaseArgs, sync::SyncArgs,
-    task::TaskArgs,
+    log::LogArgs, plan::PlanArgs, post::PostArgs, release::ReleaseArgs, run::RunArgs,
+    sync::SyncArgs, task::TaskArgs,
 };
 use crate::context::Ctx;
 use crate::output::Report;
@@ -60,6 +60,8 @@ pub enum Cmd {
     Sync(SyncArgs),
     /// Replay the log and check it reproduces the board.
     Verify,
+    /// Orchestrate a run: board from subtasks, then N instances per role.
+    Run(RunArgs),
     /// Run a demo with scripted agents in a scratch repository.
     Demo(DemoArgs),
 }
@@ -92,6 +94,7 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Status => status::run(&ctx),
         Cmd::Sync(a) => sync::run(&ctx, a),
         Cmd::Verify => verify::run(&ctx),
+        Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Demo(a) => demo::run(&ctx, a),
     }
 }

@@ -1,11 +1,13 @@
 //! The seed's run configuration (`mara.json`), accepted as the seed writes it.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::board::{LockMode, DEFAULT_CLAIM_TIMEOUT_SEC};
+use crate::ids::InstanceId;
 
 /// The whole file: roles, coordination settings, output naming.
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -40,6 +42,8 @@ pub struct Coordination {
     pub claim_timeout_sec: Option<u64>,
     /// The git remote whose ref is the lock when `lock_mode` is `remote`.
     pub remote: Option<String>,
+    /// Time limit of every instance, unless its role file sets `timeout_sec`.
+    pub instance_timeout_sec: Option<u64>,
 }
 
 /// The `outputs` block.
@@ -72,6 +76,13 @@ impl SeedConfig {
                 );
             }
         }
+        if let Some(t) = self.coordination.instance_timeout_sec {
+            if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
+                bail!(
+                    "coordination.instance_timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds"
+                );
+            }
+        }
         if self.coordination.lock_mode == Some(LockMode::Remote)
             && self.coordination.remote.is_none()
         {
@@ -85,5 +96,143 @@ impl SeedConfig {
         self.coordination
             .claim_timeout_sec
             .unwrap_or(DEFAULT_CLAIM_TIMEOUT_SEC)
+    }
+}
+
+/// Most instances of one role we start.
+pub const MAX_INSTANCES: u32 = 32;
+
+/// How to start an instance of a role: `roles/<role>.json`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    /// argv; placeholders: `{prompt}`, `{prompt_file}`, `{instance}`, `{role}`,
+    /// `{n}`, `{run}`, `{worktree}`, `{branch}`, `{config_dir}`.
+    pub command: Vec<String>,
+    /// What the instance is told to do (placeholders as in `command`).
+    #[serde(default)]
+    pub prompt: String,
+    /// Extra environment (placeholders as in `command`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Roles whose instances must all have ended before this role starts.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Time limit of each instance, in seconds.
+    #[serde(default)]
+    pub timeout_sec: Option<u64>,
+}
+
+/// A role of a run, checked and with its role file read.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub id: String,
+    pub instances: u32,
+    pub file: PathBuf,
+    pub spec: RoleFile,
+}
+
+impl Role {
+    /// The ids of its instances: `<role>#1` ... `<role>#<instances>`.
+    pub fn instance_ids(&self) -> Vec<InstanceId> {
+        (1..=self.instances)
+            .map(|n| InstanceId::new(&self.id, n).expect("role ids are checked at load"))
+            .collect()
+    }
+}
+
+impl SeedConfig {
+    /// Reads and checks every role file, relative to `base` (the config's folder).
+    /// Errors name the config, the key and the role file.
+    pub fn load_roles(&self, config_path: &Path) -> Result<Vec<Role>> {
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let cfg = config_path.display();
+        if self.roles.is_empty() {
+            bail!("config {cfg}: roles is empty; list at least one role");
+        }
+        let mut roles: Vec<Role> = vec![];
+        for (i, r) in self.roles.iter().enumerate() {
+            InstanceId::new(&r.id, 1).map_err(|_| {
+                anyhow!(
+                    "config {cfg}: roles[{i}].id {:?} is not a role name (lower-case letters, digits, '-', '_')",
+                    r.id
+                )
+            })?;
+            if roles.iter().any(|o| o.id == r.id) {
+                bail!("config {cfg}: roles[{i}].id {:?} is listed twice", r.id);
+            }
+            if r.instances == 0 || r.instances > MAX_INSTANCES {
+                bail!(
+                    "config {cfg}: roles[{i}].instances is {}; use 1 to {MAX_INSTANCES}",
+                    r.instances
+                );
+            }
+            let file = base.join(&r.file);
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow!("config {cfg}: roles[{i}].file {}: {e}", file.display()))?;
+            let spec: RoleFile = serde_json::from_str(&text)
+                .map_err(|e| anyhow!("role file {}: {e}", file.display()))?;
+            if spec.command.is_empty() || spec.command[0].trim().is_empty() {
+                bail!(
+                    "role file {}: command is empty; give the argv to start an instance",
+                    file.display()
+                );
+            }
+            if let Some(t) = spec.timeout_sec {
+                if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
+                    bail!(
+                        "role file {}: timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC}",
+                        file.display()
+                    );
+                }
+            }
+            for k in spec.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') || k.starts_with("MARA_") {
+                    bail!(
+                        "role file {}: env key {k:?} is not allowed (MARA_* are set by mara)",
+                        file.display()
+                    );
+                }
+            }
+            roles.push(Role {
+                id: r.id.clone(),
+                instances: r.instances,
+                file,
+                spec,
+            });
+        }
+        for r in &roles {
+            for a in &r.spec.after {
+                if !roles.iter().any(|o| &o.id == a) {
+                    bail!(
+                        "role file {}: after names {a:?}, which is not a role of {cfg}",
+                        r.file.display()
+                    );
+                }
+            }
+        }
+        // `after` must not loop: repeatedly take the roles whose predecessors are taken.
+        let mut done: Vec<&str> = vec![];
+        while done.len() < roles.len() {
+            let before = done.len();
+            for r in &roles {
+                if !done.contains(&r.id.as_str())
+                    && r.spec.after.iter().all(|a| done.contains(&a.as_str()))
+                {
+                    done.push(&r.id);
+                }
+            }
+            if done.len() == before {
+                bail!("config {cfg}: the roles' `after` lists wait for each other in a cycle");
+            }
+        }
+        Ok(roles)
+    }
+
+    /// The time limit of an instance of `role`, if any.
+    pub fn instance_timeout(&self, role: &Role) -> Option<u64> {
+        role.spec
+            .timeout_sec
+            .or(self.coordination.instance_timeout_sec)
     }
 }

@@ -34,6 +34,12 @@ pub fn path_with(dir: &std::path::Path) -> Result<std::ffi::OsString> {
     )?)
 }
 
+/// Whether to draw a live progress line: stderr is a terminal that can take it.
+pub fn live_progress() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && env("TERM").is_none_or(|t| t != "dumb")
+}
+
 impl Ctx {
     /// Opens the repository the way git would: `GIT_DIR`, `GIT_WORK_TREE` and the
     /// other variables a hook runs with count, then the current directory upwards.
@@ -118,4 +124,32 @@ impl Ctx {
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| "operator".to_owned()))
     }
+}
+
+/// Records `run` as the repository's current run (git config `mara.run`). The run
+/// already exists when this is called, so a failure only warns: exiting 1 would
+/// claim that nothing was written. git's config lock is retried briefly, since
+/// several processes may set it at once.
+pub fn record_current_run(repo: &Repository, run: &RunId) {
+    for _ in 0..100 {
+        match repo
+            .config()
+            .and_then(|mut c| c.set_str("mara.run", run.as_str()))
+        {
+            Ok(()) => return,
+            Err(e) if e.code() == git2::ErrorCode::Locked || e.message().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                crate::output::warn(&format!(
+                    "run {run} exists, but recording it as the current run failed ({}); use --run {run} or `git config mara.run {run}`",
+                    e.message()
+                ));
+                return;
+            }
+        }
+    }
+    crate::output::warn(&format!(
+        "run {run} exists, but git config stayed locked; use --run {run} or `git config mara.run {run}`"
+    ));
 }

@@ -493,22 +493,33 @@ impl Ledger {
         // Keep a reflog for the run's ref: git writes one for refs/mara/* only when it
         // already exists, and it is this clone's record of what it saw.
         ledger.repo.reference_ensure_log(&ledger.refname)?;
-        // force = false: if another process created the run meanwhile, we lose.
-        ledger
-            .repo
-            .reference(
-                &ledger.refname,
-                commit,
-                false,
-                &format!("mara: {}", event.subject()),
+        // A zero old id means "must not exist", checked under git's ref lock: of
+        // several processes creating the same run, exactly one wins.
+        let msg = format!("mara: {}", event.subject());
+        let exists = || {
+            anyhow!(
+                "run {} was created by someone else just now; pick another id with `mara init --run ID`",
+                ledger.run
             )
-            .map_err(|e| match e.code() {
-                ErrorCode::Exists => anyhow!(
-                    "run {} was created by someone else just now; pick another id",
-                    ledger.run
-                ),
-                _ => anyhow!(e).context(format!("creating {}", ledger.refname)),
-            })?;
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match ledger
+                .repo
+                .reference_matching(&ledger.refname, commit, true, Oid::zero(), &msg)
+            {
+                Ok(_) => break,
+                Err(e) if e.code() == ErrorCode::Modified || e.code() == ErrorCode::Exists => {
+                    return Err(exists())
+                }
+                Err(e) if e.code() == ErrorCode::Locked && tries < 200 => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.code() == ErrorCode::Locked => return Err(exists()),
+                Err(e) => return Err(anyhow!(e).context(format!("creating {}", ledger.refname))),
+            }
+        }
         Ok((
             ledger,
             Appended {

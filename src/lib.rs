@@ -12,5 +12,6 @@ pub mod context;
 pub mod gitcmd;
 pub mod ids;
 pub mod ledger;
+pub mod orchestrator;
 pub mod output;
 pub mod remote;

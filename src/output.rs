@@ -82,3 +82,19 @@ pub fn error(msg: &str, hint: Option<&str>) {
 pub fn progress(msg: &str) {
     let _ = writeln!(io::stderr().lock(), "{}", scrub(msg));
 }
+
+/// Redraws the one-line progress display on the terminal.
+pub fn progress_line(msg: &str) {
+    let mut err = io::stderr().lock();
+    let _ = write!(err, "\r\x1b[K{}", scrub(msg));
+    let _ = err.flush();
+}
+
+/// Clears the progress line, if one is shown.
+pub fn progress_clear(enabled: bool) {
+    if enabled {
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K");
+        let _ = err.flush();
+    }
+}

@@ -760,6 +760,7 @@ fn status_about_the_holder_by_someone_else_does_not_renew_its_lease() {
             instance: iid(I1),
             status: InstanceStatus::Running,
             reason: None,
+            place: None,
         },
     );
     assert_eq!(r.inst(I1).last_seen, at(0));
@@ -1110,6 +1111,7 @@ fn status_event_sets_status_and_reason() {
             instance: iid(I1),
             status: InstanceStatus::Starting,
             reason: None,
+            place: None,
         },
     );
     assert_eq!(r.inst(I1).status, InstanceStatus::Starting);
@@ -1122,6 +1124,7 @@ fn status_event_sets_status_and_reason() {
             instance: iid(I1),
             status: InstanceStatus::Failed,
             reason: Some("exit code 2".into()),
+            place: None,
         },
     );
     assert_eq!(changes.len(), 1);
@@ -1137,6 +1140,7 @@ fn status_event_sets_status_and_reason() {
             instance: iid(I1),
             status: InstanceStatus::Exited,
             reason: None,
+            place: None,
         },
     );
     assert_eq!(changes.len(), 2);
@@ -1196,11 +1200,13 @@ fn every_kind() -> Vec<EventKind> {
             instance: iid(R1),
             status: InstanceStatus::Failed,
             reason: Some("exit 1".into()),
+            place: None,
         },
         EventKind::Status {
             instance: iid(R1),
             status: InstanceStatus::Starting,
             reason: None,
+            place: None,
         },
         msg("decision", "use sqlite, not json files"),
         msg("question", "who owns api.v2?\nsecond line"),
@@ -1416,6 +1422,7 @@ fn change_contents_round_trip() {
             instance: iid(I2),
             status: InstanceStatus::Failed,
             reason: Some("boom".into()),
+            place: None,
         },
     ));
     let mut seen = BTreeSet::new();

@@ -63,11 +63,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
     let config_remote = config.write_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;
     let (ledger, appended) = Ledger::init(repo, config, &sender)?;
-    ledger
-        .repo()
-        .config()
-        .and_then(|mut c| c.set_str("mara.run", run.as_str()))
-        .context("recording the current run in git config mara.run")?;
+    crate::context::record_current_run(ledger.repo(), &run);
     let mut report = super::written(&appended);
     report.text = format!(
         "created run {run} ({}){}; it is now the current run\nreview it with: git log {}",

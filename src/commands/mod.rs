@@ -11,6 +11,7 @@ pub mod log;
 pub mod plan;
 pub mod post;
 pub mod release;
+pub mod run;
 pub mod status;
 pub mod sync;
 pub mod task;

@@ -1,6 +1,6 @@
 //! `mara sync`: fetch the run's ref from its remote and push what the remote lacks.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
@@ -25,11 +25,8 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<Report> {
     super::init::check_remote_name(&remote)?;
     let result = ledger::sync(&repo, &run, &remote)?;
     // A clone that joins a run makes it its current one, as `init` does.
-    let cfg = repo.config()?;
-    if cfg.get_string("mara.run").is_err() {
-        repo.config()?
-            .set_str("mara.run", run.as_str())
-            .context("recording the current run in git config mara.run")?;
+    if repo.config()?.get_string("mara.run").is_err() {
+        crate::context::record_current_run(&repo, &run);
     }
     let ledger = Ledger::open(repo, run.clone())?;
     let seq = ledger.snapshot()?.seq;

@@ -1,0 +1,199 @@
+//! `mara run`: the orchestrator. Board from subtasks, then N instances per role.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use crate::board::{self, Board, Event, EventKind, LockMode, RunConfig};
+use crate::config::SeedConfig;
+use crate::context::{live_progress, Ctx};
+use crate::ids::RunId;
+use crate::ledger::{now, Draft, Ledger};
+use crate::orchestrator::{self, RunSpec, Summary};
+use crate::output::{self, Report};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The run's config (the seed's JSON: roles, coordination, outputs).
+    #[arg(long, value_name = "FILE", default_value = "mara.json")]
+    pub config: PathBuf,
+    /// Tasks to put on the board first (a plan file: a JSON list of tasks).
+    #[arg(long, value_name = "FILE")]
+    pub tasks: Option<PathBuf>,
+}
+
+/// Everything `mara run` reads before it writes anything.
+pub struct Prepared {
+    pub seed: SeedConfig,
+    pub spec_roles: Vec<crate::config::Role>,
+    pub config_dir: PathBuf,
+    pub tasks: Option<Vec<board::NewTask>>,
+}
+
+/// Reads and checks the config, its role files and the plan: a bad one fails here,
+/// before the run's ref exists.
+pub fn prepare(config: &std::path::Path, tasks: Option<&std::path::Path>) -> Result<Prepared> {
+    let seed = SeedConfig::load(config)?;
+    let spec_roles = seed.load_roles(config)?;
+    let config_dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(std::env::current_dir, |p| p.canonicalize())
+        .with_context(|| format!("finding the folder of {}", config.display()))?;
+    let tasks = tasks.map(super::plan::read_plan).transpose()?;
+    Ok(Prepared {
+        seed,
+        spec_roles,
+        config_dir,
+        tasks,
+    })
+}
+
+/// Runs a prepared run on `ledger`'s repository: init (if new), plan, orchestrate.
+pub fn execute(
+    repo: git2::Repository,
+    run: RunId,
+    prep: Prepared,
+    sender: String,
+) -> Result<(Ledger, Summary)> {
+    let exists = repo.refname_to_id(&run.refname()).is_ok();
+    let ledger = if exists {
+        Ledger::open(repo, run.clone())?
+    } else {
+        let config = RunConfig {
+            run: run.clone(),
+            claim_timeout_sec: prep.seed.claim_timeout_sec(),
+            lock_mode: prep.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
+            remote: prep.seed.coordination.remote.clone(),
+        };
+        if let Some(tasks) = &prep.tasks {
+            // Check the plan on an empty board first, so a bad plan writes nothing.
+            let mut b = Board::default();
+            let init = Event {
+                seq: 0,
+                ts: now(),
+                sender: sender.clone(),
+                kind: EventKind::Init {
+                    config: config.clone(),
+                },
+            };
+            b.commit(0, board::apply(&b, &init)?);
+            let plan = Event {
+                seq: 1,
+                kind: EventKind::Plan {
+                    tasks: tasks.clone(),
+                },
+                ..init
+            };
+            board::apply(&b, &plan)?;
+        }
+        let (ledger, _) = Ledger::init(repo, config, &sender)?;
+        crate::context::record_current_run(ledger.repo(), &run);
+        ledger
+    };
+    if let Some(tasks) = prep.tasks {
+        ledger.append(&sender, |_, _| {
+            Ok(Draft::Write(EventKind::Plan {
+                tasks: tasks.clone(),
+            }))
+        })?;
+    }
+    let exe = std::env::current_exe().context("finding the mara binary")?;
+    let spec = RunSpec {
+        run,
+        seed: prep.seed,
+        roles: prep.spec_roles,
+        config_dir: prep.config_dir,
+        sender,
+        mara_dir: exe
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("the mara binary has no folder"))?,
+        progress: live_progress(),
+    };
+    let summary = orchestrator::run(&ledger, &spec)?;
+    Ok((ledger, summary))
+}
+
+/// The run's summary for people.
+pub fn summary_text(ledger: &Ledger, s: &Summary) -> Result<String> {
+    let mut text = format!(
+        "run {} ended in {:.1}s{}\n",
+        ledger.run(),
+        s.elapsed.as_secs_f64(),
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    for e in &s.instances {
+        text.push_str(&format!(
+            "  {:<16} {:<8} {}{}\n    branch {}  log {}\n",
+            e.id.to_string(),
+            e.status.to_string(),
+            e.reason.clone().unwrap_or_default(),
+            if e.released.is_empty() {
+                String::new()
+            } else {
+                format!(" (released {})", e.released.join(", "))
+            },
+            e.place.branch,
+            e.place.log
+        ));
+    }
+    let board = ledger.snapshot()?.full_board()?;
+    text.push('\n');
+    text.push_str(&super::board::table(&board));
+    Ok(text)
+}
+
+pub fn summary_json(ledger: &Ledger, s: &Summary) -> serde_json::Value {
+    json!({
+        "run": ledger.run().as_str(),
+        "interrupted": s.interrupted,
+        "elapsed_sec": s.elapsed.as_secs_f64(),
+        "instances": s.instances.iter().map(|e| json!({
+            "id": e.id, "status": e.status, "reason": e.reason,
+            "worktree": e.place.worktree, "branch": e.place.branch, "log": e.place.log,
+            "released": e.released,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Fails the command when an instance failed or the run was interrupted, after
+/// printing the summary.
+pub fn conclude(ledger: &Ledger, s: &Summary, json: bool) -> Result<Report> {
+    let report = Report::new(summary_text(ledger, s)?, summary_json(ledger, s));
+    let failed = s.failed();
+    if s.interrupted {
+        let _ = output::print(&report, json);
+        bail!(
+            "run {} was interrupted; every instance was stopped",
+            ledger.run()
+        );
+    }
+    if let Some(first) = failed.first() {
+        let _ = output::print(&report, json);
+        bail!(
+            "{} instance(s) failed: {} {}; its log: {}",
+            failed.len(),
+            first.id,
+            first.reason.clone().unwrap_or_default(),
+            first.place.log
+        );
+    }
+    Ok(report)
+}
+
+pub fn run(ctx: &Ctx, args: RunArgs) -> Result<Report> {
+    let prep = prepare(&args.config, args.tasks.as_deref())?;
+    let repo = ctx.repo()?;
+    let run: RunId = match &ctx.run {
+        Some(r) => r.parse().context("reading --run")?,
+        None => format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")).parse()?,
+    };
+    let sender = ctx
+        .identity(&repo)?
+        .map_or_else(|| "orchestrator#1".to_owned(), |i| i.to_string());
+    let (ledger, summary) = execute(repo, run, prep, sender)?;
+    conclude(&ledger, &summary, ctx.json)
+}

@@ -1,0 +1,485 @@
+//! The orchestrator: starts N instances of every role, each in its own worktree on
+//! its own branch, records their lifecycle on the board, and ends the run cleanly.
+//!
+//! It is a client of the ledger like any command: instance statuses and the release
+//! of a dead instance's claims are ordinary events.
+//!
+//! Layout of a run in the repository's main worktree (listed in `.git/info/exclude`):
+//! `.multi_agent_runs/<run>/worktrees/<role>_<n>` (branch `mara/<run>/<role>_<n>`),
+//! `.../logs/<role>_<n>.log` (the instance's stdout and stderr) and
+//! `.../prompts/<role>_<n>.md`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::{EventKind, InstanceStatus, Place, TaskStatus};
+use crate::config::{Role, SeedConfig};
+use crate::gitcmd::git_ok;
+use crate::ids::{InstanceId, RunId};
+use crate::ledger::{Draft, Ledger};
+use crate::output;
+
+/// Set by SIGINT/SIGTERM; the run loop stops every instance when it sees it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// How long an interrupted or timed-out instance gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// What the orchestrator needs to start a run.
+pub struct RunSpec {
+    pub run: RunId,
+    pub seed: SeedConfig,
+    pub roles: Vec<Role>,
+    /// The folder of the config file: `{config_dir}` in role commands.
+    pub config_dir: PathBuf,
+    /// Who writes the orchestrator's events.
+    pub sender: String,
+    /// Where the `mara` binary lives, put first on the instances' PATH.
+    pub mara_dir: PathBuf,
+    /// Redraw a progress line on the terminal.
+    pub progress: bool,
+}
+
+/// How one instance ended.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub id: InstanceId,
+    pub status: InstanceStatus,
+    pub reason: Option<String>,
+    pub place: Place,
+    pub released: Vec<String>,
+}
+
+/// The outcome of a run.
+pub struct Summary {
+    pub instances: Vec<Ended>,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Instances that failed.
+    pub fn failed(&self) -> Vec<&Ended> {
+        self.instances
+            .iter()
+            .filter(|e| e.status == InstanceStatus::Failed)
+            .collect()
+    }
+}
+
+enum State {
+    Waiting,
+    Running { child: Child, started: Instant },
+    Ended,
+}
+
+struct Instance {
+    id: InstanceId,
+    role: usize,
+    place: Place,
+    worktree: PathBuf,
+    log: PathBuf,
+    prompt_file: PathBuf,
+    state: State,
+}
+
+/// The run's folder in the main worktree.
+pub fn run_dir(workdir: &Path, run: &RunId) -> PathBuf {
+    workdir.join(".multi_agent_runs").join(run.as_str())
+}
+
+/// Keeps `.multi_agent_runs/` out of `git status` without touching `.gitignore`.
+fn exclude_run_dirs(repo: &git2::Repository) -> Result<()> {
+    let info = repo.commondir().join("info");
+    std::fs::create_dir_all(&info)?;
+    let path = info.join("exclude");
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if !current.lines().any(|l| l.trim() == "/.multi_agent_runs/") {
+        let mut text = current;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("# mara: run folders (worktrees, logs)\n/.multi_agent_runs/\n");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn expand(template: &str, vars: &BTreeMap<&str, String>) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+fn status_event(
+    ledger: &Ledger,
+    sender: &str,
+    inst: &Instance,
+    status: InstanceStatus,
+    reason: Option<String>,
+) -> Result<()> {
+    let kind = EventKind::Status {
+        instance: inst.id.clone(),
+        status,
+        reason,
+        place: Some(inst.place.clone()),
+    };
+    ledger.append(sender, |_, _| Ok(Draft::Write(kind.clone())))?;
+    Ok(())
+}
+
+/// Releases every task `id` still holds: nothing stays held by a dead process.
+fn release_claims(
+    ledger: &Ledger,
+    sender: &str,
+    id: &InstanceId,
+    why: &str,
+) -> Result<Vec<String>> {
+    let board = ledger.snapshot()?.full_board()?;
+    let held: Vec<_> = board
+        .ordered_tasks()
+        .into_iter()
+        .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(id))
+        .map(|t| t.id.clone())
+        .collect();
+    let mut released = vec![];
+    for task in held {
+        let kind = EventKind::Release {
+            task: task.clone(),
+            forced: Some(id.clone()),
+            reason: Some(why.to_owned()),
+        };
+        match ledger.append(sender, |_, _| Ok(Draft::Write(kind.clone()))) {
+            Ok(_) => released.push(task.to_string()),
+            // Someone released or completed it meanwhile: nothing left to do.
+            Err(e) if e.downcast_ref::<crate::board::Refusal>().is_some() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(released)
+}
+
+/// Sends `sig` to the instance's whole process group (its children too).
+fn signal_group(child: &Child, sig: libc::c_int) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on the group we created for this child.
+    unsafe {
+        libc::kill(-pid, sig);
+    }
+}
+
+/// Stops an instance: SIGTERM to its group, SIGKILL after the grace period, reaped.
+fn stop(child: &mut Child) {
+    signal_group(child, libc::SIGTERM);
+    let t = Instant::now();
+    while t.elapsed() < GRACE {
+        if let Ok(Some(_)) = child.try_wait() {
+            // The leader is gone; make sure nothing of its group lingers.
+            signal_group(child, libc::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(child, libc::SIGKILL);
+    let _ = child.wait();
+}
+
+/// Prepares worktrees and branches, then runs every instance to its end.
+pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
+    let started = Instant::now();
+    let repo = ledger.repo();
+    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
+        bail!("`mara run` needs a repository with a worktree; this one is bare");
+    };
+    // Linked worktrees run from the main worktree's folder, wherever `run` is called.
+    let main_dir = repo
+        .commondir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(workdir.clone());
+    let head = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .map(|c| c.id())
+        .ok_or_else(|| {
+            anyhow::anyhow!("the repository has no commit yet; commit something first: instances branch from HEAD")
+        })?;
+    let dir = run_dir(&main_dir, &spec.run);
+    exclude_run_dirs(repo)?;
+    for sub in ["worktrees", "logs", "prompts"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    }
+    let mut instances = vec![];
+    for (ri, role) in spec.roles.iter().enumerate() {
+        for id in role.instance_ids() {
+            let stem = id.file_stem();
+            let worktree = dir.join("worktrees").join(&stem);
+            let branch = format!("mara/{}/{stem}", spec.run);
+            if repo.find_branch(&branch, git2::BranchType::Local).is_ok() {
+                bail!(
+                    "branch {branch} exists already: run {} ran here before; pick another --run",
+                    spec.run
+                );
+            }
+            let log = dir.join("logs").join(format!("{stem}.log"));
+            let prompt_file = dir.join("prompts").join(format!("{stem}.md"));
+            instances.push(Instance {
+                place: Place {
+                    worktree: worktree.to_string_lossy().into_owned(),
+                    branch,
+                    log: log.to_string_lossy().into_owned(),
+                },
+                id,
+                role: ri,
+                worktree,
+                log,
+                prompt_file,
+                state: State::Waiting,
+            });
+        }
+    }
+    for inst in &instances {
+        git_ok(
+            &main_dir,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                &inst.place.branch,
+                &inst.place.worktree,
+                &head.to_string(),
+            ],
+        )?;
+    }
+    install_signal_handlers();
+    let path = crate::context::path_with(&spec.mara_dir)?;
+    let mut ended: Vec<Ended> = vec![];
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    let mut interrupted = false;
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) && !interrupted {
+            interrupted = true;
+            output::progress_clear(spec.progress);
+            output::progress("mara run: interrupted; stopping every instance");
+        }
+        // Start every waiting instance whose role's predecessors have all ended.
+        let ended_roles: Vec<usize> = (0..spec.roles.len())
+            .filter(|r| {
+                instances
+                    .iter()
+                    .filter(|i| i.role == *r)
+                    .all(|i| matches!(i.state, State::Ended))
+            })
+            .collect();
+        for inst in instances.iter_mut() {
+            if interrupted || !matches!(inst.state, State::Waiting) {
+                continue;
+            }
+            let role = &spec.roles[inst.role];
+            let ready = role.spec.after.iter().all(|a| {
+                spec.roles
+                    .iter()
+                    .position(|r| &r.id == a)
+                    .is_some_and(|ri| ended_roles.contains(&ri))
+            });
+            if !ready {
+                continue;
+            }
+            status_event(ledger, &spec.sender, inst, InstanceStatus::Starting, None)?;
+            match start(inst, role, spec, &path) {
+                Ok(child) => {
+                    status_event(ledger, &spec.sender, inst, InstanceStatus::Running, None)?;
+                    inst.state = State::Running {
+                        child,
+                        started: Instant::now(),
+                    };
+                }
+                Err(e) => {
+                    let why = format!("could not start: {e:#}");
+                    inst.state = State::Ended;
+                    ended.push(finish(
+                        ledger,
+                        spec,
+                        inst,
+                        InstanceStatus::Failed,
+                        Some(why),
+                    )?);
+                }
+            }
+        }
+        // Reap, time out, or stop what runs.
+        for inst in instances.iter_mut() {
+            let State::Running { child, started } = &mut inst.state else {
+                continue;
+            };
+            let limit = spec.seed.instance_timeout(&spec.roles[inst.role]);
+            let outcome = if interrupted {
+                stop(child);
+                Some((
+                    InstanceStatus::Failed,
+                    Some("stopped: the run was interrupted".to_owned()),
+                ))
+            } else if let Some(status) = child.try_wait()? {
+                // The leader is done; its helpers must not outlive it.
+                signal_group(child, libc::SIGKILL);
+                Some(if status.success() {
+                    (InstanceStatus::Exited, None)
+                } else {
+                    (
+                        InstanceStatus::Failed,
+                        Some(format!("exited with {status}")),
+                    )
+                })
+            } else if limit.is_some_and(|l| started.elapsed() > Duration::from_secs(l)) {
+                stop(child);
+                Some((
+                    InstanceStatus::Failed,
+                    Some(format!(
+                        "stopped at its time limit of {}s",
+                        limit.unwrap_or(0)
+                    )),
+                ))
+            } else {
+                None
+            };
+            if let Some((status, reason)) = outcome {
+                inst.state = State::Ended;
+                ended.push(finish(ledger, spec, inst, status, reason)?);
+            }
+        }
+        if interrupted {
+            // Never-started instances are simply not run.
+            for inst in instances.iter_mut() {
+                if matches!(inst.state, State::Waiting) {
+                    inst.state = State::Ended;
+                }
+            }
+        }
+        if instances.iter().all(|i| matches!(i.state, State::Ended)) {
+            break;
+        }
+        if spec.progress && last_progress.elapsed() > Duration::from_millis(200) {
+            last_progress = Instant::now();
+            let running = instances
+                .iter()
+                .filter(|i| matches!(i.state, State::Running { .. }))
+                .count();
+            let board = ledger.snapshot()?.full_board()?;
+            let count = |s| board.tasks.values().filter(|t| t.status == s).count();
+            output::progress_line(&format!(
+                "mara run {}: {running} running, {} ended, {} waiting | tasks {} open, {} claimed, {} done | {:.0}s",
+                spec.run,
+                ended.len(),
+                instances.len() - running - ended.len(),
+                count(TaskStatus::Open),
+                count(TaskStatus::Claimed),
+                count(TaskStatus::Done),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    output::progress_clear(spec.progress);
+    Ok(Summary {
+        instances: ended,
+        interrupted,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Records how an instance ended and releases what it still held.
+fn finish(
+    ledger: &Ledger,
+    spec: &RunSpec,
+    inst: &Instance,
+    status: InstanceStatus,
+    reason: Option<String>,
+) -> Result<Ended> {
+    status_event(ledger, &spec.sender, inst, status, reason.clone())?;
+    let why = format!(
+        "{} {}{}",
+        inst.id,
+        status,
+        reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
+    );
+    let released = release_claims(ledger, &spec.sender, &inst.id, &why)?;
+    Ok(Ended {
+        id: inst.id.clone(),
+        status,
+        reason,
+        place: inst.place.clone(),
+        released,
+    })
+}
+
+/// Spawns one instance in its worktree, in a process group of its own.
+fn start(inst: &Instance, role: &Role, spec: &RunSpec, path: &std::ffi::OsStr) -> Result<Child> {
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    vars.insert("instance", inst.id.to_string());
+    vars.insert("role", role.id.clone());
+    vars.insert("n", inst.id.number().to_string());
+    vars.insert("run", spec.run.to_string());
+    vars.insert("worktree", inst.place.worktree.clone());
+    vars.insert("branch", inst.place.branch.clone());
+    vars.insert("config_dir", spec.config_dir.to_string_lossy().into_owned());
+    vars.insert(
+        "prompt_file",
+        inst.prompt_file.to_string_lossy().into_owned(),
+    );
+    let prompt = expand(&role.spec.prompt, &vars);
+    std::fs::write(&inst.prompt_file, &prompt)
+        .with_context(|| format!("writing {}", inst.prompt_file.display()))?;
+    vars.insert("prompt", prompt);
+    let argv: Vec<String> = role.spec.command.iter().map(|a| expand(a, &vars)).collect();
+    let log =
+        File::create(&inst.log).with_context(|| format!("creating {}", inst.log.display()))?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(&inst.worktree)
+        .env("PATH", path)
+        .env("MARA_RUN", spec.run.as_str())
+        .env("MARA_INSTANCE", inst.id.to_string())
+        .env("MARA_ROLE", &role.id)
+        .env("MARA_WORKTREE", &inst.worktree)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a stop reaches the agent's children too, and the
+        // terminal's Ctrl-C reaches only mara, which stops them in order.
+        .process_group(0);
+    for (k, v) in &role.spec.env {
+        cmd.env(k, expand(v, &vars));
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting `{}` for {}", argv.join(" "), inst.id))
+}

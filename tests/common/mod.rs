@@ -1,0 +1,312 @@
+//! Shared helpers of the integration tests: a scratch git repository in a
+//! `TempDir`, and the real `mara` binary run with a clean, fixed environment.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const MARA: &str = env!("CARGO_BIN_EXE_mara");
+
+/// What one run of a process produced.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit code; -1 when the process was killed by a signal.
+    pub code: i32,
+}
+
+impl Out {
+    pub fn from_output(o: Output) -> Out {
+        Out {
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            code: o.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Panics with everything the process said unless it exited with `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32, what: &str) -> &Out {
+        assert_eq!(
+            self.code, code,
+            "{what}: expected exit {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts exit 0.
+    #[track_caller]
+    pub fn ok(&self, what: &str) -> &Out {
+        self.expect_code(0, what)
+    }
+
+    /// Asserts that stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Out {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr does not contain {needle:?}\nexit {}\nstderr:\n{}",
+            self.code,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The test process's own `PATH`, so the children find `git` and `sh`.
+#[allow(clippy::disallowed_methods)] // tests read their own environment, not mara's
+fn parent_path() -> OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"))
+}
+
+/// Clears the environment of `cmd` and sets the fixed one every child gets: no
+/// system or global git config, a fixed author and committer, UTC, the C locale,
+/// `HOME` inside the test's directory and no inherited `MARA_*` or `GIT_*`.
+pub fn clean_env<'a>(cmd: &'a mut Command, home: &Path) -> &'a mut Command {
+    cmd.env_clear()
+        .env("PATH", parent_path())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.invalid")
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+}
+
+/// Runs `git args` in `dir` with the clean environment and `envs` on top; returns
+/// its stdout, or panics with the command line and git's stderr.
+#[track_caller]
+pub fn git_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new("git");
+    clean_env(&mut cmd, dir);
+    let out = cmd
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "`git {}` in {} failed ({}):\n{}",
+        args.join(" "),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("git prints UTF-8 here")
+}
+
+/// Runs `git args` in `dir`; returns its stdout or panics with the command line
+/// and git's stderr.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_env(dir, args, &[])
+}
+
+/// The commit `refs/mara/<run>` points at.
+#[track_caller]
+pub fn ref_tip(dir: &Path, run: &str) -> String {
+    git(dir, &["rev-parse", &format!("refs/mara/{run}")])
+        .trim()
+        .to_owned()
+}
+
+/// The subjects of the run's commits, newest first.
+#[track_caller]
+pub fn subjects(dir: &Path, run: &str) -> Vec<String> {
+    git(dir, &["log", "--format=%s", &format!("refs/mara/{run}")])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How many commits of the run have a subject starting with `prefix`.
+#[track_caller]
+pub fn count_commits_with_subject(dir: &Path, run: &str, prefix: &str) -> usize {
+    subjects(dir, run)
+        .iter()
+        .filter(|s| s.starts_with(prefix))
+        .count()
+}
+
+/// The newest subject on the run's ref.
+#[track_caller]
+pub fn newest_subject(dir: &Path, run: &str) -> String {
+    subjects(dir, run)
+        .into_iter()
+        .next()
+        .expect("the run has commits")
+}
+
+/// The holder an "X is held by ROLE#N" message names, if any.
+pub fn held_by(stderr: &str, task: &str) -> Option<String> {
+    let marker = format!("{task} is held by ");
+    let start = stderr.find(&marker)? + marker.len();
+    let holder: String = stderr[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '#' | '_' | '-'))
+        .collect();
+    Some(holder)
+}
+
+/// A scratch repository: `git init -b main` with one commit, in a temporary
+/// directory that also holds the children's `HOME`.
+pub struct TestRepo {
+    /// Keeps the directory alive; removed on drop.
+    pub tmp: TempDir,
+    /// The repository's worktree (canonical path).
+    pub dir: PathBuf,
+    /// `HOME` of every child process.
+    pub home: PathBuf,
+}
+
+impl TestRepo {
+    /// A repository with one commit on `main`, and no run yet.
+    pub fn new() -> TestRepo {
+        let tmp = tempfile::Builder::new()
+            .prefix("mara-it-")
+            .tempdir()
+            .expect("a temporary directory");
+        let root = tmp
+            .path()
+            .canonicalize()
+            .expect("the temporary directory has a canonical path");
+        let dir = root.join("repo");
+        let home = root.join("home");
+        std::fs::create_dir_all(&dir).expect("creating the repository directory");
+        std::fs::create_dir_all(&home).expect("creating HOME");
+        git(&dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join("README.md"), "# scratch\n").expect("writing README.md");
+        git(&dir, &["add", "README.md"]);
+        git(&dir, &["commit", "-q", "-m", "initial commit"]);
+        TestRepo { tmp, dir, home }
+    }
+
+    /// A repository with a run `run` created by `mara init --run run`.
+    pub fn with_run(run: &str) -> TestRepo {
+        let r = TestRepo::new();
+        r.mara(&["init", "--run", run]).ok("mara init");
+        r
+    }
+
+    /// The root of the temporary directory (parent of the repository).
+    pub fn root(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .expect("the repository has a parent")
+            .to_path_buf()
+    }
+
+    /// A `mara` command with the clean environment, `envs` on top, in `cwd` (the
+    /// repository by default). Not started: spawn it, or use [`TestRepo::mara_in`].
+    pub fn mara_command(
+        &self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Command {
+        let mut cmd = Command::new(MARA);
+        clean_env(&mut cmd, &self.home);
+        cmd.args(args)
+            .envs(envs.iter().copied())
+            .current_dir(cwd.unwrap_or(&self.dir))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `mara args` with extra `envs`, in `cwd` (the repository by default).
+    pub fn mara_in(&self, args: &[&str], envs: &[(&str, &str)], cwd: Option<&Path>) -> Out {
+        let out = self
+            .mara_command(args, envs, cwd)
+            .output()
+            .expect("the mara binary runs");
+        Out::from_output(out)
+    }
+
+    /// Runs `mara args` in the repository.
+    pub fn mara(&self, args: &[&str]) -> Out {
+        self.mara_in(args, &[], None)
+    }
+
+    /// Runs `mara args` in the repository as `instance` (through `MARA_INSTANCE`).
+    pub fn mara_as(&self, instance: &str, args: &[&str]) -> Out {
+        self.mara_in(args, &[("MARA_INSTANCE", instance)], None)
+    }
+
+    /// `git args` in the repository.
+    #[track_caller]
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.dir, args)
+    }
+
+    /// The tip of `refs/mara/<run>`.
+    #[track_caller]
+    pub fn tip(&self, run: &str) -> String {
+        ref_tip(&self.dir, run)
+    }
+
+    /// `mara board --json`, parsed.
+    #[track_caller]
+    pub fn board(&self) -> serde_json::Value {
+        let out = self.mara(&["board", "--json"]);
+        out.ok("mara board --json");
+        serde_json::from_str(&out.stdout).expect("board --json prints one JSON value")
+    }
+
+    /// Status and holder of one task on the board.
+    #[track_caller]
+    pub fn task_state(&self, id: &str) -> (String, Option<String>) {
+        let board = self.board();
+        let task = board["tasks"]
+            .as_array()
+            .expect("tasks is a list")
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap_or_else(|| panic!("task {id} is not on the board: {board}"))
+            .clone();
+        (
+            task["status"]
+                .as_str()
+                .expect("status is a string")
+                .to_owned(),
+            task["claimed_by"].as_str().map(str::to_owned),
+        )
+    }
+
+    /// Asserts that `mara verify` exits 0.
+    #[track_caller]
+    pub fn verify_ok(&self) {
+        self.mara(&["verify"]).ok("mara verify");
+    }
+
+    /// Writes a file below the temporary root (outside the repository) and
+    /// returns its path.
+    pub fn write_outside(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.root().join(name);
+        std::fs::write(&p, contents).expect("writing a file outside the repository");
+        p
+    }
+}
+
+/// Runs `f` and asserts that the run's ref did not move.
+#[track_caller]
+pub fn assert_ref_unchanged<T>(repo: &TestRepo, run: &str, f: impl FnOnce() -> T) -> T {
+    let before = repo.tip(run);
+    let count_before = subjects(&repo.dir, run).len();
+    let v = f();
+    assert_eq!(repo.tip(run), before, "refs/mara/{run} moved");
+    assert_eq!(subjects(&repo.dir, run).len(), count_before);
+    v
+}

@@ -1,0 +1,20 @@
+//! Integration tests of the `mara` binary: each test makes a scratch git
+//! repository, runs the real binary as separate processes and checks exit codes,
+//! messages and what `refs/mara/<run>` holds afterwards.
+//!
+//! One test binary (`cargo test --test main`); the modules live in `tests/main/`.
+
+mod common;
+
+#[path = "main/concurrency.rs"]
+mod concurrency;
+#[path = "main/errors.rs"]
+mod errors;
+#[path = "main/flow.rs"]
+mod flow;
+#[path = "main/integrity.rs"]
+mod integrity;
+#[path = "main/leases.rs"]
+mod leases;
+#[path = "main/repos.rs"]
+mod repos;

@@ -1,0 +1,170 @@
+//! The README's walk-through, command by command.
+
+use serde_json::Value;
+
+use crate::common::{assert_ref_unchanged, count_commits_with_subject, held_by, TestRepo};
+
+const RUN: &str = "demo";
+
+#[test]
+fn readme_flow_claims_refuses_posts_completes_and_logs() {
+    let r = TestRepo::new();
+    let init = r.mara(&["init", "--run", RUN]);
+    init.ok("mara init");
+    assert!(
+        init.stdout.contains("refs/mara/demo"),
+        "init names the ref: {}",
+        init.stdout
+    );
+    assert_eq!(r.git(&["config", "mara.run"]).trim(), RUN);
+
+    r.mara(&[
+        "task",
+        "add",
+        "T1",
+        "API endpoints",
+        "--paths",
+        "src/api/**",
+    ])
+    .ok("task add T1");
+    r.mara(&["task", "add", "T2", "UI", "--deps", "T1"])
+        .ok("task add T2");
+
+    let claim = r.mara_as("implementer#1", &["claim", "T1"]);
+    claim.ok("implementer#1 claims T1");
+    assert_eq!(claim.stdout.trim(), "claim T1 by implementer#1");
+
+    let refused = assert_ref_unchanged(&r, RUN, || r.mara_as("implementer#2", &["claim", "T1"]));
+    refused
+        .expect_code(3, "implementer#2 claims the held T1")
+        .stderr_has("T1 is held by implementer#1");
+    assert_eq!(
+        held_by(&refused.stderr, "T1").as_deref(),
+        Some("implementer#1")
+    );
+
+    assert_ref_unchanged(&r, RUN, || r.mara_as("implementer#2", &["claim", "T2"]))
+        .expect_code(3, "implementer#2 claims T2 before T1 is done")
+        .stderr_has("T2 waits for T1");
+
+    assert_ref_unchanged(&r, RUN, || r.mara_as("implementer#2", &["claim", "--next"]))
+        .expect_code(3, "claim --next with nothing ready")
+        .stderr_has("nothing ready");
+
+    // A claim of a task you already hold succeeds and writes nothing.
+    assert_ref_unchanged(&r, RUN, || r.mara_as("implementer#1", &["claim", "T1"]))
+        .ok("implementer#1 claims its own T1 again");
+
+    r.mara_as(
+        "implementer#1",
+        &[
+            "post",
+            "decision",
+            "implementer#1 takes the API, implementer#2 the UI",
+        ],
+    )
+    .ok("post decision");
+
+    std::fs::write(r.dir.join("implementer_1.md"), "# API\n").expect("writing the artifact");
+    r.mara_as(
+        "implementer#1",
+        &["done", "T1", "--artifact", "implementer_1.md"],
+    )
+    .ok("done T1 with an artifact");
+
+    // The board, as the seed's JSON.
+    let board = r.board();
+    let obj = board.as_object().expect("board --json is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["run", "tasks", "version"], "board keys: {board}");
+    assert_eq!(board["run"], RUN);
+    // init, add, add, claim, decision, done: seq 0..=5.
+    assert_eq!(board["version"], 5, "board: {board}");
+    let tasks = board["tasks"].as_array().expect("tasks is a list");
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["id"], "T1");
+    assert_eq!(tasks[0]["status"], "done");
+    assert_eq!(tasks[0]["claimed_by"], "implementer#1");
+    assert_eq!(tasks[0]["artifact"], "implementer_1.md");
+    assert_eq!(tasks[0]["paths"], serde_json::json!(["src/api/**"]));
+    assert_eq!(tasks[1]["id"], "T2");
+    assert_eq!(tasks[1]["status"], "open");
+    assert_eq!(tasks[1]["claimed_by"], Value::Null);
+    assert_eq!(tasks[1]["deps"], serde_json::json!(["T1"]));
+
+    // The log: one JSON object per line, gapless seq from 0.
+    let log = r.mara(&["log", "--json"]);
+    log.ok("log --json");
+    let events: Vec<Value> = log
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each log line is one JSON value"))
+        .collect();
+    assert_eq!(events.len(), 6, "log:\n{}", log.stdout);
+    for (i, e) in events.iter().enumerate() {
+        let mut keys: Vec<&str> = e
+            .as_object()
+            .expect("an event is an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["payload", "sender", "seq", "ts", "type"],
+            "event {e}"
+        );
+        assert_eq!(e["seq"], i as u64, "seq is gapless from 0: {e}");
+        assert!(e["ts"].is_string(), "ts is a timestamp: {e}");
+    }
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().expect("type is a string"))
+        .collect();
+    assert_eq!(
+        types,
+        ["init", "task_add", "task_add", "claim", "decision", "done"]
+    );
+    assert_eq!(events[3]["sender"], "implementer#1");
+    assert_eq!(events[3]["payload"]["task"], "T1");
+    assert_eq!(events[5]["payload"]["artifact"], "implementer_1.md");
+
+    let filtered = r.mara(&["log", "--type", "claim", "--task", "T1", "--json"]);
+    filtered.ok("log --type claim --task T1 --json");
+    let lines: Vec<&str> = filtered.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one claim of T1:\n{}", filtered.stdout);
+    let claim_event: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(claim_event["type"], "claim");
+    assert_eq!(claim_event["payload"]["task"], "T1");
+    let text = r.mara(&["log", "--type", "claim", "--task", "T1"]);
+    text.ok("log --type claim --task T1");
+    assert_eq!(text.stdout.lines().count(), 1, "{}", text.stdout);
+    assert!(text.stdout.contains("implementer#1"), "{}", text.stdout);
+
+    r.verify_ok();
+    assert_eq!(
+        count_commits_with_subject(&r.dir, RUN, "claim T1 by implementer#1"),
+        1
+    );
+    let body = r.git(&["log", "-1", "--format=%B", "refs/mara/demo~2"]);
+    assert!(body.contains("Mara-Task: T1"), "claim trailers:\n{body}");
+    assert!(body.contains("Mara-Instance: implementer#1"), "{body}");
+    assert!(body.contains("Mara-Seq: 3"), "{body}");
+
+    // With T1 done, T2 is ready.
+    r.mara_as("implementer#2", &["claim", "--next"])
+        .ok("implementer#2 takes the next task");
+    assert_eq!(
+        r.task_state("T2"),
+        ("claimed".to_owned(), Some("implementer#2".to_owned()))
+    );
+
+    let status = r.mara(&["status", "--json"]);
+    status.ok("status --json");
+    let status: Value = serde_json::from_str(&status.stdout).expect("status --json is JSON");
+    assert_eq!(status["tasks"]["done"], 1);
+    assert_eq!(status["tasks"]["claimed"], 1);
+    assert_eq!(status["tasks"]["open"], 0);
+    r.verify_ok();
+}
