@@ -39,9 +39,9 @@ use crate::remote::{self, Push};
 /// How many times an append re-reads and retries after losing the race.
 const MAX_ATTEMPTS: u32 = 400;
 /// The same through a remote, where every attempt is a push and a fetch.
-const MAX_REMOTE_ATTEMPTS: u32 = 60;
+const MAX_REMOTE_ATTEMPTS: u32 = 2000;
 /// An append gives up after this long, however many attempts it made.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+const MAX_WAIT: Duration = Duration::from_secs(120);
 /// A ref lock file older than this was left by a killed process: libgit2 holds it
 /// for the microseconds between creating it and renaming it over the ref.
 const STALE_LOCK: Duration = Duration::from_secs(5);
@@ -414,11 +414,21 @@ impl Backoff {
         }
     }
 
-    fn next_delay(&mut self) -> Duration {
+    fn random(&mut self) -> u64 {
         // xorshift64: good enough to decorrelate processes, no dependency needed.
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
+        self.state
+    }
+
+    /// A random sleep of up to `max`.
+    fn jitter(&mut self, max: Duration) -> Duration {
+        Duration::from_micros(self.random() % (max.as_micros() as u64 + 1))
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        self.random();
         let cap_us = 1000u64 << self.attempt.min(6);
         self.attempt += 1;
         Duration::from_micros(cap_us / 4 + self.state % (cap_us * 3 / 4 + 1))
@@ -719,7 +729,14 @@ impl Ledger {
                     self.refname
                 );
             }
-            std::thread::sleep(backoff.next_delay());
+            if remote.is_some() {
+                // The fetch after a rejected push already spaced this attempt out;
+                // sleeping longer only hands the next round to whoever won the last
+                // one (a writer whose local tip is current pushes without fetching).
+                std::thread::sleep(backoff.jitter(Duration::from_millis(5)));
+            } else {
+                std::thread::sleep(backoff.next_delay());
+            }
         }
     }
 

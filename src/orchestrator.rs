@@ -407,6 +407,21 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
         std::thread::sleep(Duration::from_millis(20));
     }
     output::progress_clear(spec.progress);
+    // The orchestrator is an instance on the board too: record that it is done.
+    if let Ok(me) = spec.sender.parse::<InstanceId>() {
+        let (status, reason) = if interrupted {
+            (InstanceStatus::Failed, Some("interrupted".to_owned()))
+        } else {
+            (InstanceStatus::Exited, None)
+        };
+        let kind = EventKind::Status {
+            instance: me,
+            status,
+            reason,
+            place: None,
+        };
+        ledger.append(&spec.sender, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
     Ok(Summary {
         instances: ended,
         interrupted,

@@ -91,9 +91,10 @@ pub enum FetchError {
 /// remote whose history was rewritten is noticed instead of followed.
 pub fn fetch(git_dir: &Path, remote: &str, refname: &str) -> Result<Result<(), FetchError>> {
     let spec = format!("{refname}:{refname}");
+    // Not --quiet: a rejected (non-fast-forward) update is only reported in the
+    // ref-update lines that --quiet suppresses.
     let args = [
         "fetch",
-        "--quiet",
         "--no-tags",
         "--no-write-fetch-head",
         "--no-recurse-submodules",

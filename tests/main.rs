@@ -16,5 +16,9 @@ mod flow;
 mod integrity;
 #[path = "main/leases.rs"]
 mod leases;
+#[path = "main/orchestrate.rs"]
+mod orchestrate;
+#[path = "main/remote.rs"]
+mod remote;
 #[path = "main/repos.rs"]
 mod repos;

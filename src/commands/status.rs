@@ -55,9 +55,16 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
                 format!(", holds {}", holds.join(", "))
             }
         );
+        if let Some(r) = &i.reason {
+            let _ = writeln!(text, "    {}", crate::board::one_line(r, 100));
+        }
+        if let Some(p) = &i.place {
+            let _ = writeln!(text, "    branch {}  log {}", p.branch, p.log);
+        }
         instances.push(json!({
             "id": i.id, "role_id": i.role_id, "instance_id": i.instance_id,
             "status": i.status, "last_seen": i.last_seen, "holds": holds,
+            "reason": i.reason, "place": i.place,
         }));
     }
     Ok(Report::new(

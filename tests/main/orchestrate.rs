@@ -1,0 +1,1 @@
+//! Tests of `mara run` (the orchestrator) and `mara demo`.
