@@ -33,10 +33,12 @@ fn main() {
         .expect("addr")
         .port();
     let srv_s = srv.to_string_lossy().into_owned();
+    // The `git-daemon` program itself: `git daemon` runs it as a child, and killing
+    // the wrapper would leave the real daemon listening.
+    let exe = std::path::PathBuf::from(git(tmp.path(), &["--exec-path"])).join("git-daemon");
     let _daemon = Daemon(
-        Command::new("git")
+        Command::new(exe)
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
                 &format!("--port={port}"),

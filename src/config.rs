@@ -9,6 +9,34 @@ use serde::Deserialize;
 use crate::board::{LockMode, DEFAULT_CLAIM_TIMEOUT_SEC};
 use crate::ids::InstanceId;
 
+/// Parses JSON into `T`; the error names `what` (the file), the key path
+/// (`roles[1].instances`) and serde's reason with line and column.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            anyhow!("{what}: {}", e.inner())
+        } else {
+            anyhow!("{what}: {path}: {}", e.inner())
+        }
+    })?;
+    de.end().map_err(|e| anyhow!("{what}: {e}"))?;
+    Ok(value)
+}
+
+/// Like [`parse_json`], from an already parsed value.
+pub fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value, what: &str) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            anyhow!("{what}: {}", e.inner())
+        } else {
+            anyhow!("{what}: {path}: {}", e.inner())
+        }
+    })
+}
+
 /// The whole file: roles, coordination settings, output naming.
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
@@ -61,8 +89,7 @@ impl SeedConfig {
     pub fn load(path: &Path) -> Result<SeedConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        let cfg: SeedConfig = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let cfg: SeedConfig = parse_json(&text, &format!("config {}", path.display()))?;
         cfg.check()
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         Ok(cfg)
@@ -170,8 +197,7 @@ impl SeedConfig {
             let file = base.join(&r.file);
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow!("config {cfg}: roles[{i}].file {}: {e}", file.display()))?;
-            let spec: RoleFile = serde_json::from_str(&text)
-                .map_err(|e| anyhow!("role file {}: {e}", file.display()))?;
+            let spec: RoleFile = parse_json(&text, &format!("role file {}", file.display()))?;
             if spec.command.is_empty() || spec.command[0].trim().is_empty() {
                 bail!(
                     "role file {}: command is empty; give the argv to start an instance",

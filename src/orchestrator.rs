@@ -91,7 +91,12 @@ impl Summary {
 
 enum State {
     Waiting,
-    Running { child: Child, started: Instant },
+    Running {
+        child: Child,
+        started: Instant,
+        /// Set once SIGTERM was sent: when to send SIGKILL, and why it stops.
+        stopping: Option<(Instant, String)>,
+    },
     Ended,
 }
 
@@ -192,20 +197,33 @@ fn signal_group(child: &Child, sig: libc::c_int) {
     }
 }
 
-/// Stops an instance: SIGTERM to its group, SIGKILL after the grace period, reaped.
-fn stop(child: &mut Child) {
-    signal_group(child, libc::SIGTERM);
-    let t = Instant::now();
-    while t.elapsed() < GRACE {
-        if let Ok(Some(_)) = child.try_wait() {
-            // The leader is gone; make sure nothing of its group lingers.
-            signal_group(child, libc::SIGKILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Checks what would make a run fail before anything is written: a worktree to
+/// branch from, a commit at HEAD, and no instance branch of this run yet.
+pub fn preflight(repo: &git2::Repository, run: &RunId, roles: &[Role]) -> Result<()> {
+    if repo.workdir().is_none() {
+        bail!("`mara run` needs a repository with a worktree; this one is bare");
     }
-    signal_group(child, libc::SIGKILL);
-    let _ = child.wait();
+    if repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .is_none()
+    {
+        bail!(
+            "the repository has no commit yet; commit something first: instances branch from HEAD"
+        );
+    }
+    for role in roles {
+        for id in role.instance_ids() {
+            let branch = format!("mara/{run}/{}", id.file_stem());
+            if repo.find_branch(&branch, git2::BranchType::Local).is_ok() {
+                bail!(
+                    "branch {branch} exists already: run {run} ran here before; pick another --run"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prepares worktrees and branches, then runs every instance to its end.
@@ -319,6 +337,7 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
                     inst.state = State::Running {
                         child,
                         started: Instant::now(),
+                        stopping: None,
                     };
                 }
                 Err(e) => {
@@ -334,40 +353,57 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
                 }
             }
         }
-        // Reap, time out, or stop what runs.
+        // Reap, time out, or stop what runs. Stopping is SIGTERM to the group, then
+        // SIGKILL after the grace period; all instances get their grace at once.
         for inst in instances.iter_mut() {
-            let State::Running { child, started } = &mut inst.state else {
+            let State::Running {
+                child,
+                started,
+                stopping,
+            } = &mut inst.state
+            else {
                 continue;
             };
             let limit = spec.seed.instance_timeout(&spec.roles[inst.role]);
-            let outcome = if interrupted {
-                stop(child);
-                Some((
-                    InstanceStatus::Failed,
-                    Some("stopped: the run was interrupted".to_owned()),
-                ))
-            } else if let Some(status) = child.try_wait()? {
-                // The leader is done; its helpers must not outlive it.
-                signal_group(child, libc::SIGKILL);
-                Some(if status.success() {
-                    (InstanceStatus::Exited, None)
-                } else {
-                    (
-                        InstanceStatus::Failed,
-                        Some(format!("exited with {status}")),
-                    )
-                })
-            } else if limit.is_some_and(|l| started.elapsed() > Duration::from_secs(l)) {
-                stop(child);
-                Some((
-                    InstanceStatus::Failed,
+            if stopping.is_none() {
+                let why = if interrupted {
+                    Some("stopped: the run was interrupted".to_owned())
+                } else if limit.is_some_and(|l| started.elapsed() > Duration::from_secs(l)) {
                     Some(format!(
                         "stopped at its time limit of {}s",
                         limit.unwrap_or(0)
-                    )),
-                ))
-            } else {
-                None
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    signal_group(child, libc::SIGTERM);
+                    *stopping = Some((Instant::now() + GRACE, why));
+                }
+            }
+            let outcome = match (child.try_wait()?, stopping.as_ref()) {
+                (Some(_), Some((_, why))) => {
+                    signal_group(child, libc::SIGKILL);
+                    Some((InstanceStatus::Failed, Some(why.clone())))
+                }
+                (Some(status), None) => {
+                    // The leader is done; its helpers must not outlive it.
+                    signal_group(child, libc::SIGKILL);
+                    Some(if status.success() {
+                        (InstanceStatus::Exited, None)
+                    } else {
+                        (
+                            InstanceStatus::Failed,
+                            Some(format!("exited with {status}")),
+                        )
+                    })
+                }
+                (None, Some((deadline, why))) if Instant::now() >= *deadline => {
+                    signal_group(child, libc::SIGKILL);
+                    let _ = child.wait();
+                    Some((InstanceStatus::Failed, Some(why.clone())))
+                }
+                (None, _) => None,
             };
             if let Some((status, reason)) = outcome {
                 inst.state = State::Ended;

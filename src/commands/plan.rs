@@ -24,6 +24,9 @@ pub fn read_plan(path: &std::path::Path) -> Result<Vec<NewTask>> {
     let shape = "a plan is a JSON list of {\"id\", \"title\", \"deps\", \"paths\"}";
     let items: Vec<serde_json::Value> = serde_json::from_str(&text)
         .map_err(|e| anyhow!("plan {}: {e}; {shape}", path.display()))?;
+    if items.is_empty() {
+        anyhow::bail!("plan {}: the plan has no tasks; {shape}", path.display());
+    }
     items
         .into_iter()
         .enumerate()
@@ -34,8 +37,7 @@ pub fn read_plan(path: &std::path::Path) -> Result<Vec<NewTask>> {
                 .map_or(format!("task #{}", i + 1), |id| {
                     format!("task #{} ({})", i + 1, crate::board::one_line(id, 64))
                 });
-            serde_json::from_value(item)
-                .map_err(|e| anyhow!("plan {}: {name}: {e}; {shape}", path.display()))
+            crate::config::from_value(item, &format!("plan {}: {name}", path.display()))
         })
         .collect()
 }

@@ -30,11 +30,12 @@ pub struct Prepared {
     pub spec_roles: Vec<crate::config::Role>,
     pub config_dir: PathBuf,
     pub tasks: Option<Vec<board::NewTask>>,
+    pub tasks_path: Option<PathBuf>,
 }
 
 /// Reads and checks the config, its role files and the plan: a bad one fails here,
 /// before the run's ref exists.
-pub fn prepare(config: &std::path::Path, tasks: Option<&std::path::Path>) -> Result<Prepared> {
+pub fn prepare(config: &std::path::Path, tasks_path: Option<&std::path::Path>) -> Result<Prepared> {
     let seed = SeedConfig::load(config)?;
     let spec_roles = seed.load_roles(config)?;
     let config_dir = config
@@ -42,12 +43,13 @@ pub fn prepare(config: &std::path::Path, tasks: Option<&std::path::Path>) -> Res
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(std::env::current_dir, |p| p.canonicalize())
         .with_context(|| format!("finding the folder of {}", config.display()))?;
-    let tasks = tasks.map(super::plan::read_plan).transpose()?;
+    let tasks = tasks_path.map(super::plan::read_plan).transpose()?;
     Ok(Prepared {
         seed,
         spec_roles,
         config_dir,
         tasks,
+        tasks_path: tasks_path.map(PathBuf::from),
     })
 }
 
@@ -58,6 +60,14 @@ pub fn execute(
     prep: Prepared,
     sender: String,
 ) -> Result<(Ledger, Summary)> {
+    orchestrator::preflight(&repo, &run, &prep.spec_roles)?;
+    let in_plan = |e: anyhow::Error| match (e.downcast::<board::Invalid>(), &prep.tasks_path) {
+        (Ok(board::Invalid(msg)), Some(p)) => {
+            anyhow::Error::new(board::Invalid(format!("plan {}: {msg}", p.display())))
+        }
+        (Ok(inv), None) => anyhow::Error::new(inv),
+        (Err(e), _) => e,
+    };
     let exists = repo.refname_to_id(&run.refname()).is_ok();
     let ledger = if exists {
         Ledger::open(repo, run.clone())?
@@ -87,18 +97,20 @@ pub fn execute(
                 },
                 ..init
             };
-            board::apply(&b, &plan)?;
+            board::apply(&b, &plan).map_err(|e| in_plan(e.into()))?;
         }
         let (ledger, _) = Ledger::init(repo, config, &sender)?;
         crate::context::record_current_run(ledger.repo(), &run);
         ledger
     };
     if let Some(tasks) = prep.tasks {
-        ledger.append(&sender, |_, _| {
-            Ok(Draft::Write(EventKind::Plan {
-                tasks: tasks.clone(),
-            }))
-        })?;
+        ledger
+            .append(&sender, |_, _| {
+                Ok(Draft::Write(EventKind::Plan {
+                    tasks: tasks.clone(),
+                }))
+            })
+            .map_err(in_plan)?;
     }
     let exe = std::env::current_exe().context("finding the mara binary")?;
     let spec = RunSpec {
