@@ -77,7 +77,13 @@ fn big_board(dir: &Path, events: usize) {
             .parse()
             .expect("valid");
         let sender = who.to_string();
-        let task: TaskId = format!("T{}", cycle % 10_000).parse().expect("valid");
+        // The first 1,000 tasks get done; the rest cycle through claim and release.
+        let index = if cycle < 1000 {
+            cycle
+        } else {
+            1000 + (cycle - 1000) % 9000
+        };
+        let task: TaskId = format!("T{index}").parse().expect("valid");
         append(&ledger, &sender, EventKind::Claim { task: task.clone() });
         append(
             &ledger,
@@ -133,7 +139,10 @@ fn main() {
     mara::ledger::tune_libgit2();
     let rounds = knob("MARA_BENCH_N", 200);
     let events = knob("MARA_BENCH_EVENTS", 100_000);
-    let tmp = tempfile::tempdir().expect("tempdir");
+    // MARA_BENCH_DIR picks the file system (e.g. /dev/shm to leave the disk out).
+    let base = std::env::temp_dir();
+    let dir = support::knob_path("MARA_BENCH_DIR").unwrap_or(base);
+    let tmp = tempfile::tempdir_in(dir).expect("tempdir");
     eprintln!("building the boards in {}", tmp.path().display());
 
     let small = repo("small", tmp.path());

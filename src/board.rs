@@ -229,6 +229,11 @@ pub enum EventKind {
         /// Where the instance works, set when the orchestrator starts it.
         place: Option<Place>,
     },
+    /// A commit made by an instance (recorded by the post-commit hook).
+    Progress {
+        commit: String,
+        task: Option<TaskId>,
+    },
     /// A channel message: `decision`, `question`, `answer`, `note`, or any other type.
     Message {
         kind: String,
@@ -264,6 +269,7 @@ impl EventKind {
             EventKind::Done { .. } => "done",
             EventKind::Heartbeat => "heartbeat",
             EventKind::Status { .. } => "instance",
+            EventKind::Progress { .. } => "progress",
             EventKind::Message { kind, .. } => kind,
         }
     }
@@ -277,6 +283,9 @@ impl EventKind {
             | EventKind::Reclaim { task, .. }
             | EventKind::Release { task, .. }
             | EventKind::Done { task, .. } => vec![task],
+            EventKind::Progress {
+                task: Some(task), ..
+            } => vec![task],
             _ => vec![],
         }
     }
@@ -349,6 +358,14 @@ struct StatusPayload {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ProgressPayload {
+    commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task: Option<TaskId>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NotePayload {
     note: String,
 }
@@ -394,6 +411,10 @@ impl Event {
                 status: *status,
                 reason: reason.clone(),
                 place: place.clone(),
+            }),
+            EventKind::Progress { commit, task } => json!(ProgressPayload {
+                commit: commit.clone(),
+                task: task.clone(),
             }),
             EventKind::Message { text, .. } => json!(NotePayload { note: text.clone() }),
         };
@@ -479,6 +500,13 @@ impl Event {
                     place: r.place,
                 }
             }
+            "progress" => {
+                let r: ProgressPayload = p(raw.payload)?;
+                EventKind::Progress {
+                    commit: r.commit,
+                    task: r.task,
+                }
+            }
             other => EventKind::Message {
                 kind: other.to_owned(),
                 text: p::<NotePayload>(raw.payload)?.note,
@@ -519,6 +547,13 @@ impl Event {
             EventKind::Status {
                 instance, status, ..
             } => format!("instance {instance} {status} by {by}"),
+            EventKind::Progress { commit, task } => {
+                let short: String = commit.chars().take(10).collect();
+                match task {
+                    Some(t) => format!("progress {t} by {by}: commit {}", one_line(&short, 10)),
+                    None => format!("progress by {by}: commit {}", one_line(&short, 10)),
+                }
+            }
             EventKind::Message { kind, text } => {
                 format!("{} by {by}: {}", one_line(kind, 32), one_line(text, 72))
             }
@@ -1188,6 +1223,20 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
                 i.last_seq = event.seq;
             }
             changes.push(Change::Instance(i));
+        }
+        EventKind::Progress { commit, task } => {
+            sender_instance(event)?;
+            if commit.len() < 4
+                || commit.len() > 64
+                || !commit.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                return invalid(format!(
+                    "progress names {commit:?}, which is not a commit id"
+                ));
+            }
+            if let Some(t) = task {
+                existing(board, t)?;
+            }
         }
         EventKind::Message { kind, text } => {
             check_message_type(kind).map_err(RuleError::Invalid)?;

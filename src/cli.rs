@@ -5,9 +5,19 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::*;
 use crate::commands::{
-    board::BoardArgs, claim::ClaimArgs, demo::DemoArgs, done::DoneArgs, init::InitArgs,
-    log::LogArgs, plan::PlanArgs, post::PostArgs, release::ReleaseArgs, run::RunArgs,
-    sync::SyncArgs, task::TaskArgs,
+    board::BoardArgs,
+    claim::ClaimArgs,
+    demo::DemoArgs,
+    done::DoneArgs,
+    hooks::{HookArgs, HooksArgs},
+    init::InitArgs,
+    log::LogArgs,
+    plan::PlanArgs,
+    post::PostArgs,
+    release::ReleaseArgs,
+    run::RunArgs,
+    sync::SyncArgs,
+    task::TaskArgs,
 };
 use crate::context::Ctx;
 use crate::output::Report;
@@ -56,6 +66,10 @@ pub enum Cmd {
     Log(LogArgs),
     /// Show the run: task counts and instances.
     Status,
+    /// Install or remove mara's git hooks (commit-msg, pre-commit, post-commit).
+    Hooks(HooksArgs),
+    /// What the hook scripts call: `mara hook <name> [git's arguments]`.
+    Hook(HookArgs),
     /// Fetch the run's ref from its remote and push what the remote lacks.
     Sync(SyncArgs),
     /// Replay the log and check it reproduces the board.
@@ -92,6 +106,8 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Board(a) => board::run(&ctx, a),
         Cmd::Log(a) => log::run(&ctx, a),
         Cmd::Status => status::run(&ctx),
+        Cmd::Hooks(a) => hooks::run_hooks(&ctx, a),
+        Cmd::Hook(a) => hooks::run_hook(&ctx, a),
         Cmd::Sync(a) => sync::run(&ctx, a),
         Cmd::Verify => verify::run(&ctx),
         Cmd::Run(a) => run::run(&ctx, a),

@@ -34,6 +34,11 @@ pub fn path_with(dir: &std::path::Path) -> Result<std::ffi::OsString> {
     )?)
 }
 
+/// `MARA_ALLOW_RESERVED=1`: commit files another instance's task reserves.
+pub fn allow_reserved() -> bool {
+    env("MARA_ALLOW_RESERVED").is_some_and(|v| v != "0")
+}
+
 /// Whether to draw a live progress line: stderr is a terminal that can take it.
 pub fn live_progress() -> bool {
     use std::io::IsTerminal;

@@ -12,6 +12,8 @@ mod concurrency;
 mod errors;
 #[path = "main/flow.rs"]
 mod flow;
+#[path = "main/hooks.rs"]
+mod hooks;
 #[path = "main/integrity.rs"]
 mod integrity;
 #[path = "main/leases.rs"]

@@ -84,3 +84,9 @@ pub fn plan_file(dir: &Path, n: usize) -> std::path::PathBuf {
     std::fs::write(&p, format!("[{}]", tasks.join(","))).expect("write plan");
     p
 }
+
+/// A path knob from the environment.
+#[allow(clippy::disallowed_methods)] // a benchmark reads its own knobs
+pub fn knob_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os(name).map(std::path::PathBuf::from)
+}

@@ -22,6 +22,53 @@ pub struct LogArgs {
     /// Fetch the run's ref from its remote first (remote mode).
     #[arg(long)]
     pub fetch: bool,
+    /// With --task: leave out the code commits that name the task.
+    #[arg(long = "no-commits", requires = "task")]
+    pub quiet_commits: bool,
+}
+
+/// Commits on local branches whose `Mara-Task` trailer names `task`: the code side
+/// of a task, next to its events. Returns (id, subject, first branch it was seen on).
+pub fn commits_naming(
+    repo: &git2::Repository,
+    task: &TaskId,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut out = vec![];
+    let mut seen = std::collections::HashSet::new();
+    for branch in repo.branches(Some(git2::BranchType::Local))? {
+        let (branch, _) = branch?;
+        let name = branch.name()?.unwrap_or_default().to_owned();
+        let Some(tip) = branch.get().target() else {
+            continue;
+        };
+        let mut walk = repo.revwalk()?;
+        walk.push(tip)?;
+        for oid in walk {
+            let oid = oid?;
+            if !seen.insert(oid) {
+                continue;
+            }
+            let commit = repo.find_commit(oid)?;
+            let msg = commit.message().unwrap_or_default();
+            if !msg.contains("Mara-Task:") {
+                continue;
+            }
+            let Ok(trailers) = git2::message_trailers_strs(msg) else {
+                continue;
+            };
+            if trailers
+                .iter()
+                .any(|(k, v)| k == "Mara-Task" && v.trim() == task.as_str())
+            {
+                out.push((
+                    oid.to_string(),
+                    commit.summary().unwrap_or_default().to_owned(),
+                    name.clone(),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One event as a log line for people.
@@ -73,6 +120,24 @@ pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
         }
         let _ = writeln!(text, "{}", line(&e));
         json.push(e.to_json());
+    }
+    if let Some(t) = &args.task {
+        let commits = commits_naming(ledger.repo(), t)?;
+        if !args.quiet_commits && !commits.is_empty() {
+            let _ = writeln!(
+                text,
+                "\ncommits naming {t} (Mara-Task trailer, local branches):"
+            );
+            for (oid, summary, branch) in &commits {
+                let _ = writeln!(
+                    text,
+                    "  {}  {:<32} {}",
+                    &oid[..10],
+                    branch,
+                    one_line(summary, 72)
+                );
+            }
+        }
     }
     Ok(Report {
         text,

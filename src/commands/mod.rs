@@ -6,6 +6,7 @@ pub mod claim;
 pub mod demo;
 pub mod done;
 pub mod heartbeat;
+pub mod hooks;
 pub mod init;
 pub mod log;
 pub mod plan;

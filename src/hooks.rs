@@ -1,0 +1,323 @@
+//! mara inside git's commit flow: installing the hook scripts of `hooks/`, and what
+//! each hook does (`mara hook <name>`).
+//!
+//! The hooks are clients of the ledger like any command. Outside a mara run (no
+//! instance identity, no current run, or a run this clone does not have) they do
+//! nothing and say nothing, so a repository with the hooks installed behaves like
+//! plain git for everyone else.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use git2::Repository;
+
+use crate::board::{Board, EventKind, TaskStatus};
+use crate::ids::{InstanceId, TaskId};
+
+/// The hooks mara ships, with the scripts of `hooks/`.
+pub const HOOKS: &[(&str, &str)] = &[
+    ("commit-msg", include_str!("../hooks/commit-msg")),
+    ("pre-commit", include_str!("../hooks/pre-commit")),
+    ("post-commit", include_str!("../hooks/post-commit")),
+];
+
+const BEGIN: &str = "# >>> mara >>>";
+const END: &str = "# <<< mara <<<";
+
+/// The lines between the markers of a shipped hook script, markers included.
+fn block(script: &str) -> String {
+    let start = script
+        .find(BEGIN)
+        .expect("hook scripts carry the begin marker");
+    let end = script.find(END).expect("hook scripts carry the end marker") + END.len();
+    format!("{}\n", &script[start..end])
+}
+
+/// Where git looks for hooks: `core.hooksPath` (relative to the worktree's top, as
+/// git reads it) or the common hooks folder shared by every worktree.
+pub fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
+    let cfg = repo.config()?;
+    match cfg.get_path("core.hooksPath") {
+        Ok(p) if p.is_absolute() => Ok(p),
+        Ok(p) => Ok(repo.workdir().unwrap_or(repo.commondir()).join(p)),
+        Err(_) => Ok(repo.commondir().join("hooks")),
+    }
+}
+
+/// What `install` or `uninstall` did to one hook file.
+pub struct HookChange {
+    pub name: String,
+    pub path: PathBuf,
+    pub action: &'static str,
+}
+
+fn is_shell_script(text: &str) -> bool {
+    let first = text.lines().next().unwrap_or_default();
+    first.starts_with("#!")
+        && ["/sh", "/bash", "/dash", "/zsh", "env sh", "env bash"]
+            .iter()
+            .any(|s| first.contains(s))
+}
+
+/// Installs mara's hooks. A hook the user already has keeps working: mara's lines go
+/// between markers right after its `#!` line. A hook that is not a shell script is
+/// left alone, and the error says which line to add to it.
+pub fn install(repo: &Repository) -> Result<Vec<HookChange>> {
+    let dir = hooks_dir(repo)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Check every hook first, so a refusal changes nothing.
+    for (name, _) in HOOKS {
+        let path = dir.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if !text.contains(BEGIN) && !is_shell_script(&text) {
+                bail!(
+                    "{} is not a shell script, so mara cannot add itself to it; call `mara hook {name} \"$@\"` from it yourself",
+                    path.display()
+                );
+            }
+        } else if path.exists() {
+            bail!(
+                "{} is not a readable text file; call `mara hook {name} \"$@\"` from it yourself",
+                path.display()
+            );
+        }
+    }
+    let mut changes = vec![];
+    for (name, script) in HOOKS {
+        let path = dir.join(name);
+        let action = match std::fs::read_to_string(&path) {
+            Ok(text) if text.contains(BEGIN) => "already installed",
+            Ok(text) => {
+                let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+                let new = format!("{first}\n{}{rest}", block(script));
+                std::fs::write(&path, new)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                "added to your hook"
+            }
+            Err(_) => {
+                std::fs::write(&path, script)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                "installed"
+            }
+        };
+        make_executable(&path)?;
+        changes.push(HookChange {
+            name: name.to_string(),
+            path,
+            action,
+        });
+    }
+    Ok(changes)
+}
+
+fn make_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut perm = std::fs::metadata(path)?.permissions();
+    perm.set_mode(perm.mode() | 0o755);
+    std::fs::set_permissions(path, perm)
+        .with_context(|| format!("making {} executable", path.display()))
+}
+
+/// Removes mara's lines from the hooks; a hook that held nothing else is deleted.
+pub fn uninstall(repo: &Repository) -> Result<Vec<HookChange>> {
+    let dir = hooks_dir(repo)?;
+    let mut changes = vec![];
+    for (name, script) in HOOKS {
+        let path = dir.join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let (Some(start), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+            continue;
+        };
+        let end = end + END.len() + usize::from(text[end + END.len()..].starts_with('\n'));
+        let rest = format!("{}{}", &text[..start], &text[end..]);
+        let ours = text == *script
+            || rest
+                .lines()
+                .all(|l| l.trim().is_empty() || l.starts_with('#'));
+        let action = if ours {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            "removed"
+        } else {
+            std::fs::write(&path, rest).with_context(|| format!("writing {}", path.display()))?;
+            "removed mara's lines from your hook"
+        };
+        changes.push(HookChange {
+            name: name.to_string(),
+            path,
+            action,
+        });
+    }
+    Ok(changes)
+}
+
+/// Matches a task's path glob against a repository path: `**` spans folders, `*`
+/// and `?` stay within one, a trailing `/` means everything below.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let pattern = match pattern.strip_suffix('/') {
+        Some(p) => format!("{p}/**"),
+        None => pattern.to_owned(),
+    };
+    let pat: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path.split('/').collect();
+    match_segments(&pat, &segs)
+}
+
+fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
+    match pat.split_first() {
+        None => segs.is_empty(),
+        Some((&"**", rest)) => (0..=segs.len()).any(|i| match_segments(rest, &segs[i..])),
+        Some((p, rest)) => {
+            !segs.is_empty()
+                && match_one(p.as_bytes(), segs[0].as_bytes())
+                && match_segments(rest, &segs[1..])
+        }
+    }
+}
+
+fn match_one(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| match_one(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && match_one(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && match_one(rest, &s[1..]),
+    }
+}
+
+/// The tasks `me` holds on `board`, in board order.
+pub fn held_by<'b>(board: &'b Board, me: &InstanceId) -> Vec<&'b TaskId> {
+    board
+        .ordered_tasks()
+        .into_iter()
+        .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(me))
+        .map(|t| &t.id)
+        .collect()
+}
+
+/// A staged file that another instance's task reserves.
+pub struct Reserved {
+    pub file: String,
+    pub task: TaskId,
+    pub holder: InstanceId,
+    pub glob: String,
+}
+
+/// The first staged file (index against HEAD) that matches a `paths` glob of a task
+/// claimed by someone other than `me`.
+pub fn reserved_staged(
+    repo: &Repository,
+    board: &Board,
+    me: &InstanceId,
+) -> Result<Option<Reserved>> {
+    let others: Vec<_> = board
+        .ordered_tasks()
+        .into_iter()
+        .filter(|t| {
+            t.status == TaskStatus::Claimed && t.claimed_by.as_ref().is_some_and(|h| h != me)
+        })
+        .filter(|t| !t.paths.is_empty())
+        .collect();
+    if others.is_empty() {
+        return Ok(None);
+    }
+    // The index the running commit is building: GIT_INDEX_FILE counts.
+    let index = repo.index()?;
+    let head = repo.head().ok().and_then(|h| h.peel_to_tree().ok());
+    let diff = repo.diff_tree_to_index(head.as_ref(), Some(&index), None)?;
+    for delta in diff.deltas() {
+        for file in [delta.new_file().path(), delta.old_file().path()]
+            .into_iter()
+            .flatten()
+        {
+            let file = file.to_string_lossy();
+            for t in &others {
+                if let Some(glob) = t.paths.iter().find(|g| glob_match(g, &file)) {
+                    return Ok(Some(Reserved {
+                        file: file.into_owned(),
+                        task: t.id.clone(),
+                        holder: t.claimed_by.clone().expect("filtered on claimed_by"),
+                        glob: glob.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Adds `Mara-Instance` and `Mara-Task` trailers to a commit message file with
+/// `git interpret-trailers`, so they land exactly where git's trailer parser
+/// looks for them, and never twice.
+pub fn add_trailers(
+    repo: &Repository,
+    msg_file: &Path,
+    me: &InstanceId,
+    tasks: &[&TaskId],
+) -> Result<()> {
+    let mut args: Vec<String> = vec![
+        "interpret-trailers".into(),
+        "--in-place".into(),
+        "--if-exists".into(),
+        "addIfDifferent".into(),
+    ];
+    for t in tasks {
+        args.push("--trailer".into());
+        args.push(format!("Mara-Task: {t}"));
+    }
+    args.push("--trailer".into());
+    args.push(format!("Mara-Instance: {me}"));
+    args.push(msg_file.to_string_lossy().into_owned());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dir = repo.workdir().unwrap_or(repo.path());
+    let out = crate::gitcmd::git(dir, &argv)?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "`git interpret-trailers` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The event the post-commit hook records.
+pub fn progress_event(commit: git2::Oid, tasks: &[&TaskId]) -> EventKind {
+    EventKind::Progress {
+        commit: commit.to_string(),
+        task: tasks.first().map(|t| (*t).clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_follow_folders() {
+        assert!(glob_match("src/api/**", "src/api/x.rs"));
+        assert!(glob_match("src/api/**", "src/api/v1/x.rs"));
+        assert!(!glob_match("src/api/**", "src/apis/x.rs"));
+        assert!(glob_match("src/api/", "src/api/v1/x.rs"));
+        assert!(glob_match("src/*.rs", "src/main.rs"));
+        assert!(!glob_match("src/*.rs", "src/api/main.rs"));
+        assert!(glob_match("**/*.md", "docs/a/b.md"));
+        assert!(glob_match("**/*.md", "b.md"));
+        assert!(glob_match("docs/api.md", "docs/api.md"));
+        assert!(!glob_match("docs/api.md", "docs/api.mdx"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "a/c"));
+    }
+
+    #[test]
+    fn shipped_scripts_carry_one_block() {
+        for (name, script) in HOOKS {
+            let b = block(script);
+            assert!(
+                b.starts_with(BEGIN) && b.trim_end().ends_with(END),
+                "{name}"
+            );
+            assert!(b.contains(&format!("mara hook {name} \"$@\"")), "{name}");
+            assert!(is_shell_script(script), "{name}");
+        }
+    }
+}

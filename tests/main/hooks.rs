@@ -1,0 +1,1 @@
+//! Tests of the git hooks: `mara hooks install`, trailers, reserved paths, progress.
