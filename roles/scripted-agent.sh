@@ -8,8 +8,8 @@
 #     decision, write a file, commit on the own branch, done with the artifact
 #     (<role>_<n>.md);
 #   reviewer: post a review of every done task, commit <role>_<n>.md;
-#   integrator: merge every instance branch of the run into its own branch and
-#     write integrator.md.
+#   integrator: collect the artifacts, merge every instance branch with
+#     `mara integrate`, bring the result onto its own branch with integrator.md.
 set -u
 me=$(printf '%s' "$MARA_INSTANCE" | tr '#' '_')
 
@@ -52,15 +52,18 @@ review() {
 }
 
 integrate() {
-  merged=0
-  for b in $(git for-each-ref --format='%(refname:short)' "refs/heads/mara/$MARA_RUN/"); do
-    [ "$b" = "mara/$MARA_RUN/$me" ] && continue
-    git merge -q --no-edit "$b" >/dev/null || { echo "conflict merging $b" >&2; exit 1; }
-    merged=$((merged + 1))
-  done
-  printf '# Integration of run %s\n\nmerged %s branches\n' "$MARA_RUN" "$merged" > integrator.md
-  git add integrator.md && git commit -q -m "integration of run $MARA_RUN" || exit 1
-  mara post decision "$MARA_INSTANCE merged $merged branches into $(git branch --show-current)" >/dev/null
+  mara collect >/dev/null || exit 1
+  mara integrate >/dev/null
+  rc=$?
+  case "$rc" in
+    0) verdict="merged every branch" ;;
+    3) verdict="left conflicts for people (see integrator.md)" ;;
+    *) exit "$rc" ;;
+  esac
+  git merge -q --ff-only "mara/$MARA_RUN/integration" || exit 1
+  cp "$(git rev-parse --git-common-dir)/../.multi_agent_runs/$MARA_RUN/integrator.md" integrator.md
+  git add integrator.md && git commit -q -m "integration report of run $MARA_RUN" || exit 1
+  mara post decision "$MARA_INSTANCE $verdict into mara/$MARA_RUN/integration" >/dev/null
 }
 
 mara post note "$MARA_INSTANCE is starting in $(basename "$PWD")" >/dev/null || exit 1

@@ -50,9 +50,22 @@ pub struct RunConfig {
     pub lock_mode: LockMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// The config's `outputs.pattern`: the name of each instance's artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_pattern: Option<String>,
 }
 
 impl RunConfig {
+    /// The artifact file name of an instance: `outputs.pattern` with `<role>` and
+    /// `<instance>` filled in (default `<role>_<instance>.md`).
+    pub fn artifact_name(&self, id: &InstanceId) -> String {
+        self.outputs_pattern
+            .as_deref()
+            .unwrap_or("<role>_<instance>.md")
+            .replace("<role>", id.role())
+            .replace("<instance>", &id.number().to_string())
+    }
+
     /// The remote whose ref is the lock, when writes go through one.
     pub fn write_remote(&self) -> Option<&str> {
         match self.lock_mode {
@@ -229,6 +242,22 @@ pub enum EventKind {
         /// Where the instance works, set when the orchestrator starts it.
         place: Option<Place>,
     },
+    /// A file the collector found for an instance (the seed's `Artifact`).
+    Artifact {
+        instance: InstanceId,
+        path: String,
+        branch: Option<String>,
+    },
+    /// A file the integrator could not merge (one event per file).
+    Conflict {
+        file: String,
+        branch: String,
+        /// `content`, `binary`, `delete/modify` or `add/add`.
+        kind: String,
+        instances: Vec<String>,
+        tasks: Vec<String>,
+        action: String,
+    },
     /// A commit made by an instance (recorded by the post-commit hook).
     Progress {
         commit: String,
@@ -254,6 +283,7 @@ pub const RESERVED_TYPES: &[&str] = &[
     "instance",
     "conflict",
     "progress",
+    "artifact",
 ];
 
 impl EventKind {
@@ -270,6 +300,8 @@ impl EventKind {
             EventKind::Heartbeat => "heartbeat",
             EventKind::Status { .. } => "instance",
             EventKind::Progress { .. } => "progress",
+            EventKind::Artifact { .. } => "artifact",
+            EventKind::Conflict { .. } => "conflict",
             EventKind::Message { kind, .. } => kind,
         }
     }
@@ -358,6 +390,26 @@ struct StatusPayload {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ArtifactPayload {
+    instance: InstanceId,
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    branch: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConflictPayload {
+    file: String,
+    branch: String,
+    kind: String,
+    instances: Vec<String>,
+    tasks: Vec<String>,
+    action: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ProgressPayload {
     commit: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,6 +463,30 @@ impl Event {
                 status: *status,
                 reason: reason.clone(),
                 place: place.clone(),
+            }),
+            EventKind::Artifact {
+                instance,
+                path,
+                branch,
+            } => json!(ArtifactPayload {
+                instance: instance.clone(),
+                path: path.clone(),
+                branch: branch.clone(),
+            }),
+            EventKind::Conflict {
+                file,
+                branch,
+                kind,
+                instances,
+                tasks,
+                action,
+            } => json!(ConflictPayload {
+                file: file.clone(),
+                branch: branch.clone(),
+                kind: kind.clone(),
+                instances: instances.clone(),
+                tasks: tasks.clone(),
+                action: action.clone(),
             }),
             EventKind::Progress { commit, task } => json!(ProgressPayload {
                 commit: commit.clone(),
@@ -500,6 +576,25 @@ impl Event {
                     place: r.place,
                 }
             }
+            "artifact" => {
+                let r: ArtifactPayload = p(raw.payload)?;
+                EventKind::Artifact {
+                    instance: r.instance,
+                    path: r.path,
+                    branch: r.branch,
+                }
+            }
+            "conflict" => {
+                let r: ConflictPayload = p(raw.payload)?;
+                EventKind::Conflict {
+                    file: r.file,
+                    branch: r.branch,
+                    kind: r.kind,
+                    instances: r.instances,
+                    tasks: r.tasks,
+                    action: r.action,
+                }
+            }
             "progress" => {
                 let r: ProgressPayload = p(raw.payload)?;
                 EventKind::Progress {
@@ -547,6 +642,14 @@ impl Event {
             EventKind::Status {
                 instance, status, ..
             } => format!("instance {instance} {status} by {by}"),
+            EventKind::Artifact { instance, path, .. } => {
+                format!("artifact {} of {instance} by {by}", one_line(path, 60))
+            }
+            EventKind::Conflict { file, branch, .. } => format!(
+                "conflict {} merging {} by {by}",
+                one_line(file, 60),
+                one_line(branch, 60)
+            ),
             EventKind::Progress { commit, task } => {
                 let short: String = commit.chars().take(10).collect();
                 match task {
@@ -707,6 +810,10 @@ pub enum Refusal {
         waiting: usize,
         held: usize,
     },
+    /// The integrator left files in conflict.
+    Conflicts {
+        files: usize,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -736,6 +843,12 @@ impl fmt::Display for Refusal {
                     one_line(who, 64)
                 )
             }
+            Refusal::Conflicts { files } => {
+                write!(
+                    f,
+                    "{files} file(s) in conflict; nothing was resolved silently"
+                )
+            }
             Refusal::NothingReady { waiting, held } => {
                 write!(
                     f,
@@ -761,6 +874,9 @@ impl Refusal {
                     .into(),
             ),
             Refusal::NothingReady { .. } => Some("see `mara board`".into()),
+            Refusal::Conflicts { .. } => Some(
+                "read the report (integrator.md), resolve on the conflicts branch, and run `mara integrate` again".into(),
+            ),
         }
     }
 }
@@ -1223,6 +1339,31 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
                 i.last_seq = event.seq;
             }
             changes.push(Change::Instance(i));
+        }
+        EventKind::Artifact { instance, path, .. } => {
+            check_text("artifact path", path)?;
+            let mut list = board.artifacts.get(instance).cloned().unwrap_or_default();
+            if !list.iter().any(|a| &a.path == path) {
+                list.push(Artifact {
+                    role_id: instance.role().to_owned(),
+                    instance_id: instance.number(),
+                    path: path.clone(),
+                    task: None,
+                });
+                changes.push(Change::Artifacts(instance.clone(), list));
+            }
+        }
+        EventKind::Conflict {
+            file,
+            branch,
+            kind,
+            action,
+            ..
+        } => {
+            check_text("conflicted file", file)?;
+            check_text("branch", branch)?;
+            check_text("conflict kind", kind)?;
+            check_text("conflict action", action)?;
         }
         EventKind::Progress { commit, task } => {
             sender_instance(event)?;

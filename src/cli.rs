@@ -11,6 +11,7 @@ use crate::commands::{
     done::DoneArgs,
     hooks::{HookArgs, HooksArgs},
     init::InitArgs,
+    integrate::IntegrateArgs,
     log::LogArgs,
     plan::PlanArgs,
     post::PostArgs,
@@ -66,6 +67,10 @@ pub enum Cmd {
     Log(LogArgs),
     /// Show the run: task counts and instances.
     Status,
+    /// Gather the instances' artifacts into .multi_agent_runs/<run>/outputs/.
+    Collect,
+    /// Merge the run's instance branches into one integration branch; report conflicts.
+    Integrate(IntegrateArgs),
     /// Install or remove mara's git hooks (commit-msg, pre-commit, post-commit).
     Hooks(HooksArgs),
     /// What the hook scripts call: `mara hook <name> [git's arguments]`.
@@ -106,6 +111,8 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Board(a) => board::run(&ctx, a),
         Cmd::Log(a) => log::run(&ctx, a),
         Cmd::Status => status::run(&ctx),
+        Cmd::Collect => collect::run(&ctx),
+        Cmd::Integrate(a) => integrate::run(&ctx, a),
         Cmd::Hooks(a) => hooks::run_hooks(&ctx, a),
         Cmd::Hook(a) => hooks::run_hook(&ctx, a),
         Cmd::Sync(a) => sync::run(&ctx, a),

@@ -110,6 +110,20 @@ impl SeedConfig {
                 );
             }
         }
+        if let Some(o) = &self.outputs {
+            let p = &o.pattern;
+            if p.trim().is_empty()
+                || p.starts_with('/')
+                || p.split('/').any(|c| c == ".." || c.is_empty())
+                || p.chars().any(|c| c.is_control())
+                || !p.contains("<role>")
+                || !p.contains("<instance>")
+            {
+                bail!(
+                    "outputs.pattern {p:?} must be a relative file name with <role> and <instance>, like \"<role>_<instance>.md\""
+                );
+            }
+        }
         if self.coordination.lock_mode == Some(LockMode::Remote)
             && self.coordination.remote.is_none()
         {

@@ -275,6 +275,11 @@ impl<'l> Snapshot<'l> {
         let (more_tasks, more_instances) = board::needs_after(event, &board);
         self.load(&mut board, &more_tasks)?;
         instances.extend(more_instances);
+        if let EventKind::Artifact { instance, .. } = event {
+            if let Some(a) = self.artifacts(instance)? {
+                board.artifacts.insert(instance.clone(), a);
+            }
+        }
         if let Ok(me) = sender.parse::<InstanceId>() {
             // Only a completion with an artifact appends to the sender's list.
             if matches!(
@@ -582,6 +587,7 @@ impl Ledger {
                 claim_timeout_sec: 0,
                 lock_mode: Default::default(),
                 remote: None,
+                outputs_pattern: None,
             },
             tree,
             full: RefCell::new(None),

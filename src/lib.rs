@@ -12,6 +12,7 @@ pub mod context;
 pub mod gitcmd;
 pub mod hooks;
 pub mod ids;
+pub mod integrate;
 pub mod ledger;
 pub mod orchestrator;
 pub mod output;

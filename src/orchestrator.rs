@@ -116,7 +116,7 @@ pub fn run_dir(workdir: &Path, run: &RunId) -> PathBuf {
 }
 
 /// Keeps `.multi_agent_runs/` out of `git status` without touching `.gitignore`.
-fn exclude_run_dirs(repo: &git2::Repository) -> Result<()> {
+pub fn exclude_run_dirs(repo: &git2::Repository) -> Result<()> {
     let info = repo.commondir().join("info");
     std::fs::create_dir_all(&info)?;
     let path = info.join("exclude");

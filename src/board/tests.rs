@@ -31,6 +31,7 @@ fn config(timeout: u64) -> RunConfig {
         claim_timeout_sec: timeout,
         lock_mode: LockMode::Ref,
         remote: None,
+        outputs_pattern: None,
     }
 }
 
@@ -1169,6 +1170,7 @@ fn every_kind() -> Vec<EventKind> {
                 claim_timeout_sec: 300,
                 lock_mode: LockMode::Remote,
                 remote: Some("origin".into()),
+                outputs_pattern: None,
             },
         },
         EventKind::TaskAdd {
@@ -1752,7 +1754,9 @@ fn outcome(r: &Result<Vec<Change>, RuleError>) -> Want {
             Refusal::AlreadyDone { .. } => Want::AlreadyDone,
             Refusal::NotClaimed { .. } => Want::NotClaimed,
             Refusal::NotHolder { holder, .. } => Want::NotHolder(inst(holder)),
-            Refusal::NothingReady { .. } => panic!("apply never says nothing ready"),
+            Refusal::NothingReady { .. } | Refusal::Conflicts { .. } => {
+                panic!("apply never says nothing ready or conflicts")
+            }
         },
     }
 }

@@ -121,7 +121,7 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> Result<Report> {
         }
     ));
     text.push_str(&format!(
-        "\nwhere to look (cd {}):\n  git log --format='%h %s' refs/mara/{run}     # every claim and decision\n  git log --oneline --graph mara/{run}/integrator_1   # the merged result\n  mara --run {run} status                        # instances, logs\n  ls .multi_agent_runs/{run}/worktrees/*/         # each instance's worktree and artifact\ndone in {:.1}s",
+        "\nwhere to look (cd {}):\n  git log --format='%h %s' refs/mara/{run}     # every claim and decision\n  git log --oneline --graph mara/{run}/integration   # the merged result\n  cat .multi_agent_runs/{run}/integrator.md          # the integrator's report\n  ls .multi_agent_runs/{run}/outputs/                # the collected artifacts\n  mara --run {run} status                        # instances, logs\n  ls .multi_agent_runs/{run}/worktrees/*/         # each instance's worktree and artifact\ndone in {:.1}s",
         repo_dir.display(),
         started.elapsed().as_secs_f64()
     ));

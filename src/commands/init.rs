@@ -59,6 +59,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         claim_timeout_sec,
         lock_mode,
         remote,
+        outputs_pattern: seed.outputs.as_ref().map(|o| o.pattern.clone()),
     };
     let config_remote = config.write_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;

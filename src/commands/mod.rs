@@ -3,11 +3,13 @@
 
 pub mod board;
 pub mod claim;
+pub mod collect;
 pub mod demo;
 pub mod done;
 pub mod heartbeat;
 pub mod hooks;
 pub mod init;
+pub mod integrate;
 pub mod log;
 pub mod plan;
 pub mod post;

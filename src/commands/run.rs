@@ -77,6 +77,7 @@ pub fn execute(
             claim_timeout_sec: prep.seed.claim_timeout_sec(),
             lock_mode: prep.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
             remote: prep.seed.coordination.remote.clone(),
+            outputs_pattern: prep.seed.outputs.as_ref().map(|o| o.pattern.clone()),
         };
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.

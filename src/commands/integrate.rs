@@ -1,0 +1,106 @@
+//! `mara integrate`: merge the run's instance branches into one integration branch
+//! and write the conflict report (`integrator.md`, `integrator.json`).
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::board::{EventKind, Refusal};
+use crate::context::Ctx;
+use crate::integrate::{self, Integration};
+use crate::ledger::Draft;
+use crate::orchestrator::run_dir;
+use crate::output::{self, Report};
+
+#[derive(Args, Debug)]
+pub struct IntegrateArgs {
+    /// The branches to merge, in order (default: every `mara/<run>/<role>_<n>`).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub branches: Vec<String>,
+    /// The branch to merge into (default: `mara/<run>/integration`).
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
+    let ledger = ctx.ledger()?;
+    let repo = ledger.repo();
+    let run = ledger.run().clone();
+    let into = args
+        .into
+        .unwrap_or_else(|| format!("mara/{run}/integration"));
+    let branches = if args.branches.is_empty() {
+        integrate::instance_branches(repo, &run)?
+            .into_iter()
+            .filter(|b| *b != into)
+            .collect()
+    } else {
+        args.branches
+    };
+    let who = ctx.operator(repo)?;
+    let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who)?;
+    integrate::apply_updates(repo, &updates, &format!("mara integrate {run}"))?;
+    let md = integrate::report_markdown(&result);
+    let dir = run_dir(repo.commondir().parent().unwrap_or(repo.commondir()), &run);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::orchestrator::exclude_run_dirs(repo)?;
+    let md_path = dir.join("integrator.md");
+    let json_path = dir.join("integrator.json");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let json = serde_json::to_value(&result).expect("the report serialises");
+    std::fs::write(&json_path, format!("{json:#}\n"))
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    record(ctx, &ledger, &who, &result)?;
+    let report = Report::new(
+        format!(
+            "{md}\nreport: {}\n        {}",
+            md_path.display(),
+            json_path.display()
+        ),
+        json,
+    );
+    let n = result.conflict_count();
+    if n > 0 {
+        let _ = output::print(&report, ctx.json);
+        return Err(Refusal::Conflicts { files: n }.into());
+    }
+    Ok(report)
+}
+
+/// Every conflicted file is an event, so `mara log --type conflict` lists them.
+fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+    for b in &r.branches {
+        for c in &b.conflicts {
+            let mut instances = c.ours_by.instances.clone();
+            instances.extend(c.theirs_by.instances.iter().cloned());
+            instances.sort();
+            instances.dedup();
+            let mut tasks = c.ours_by.tasks.clone();
+            tasks.extend(c.theirs_by.tasks.iter().cloned());
+            tasks.sort();
+            tasks.dedup();
+            let kind = EventKind::Conflict {
+                file: c.path.clone(),
+                branch: b.branch.clone(),
+                kind: c.kind.clone(),
+                instances,
+                tasks,
+                action: c.action.clone(),
+            };
+            ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+        }
+    }
+    let merged: Vec<&str> = r
+        .branches
+        .iter()
+        .filter(|b| b.result == "merged")
+        .map(|b| b.branch.as_str())
+        .collect();
+    if !merged.is_empty() {
+        let kind = EventKind::Message {
+            kind: "integration".into(),
+            text: format!("merged {} into {}", merged.join(", "), r.into),
+        };
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! The integrator: three-way-merges the instance branches of a run into one
+//! integration branch, and reports every conflict instead of resolving it silently.
+//!
+//! A clean merge becomes a merge commit on the integration branch whose message
+//! names the instance and its tasks. A branch that conflicts is left out of the
+//! integration branch; the same merge, with conflict markers in text files and both
+//! versions kept for binary and delete-vs-modify conflicts, is committed on
+//! `mara/<run>/conflicts/<role>_<n>` so nothing is lost. Every conflicted file is
+//! reported with the base, ours and theirs as unified diffs (rendered with
+//! `similar`), the instances and tasks that touched it, and what was done.
+//!
+//! Everything is computed first; branches move only at the end, each with a
+//! compare-and-swap, so an error changes no branch.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use anyhow::{anyhow, bail, Context, Result};
+use git2::{IndexEntry, Oid, Repository};
+use serde::Serialize;
+use similar::TextDiff;
+
+use crate::ids::{InstanceId, RunId};
+
+/// One conflicted file of one branch's merge.
+#[derive(Serialize, Clone, Debug)]
+pub struct FileConflict {
+    pub path: String,
+    /// `content`, `binary`, `delete/modify` or `add/add`.
+    pub kind: String,
+    /// Who touched the file on the integration side and on the merged branch.
+    pub ours_by: Touch,
+    pub theirs_by: Touch,
+    /// base -> ours and base -> theirs as unified diffs (empty for binary files).
+    pub diff_ours: String,
+    pub diff_theirs: String,
+    /// What the integrator did with it.
+    pub action: String,
+}
+
+/// Instances and tasks (from branch names and commit trailers) that changed a file.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Touch {
+    pub instances: Vec<String>,
+    pub tasks: Vec<String>,
+}
+
+impl Touch {
+    fn describe(&self) -> String {
+        if self.instances.is_empty() && self.tasks.is_empty() {
+            return "nobody recorded".into();
+        }
+        let mut s = self.instances.join(", ");
+        if !self.tasks.is_empty() {
+            let _ = write!(s, " ({})", self.tasks.join(", "));
+        }
+        s
+    }
+}
+
+/// What happened to one branch.
+#[derive(Serialize, Clone, Debug)]
+pub struct BranchResult {
+    pub branch: String,
+    pub instance: Option<String>,
+    pub tasks: Vec<String>,
+    /// `merged`, `up to date` or `conflicts`.
+    pub result: String,
+    pub commit: Option<String>,
+    /// The branch holding the merge with conflict markers.
+    pub conflict_branch: Option<String>,
+    pub conflicts: Vec<FileConflict>,
+}
+
+/// The whole integration.
+#[derive(Serialize, Clone, Debug)]
+pub struct Integration {
+    pub run: String,
+    pub into: String,
+    pub base: String,
+    pub tip: String,
+    pub branches: Vec<BranchResult>,
+}
+
+impl Integration {
+    /// Files still in conflict.
+    pub fn conflict_count(&self) -> usize {
+        self.branches.iter().map(|b| b.conflicts.len()).sum()
+    }
+}
+
+/// The instance a branch `mara/<run>/<role>_<n>` belongs to.
+pub fn branch_instance(run: &RunId, branch: &str) -> Option<InstanceId> {
+    let stem = branch.strip_prefix(&format!("mara/{run}/"))?;
+    InstanceId::from_file_stem(stem).ok()
+}
+
+/// The instance branches of a run: `mara/<run>/<role>_<n>`, sorted.
+pub fn instance_branches(repo: &Repository, run: &RunId) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for b in repo.branches(Some(git2::BranchType::Local))? {
+        let (b, _) = b?;
+        if let Some(name) = b.name()? {
+            if branch_instance(run, name).is_some() {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_binary(data: &[u8]) -> bool {
+    data.iter().take(8000).any(|b| *b == 0)
+}
+
+fn blob_bytes(repo: &Repository, e: &Option<IndexEntry>) -> Result<Option<Vec<u8>>> {
+    match e {
+        Some(e) => Ok(Some(repo.find_blob(e.id)?.content().to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// A unified diff with line numbers, as people read them in review.
+fn unified(from: &[u8], to: &[u8], from_name: &str, to_name: &str) -> String {
+    let a = String::from_utf8_lossy(from);
+    let b = String::from_utf8_lossy(to);
+    TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(3)
+        .header(from_name, to_name)
+        .to_string()
+}
+
+/// Who changed `path` in the commits of `tip` not reachable from `base`.
+fn touched(
+    repo: &Repository,
+    run: &RunId,
+    base: Oid,
+    tip: Oid,
+    path: &str,
+    side: Option<&str>,
+) -> Result<Touch> {
+    let mut instances = BTreeSet::new();
+    let mut tasks = BTreeSet::new();
+    if let Some(b) = side.and_then(|b| branch_instance(run, b)) {
+        instances.insert(b.to_string());
+    }
+    let mut walk = repo.revwalk()?;
+    walk.push(tip)?;
+    walk.hide(base)?;
+    for oid in walk {
+        let c = repo.find_commit(oid?)?;
+        if c.parent_count() != 1 {
+            continue;
+        }
+        let parent_tree = c.parent(0)?.tree()?;
+        let tree = c.tree()?;
+        let before = parent_tree
+            .get_path(std::path::Path::new(path))
+            .ok()
+            .map(|e| e.id());
+        let after = tree
+            .get_path(std::path::Path::new(path))
+            .ok()
+            .map(|e| e.id());
+        if before == after {
+            continue;
+        }
+        if let Ok(trailers) = git2::message_trailers_strs(c.message().unwrap_or_default()) {
+            for (k, v) in trailers.iter() {
+                match k {
+                    "Mara-Task" => {
+                        tasks.insert(v.trim().to_owned());
+                    }
+                    "Mara-Instance" => {
+                        instances.insert(v.trim().to_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(Touch {
+        instances: instances.into_iter().collect(),
+        tasks: tasks.into_iter().collect(),
+    })
+}
+
+/// Tasks named by `Mara-Task` trailers in `base..tip`.
+fn branch_tasks(repo: &Repository, base: Oid, tip: Oid) -> Result<Vec<String>> {
+    let mut tasks = BTreeSet::new();
+    let mut walk = repo.revwalk()?;
+    walk.push(tip)?;
+    walk.hide(base)?;
+    for oid in walk {
+        let c = repo.find_commit(oid?)?;
+        if let Ok(trailers) = git2::message_trailers_strs(c.message().unwrap_or_default()) {
+            for (k, v) in trailers.iter() {
+                if k == "Mara-Task" {
+                    tasks.insert(v.trim().to_owned());
+                }
+            }
+        }
+    }
+    Ok(tasks.into_iter().collect())
+}
+
+fn entry_at(template: &IndexEntry, path: &str, id: Oid) -> IndexEntry {
+    IndexEntry {
+        id,
+        path: path.as_bytes().to_vec(),
+        // Stage 0: a resolved entry.
+        flags: 0,
+        flags_extended: 0,
+        ..clone_entry(template)
+    }
+}
+
+fn clone_entry(e: &IndexEntry) -> IndexEntry {
+    IndexEntry {
+        ctime: e.ctime,
+        mtime: e.mtime,
+        dev: e.dev,
+        ino: e.ino,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        file_size: e.file_size,
+        id: e.id,
+        flags: e.flags,
+        flags_extended: e.flags_extended,
+        path: e.path.clone(),
+    }
+}
+
+struct Sig {
+    name: String,
+    email: String,
+}
+
+fn signature(s: &Sig) -> Result<git2::Signature<'static>> {
+    Ok(git2::Signature::now(&s.name, &s.email)?)
+}
+
+/// A branch to move: its ref, the value it must still hold (`None`: must not
+/// exist), and its new value.
+pub type RefUpdate = (String, Option<Oid>, Oid);
+
+/// Merges `branches` into `into` (created at their merge base when new). Returns the
+/// result and the ref updates to make; [`apply_updates`] makes them.
+pub fn integrate(
+    repo: &Repository,
+    run: &RunId,
+    branches: &[String],
+    into: &str,
+    who: &str,
+) -> Result<(Integration, Vec<RefUpdate>)> {
+    if branches.is_empty() {
+        bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
+    }
+    let mut tips = vec![];
+    for b in branches {
+        if b == into {
+            bail!("--into {into} is also listed as a branch to merge; pick another --into");
+        }
+        let r = repo
+            .find_branch(b, git2::BranchType::Local)
+            .map_err(|_| anyhow!("there is no branch {b}; list the run's branches with `git branch --list 'mara/{run}/*'`"))?;
+        let tip = r
+            .get()
+            .target()
+            .ok_or_else(|| anyhow!("branch {b} points at no commit"))?;
+        tips.push(tip);
+    }
+    let into_ref = format!("refs/heads/{into}");
+    git2::Reference::is_valid_name(&into_ref)
+        .then_some(())
+        .ok_or_else(|| anyhow!("--into {into:?} is not a valid branch name"))?;
+    let old_into = repo.refname_to_id(&into_ref).ok();
+    let base = match old_into {
+        Some(t) => t,
+        None => repo
+            .merge_base_many(&tips)
+            .context("the branches share no history to merge from")?,
+    };
+    let sig = Sig {
+        name: crate::board::one_line(who, 64).replace(['<', '>'], ""),
+        email: repo
+            .config()
+            .ok()
+            .and_then(|c| c.get_string("user.email").ok())
+            .unwrap_or_else(|| "mara@localhost".into()),
+    };
+    let mut current = base;
+    let mut results = vec![];
+    let mut updates = vec![];
+    let mut opts = git2::MergeOptions::new();
+    opts.find_renames(true);
+    for (b, tip) in branches.iter().zip(tips) {
+        let instance = branch_instance(run, b).map(|i| i.to_string());
+        let merge_base = repo.merge_base(current, tip).ok();
+        let tasks = match merge_base {
+            Some(mb) => branch_tasks(repo, mb, tip)?,
+            None => vec![],
+        };
+        let mut result = BranchResult {
+            branch: b.clone(),
+            instance: instance.clone(),
+            tasks: tasks.clone(),
+            result: "up to date".into(),
+            commit: None,
+            conflict_branch: None,
+            conflicts: vec![],
+        };
+        if current == tip || repo.graph_descendant_of(current, tip)? {
+            results.push(result);
+            continue;
+        }
+        let ours_c = repo.find_commit(current)?;
+        let theirs_c = repo.find_commit(tip)?;
+        let mut index = repo.merge_commits(&ours_c, &theirs_c, Some(&opts))?;
+        let label = instance.clone().unwrap_or_else(|| b.clone());
+        let mut msg = format!("merge {b} into {into}\n\n");
+        let _ = writeln!(
+            msg,
+            "Merges the work of {label}{}.\n",
+            if tasks.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", tasks.join(", "))
+            }
+        );
+        let _ = writeln!(msg, "Mara-Run: {run}");
+        if let Some(i) = &instance {
+            let _ = writeln!(msg, "Mara-Instance: {i}");
+        }
+        for t in &tasks {
+            let _ = writeln!(msg, "Mara-Task: {t}");
+        }
+        if !index.has_conflicts() {
+            let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+            let s = signature(&sig)?;
+            let c = repo.commit(None, &s, &s, &msg, &tree, &[&ours_c, &theirs_c])?;
+            current = c;
+            result.result = "merged".into();
+            result.commit = Some(c.to_string());
+            results.push(result);
+            continue;
+        }
+        // Conflicts: report each file, and keep the merge with markers on a branch of
+        // its own so neither side is lost.
+        let stem = b.rsplit('/').next().unwrap_or(b);
+        let conflict_branch = format!("mara/{run}/conflicts/{stem}");
+        let mb = merge_base.unwrap_or(base);
+        let conflicts: Vec<git2::IndexConflict> = index.conflicts()?.collect::<Result<_, _>>()?;
+        let mut files = vec![];
+        for c in &conflicts {
+            let entry = c
+                .our
+                .as_ref()
+                .or(c.their.as_ref())
+                .or(c.ancestor.as_ref())
+                .expect("a conflict has at least one side");
+            let path = String::from_utf8_lossy(&entry.path).into_owned();
+            let base_b = blob_bytes(repo, &c.ancestor)?;
+            let ours_b = blob_bytes(repo, &c.our)?;
+            let theirs_b = blob_bytes(repo, &c.their)?;
+            let binary = [&base_b, &ours_b, &theirs_b]
+                .iter()
+                .any(|x| x.as_deref().is_some_and(is_binary));
+            let kind = match (&c.ancestor, &c.our, &c.their) {
+                (_, None, Some(_)) | (_, Some(_), None) => "delete/modify",
+                (None, Some(_), Some(_)) if !binary => "add/add",
+                _ if binary => "binary",
+                _ => "content",
+            };
+            index.conflict_remove(std::path::Path::new(&path))?;
+            let action = match (&c.our, &c.their) {
+                (Some(o), Some(t)) if !binary => {
+                    let mut fo = git2::MergeFileOptions::new();
+                    fo.ancestor_label("base")
+                        .our_label(into)
+                        .their_label(b.as_str())
+                        .style_diff3(true);
+                    let merged = repo.merge_file_from_index(
+                        c.ancestor.as_ref().unwrap_or(o),
+                        o,
+                        t,
+                        Some(&mut fo),
+                    )?;
+                    let id = repo.blob(merged.content())?;
+                    index.add(&entry_at(o, &path, id))?;
+                    format!("left out of {into}; on {conflict_branch} with conflict markers (both sides and the base)")
+                }
+                (Some(o), Some(t)) => {
+                    index.add(&entry_at(o, &path, o.id))?;
+                    let other = format!("{path}~{stem}");
+                    index.add(&entry_at(t, &other, t.id))?;
+                    format!(
+                        "left out of {into}; on {conflict_branch} ours is {path}, theirs {other}"
+                    )
+                }
+                (Some(kept), None) | (None, Some(kept)) => {
+                    index.add(&entry_at(kept, &path, kept.id))?;
+                    format!("left out of {into}; on {conflict_branch} the modified file is kept (deleting it would lose its changes)")
+                }
+                (None, None) => "nothing to keep".to_owned(),
+            };
+            let empty = Vec::new();
+            let (diff_ours, diff_theirs) = if binary {
+                (String::new(), String::new())
+            } else {
+                (
+                    unified(
+                        base_b.as_ref().unwrap_or(&empty),
+                        ours_b.as_ref().unwrap_or(&empty),
+                        &format!("base/{path}"),
+                        &format!("{into}/{path}"),
+                    ),
+                    unified(
+                        base_b.as_ref().unwrap_or(&empty),
+                        theirs_b.as_ref().unwrap_or(&empty),
+                        &format!("base/{path}"),
+                        &format!("{b}/{path}"),
+                    ),
+                )
+            };
+            let ours_by = touched(repo, run, mb, current, &path, None)?;
+            let theirs_by = touched(repo, run, mb, tip, &path, Some(b))?;
+            files.push(FileConflict {
+                path,
+                kind: kind.into(),
+                ours_by,
+                theirs_by,
+                diff_ours,
+                diff_theirs,
+                action,
+            });
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+        let s = signature(&sig)?;
+        let cmsg = format!(
+            "conflicted merge of {b} into {into}\n\n{} file(s) in conflict; markers left in text files.\n\nMara-Run: {run}\n",
+            files.len()
+        );
+        let cc = repo.commit(None, &s, &s, &cmsg, &tree, &[&ours_c, &theirs_c])?;
+        let cref = format!("refs/heads/{conflict_branch}");
+        updates.push((cref.clone(), repo.refname_to_id(&cref).ok(), cc));
+        result.result = "conflicts".into();
+        result.commit = Some(cc.to_string());
+        result.conflict_branch = Some(conflict_branch);
+        result.conflicts = files;
+        results.push(result);
+    }
+    if Some(current) != old_into {
+        updates.insert(0, (into_ref, old_into, current));
+    }
+    Ok((
+        Integration {
+            run: run.to_string(),
+            into: into.to_owned(),
+            base: base.to_string(),
+            tip: current.to_string(),
+            branches: results,
+        },
+        updates,
+    ))
+}
+
+/// Refuses to move a branch that a worktree has checked out: its files would no
+/// longer match its branch.
+pub fn check_not_checked_out(repo: &Repository, refname: &str) -> Result<()> {
+    let mut heads = vec![];
+    if let Ok(h) = repo.find_reference("HEAD") {
+        heads.push((
+            repo.workdir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            h.symbolic_target().map(str::to_owned),
+        ));
+    }
+    for name in repo.worktrees()?.iter().flatten() {
+        if let Ok(wt) = repo.find_worktree(name) {
+            if let Ok(r) = Repository::open_from_worktree(&wt) {
+                if let Ok(h) = r.find_reference("HEAD") {
+                    heads.push((
+                        wt.path().display().to_string(),
+                        h.symbolic_target().map(str::to_owned),
+                    ));
+                }
+            }
+        }
+    }
+    for (path, target) in heads {
+        if target.as_deref() == Some(refname) {
+            bail!(
+                "{} is checked out in {path}; integrate into another branch with --into, or switch that worktree to another branch",
+                refname.trim_start_matches("refs/heads/")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Moves the branches, each only if it still holds what integration started from.
+#[allow(clippy::disallowed_methods)] // integration branches, never the run's ref
+pub fn apply_updates(
+    repo: &Repository,
+    updates: &[(String, Option<Oid>, Oid)],
+    msg: &str,
+) -> Result<()> {
+    for (name, _, _) in updates {
+        check_not_checked_out(repo, name)?;
+    }
+    for (name, old, new) in updates {
+        let res = match old {
+            Some(o) => repo.reference_matching(name, *new, true, *o, msg),
+            None => repo.reference_matching(name, *new, true, Oid::zero(), msg),
+        };
+        res.map_err(|e| match e.code() {
+            git2::ErrorCode::Modified => {
+                anyhow!("{name} moved while integrating; run `mara integrate` again")
+            }
+            _ => anyhow!(e).context(format!("updating {name}")),
+        })?;
+    }
+    Ok(())
+}
+
+/// The report for people (`integrator.md`).
+pub fn report_markdown(i: &Integration) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Integration of run {}\n", i.run);
+    let _ = writeln!(
+        s,
+        "Into `{}`: {} -> {}.\n",
+        i.into,
+        &i.base[..10.min(i.base.len())],
+        &i.tip[..10.min(i.tip.len())]
+    );
+    let _ = writeln!(
+        s,
+        "| branch | instance | tasks | result |\n| --- | --- | --- | --- |"
+    );
+    for b in &i.branches {
+        let result = match (b.result.as_str(), &b.commit, &b.conflict_branch) {
+            ("merged", Some(c), _) => format!("merged ({})", &c[..10]),
+            ("conflicts", _, Some(cb)) => {
+                format!("{} conflict(s), kept on `{cb}`", b.conflicts.len())
+            }
+            (r, _, _) => r.to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} |",
+            b.branch,
+            b.instance.clone().unwrap_or_else(|| "-".into()),
+            if b.tasks.is_empty() {
+                "-".into()
+            } else {
+                b.tasks.join(", ")
+            },
+            result
+        );
+    }
+    let n = i.conflict_count();
+    if n == 0 {
+        let _ = writeln!(s, "\nEvery branch merged cleanly.");
+        return s;
+    }
+    let _ = writeln!(s, "\n## Conflicts ({n})");
+    for b in &i.branches {
+        for c in &b.conflicts {
+            let _ = writeln!(
+                s,
+                "\n### `{}` ({} conflict) merging `{}`\n",
+                c.path, c.kind, b.branch
+            );
+            let _ = writeln!(s, "- on `{}`: changed by {}", i.into, c.ours_by.describe());
+            let _ = writeln!(
+                s,
+                "- on `{}`: changed by {}",
+                b.branch,
+                c.theirs_by.describe()
+            );
+            let _ = writeln!(s, "- what mara did: {}", c.action);
+            if c.kind == "binary" {
+                let _ = writeln!(s, "\nBinary file: no text diff; both versions are kept.");
+            } else {
+                let _ = writeln!(s, "\nbase -> `{}`:\n\n```diff\n{}```", i.into, c.diff_ours);
+                let _ = writeln!(
+                    s,
+                    "\nbase -> `{}`:\n\n```diff\n{}```",
+                    b.branch, c.diff_theirs
+                );
+            }
+        }
+    }
+    s
+}
