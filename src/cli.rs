@@ -16,6 +16,7 @@ use crate::commands::{
     plan::PlanArgs,
     post::PostArgs,
     release::ReleaseArgs,
+    report::ReportArgs,
     run::RunArgs,
     sync::SyncArgs,
     task::TaskArgs,
@@ -75,6 +76,10 @@ pub enum Cmd {
     Hooks(HooksArgs),
     /// What the hook scripts call: `mara hook <name> [git's arguments]`.
     Hook(HookArgs),
+    /// Write a self-contained HTML page of the run: board, timeline, conflicts.
+    Report(ReportArgs),
+    /// Serve the board to coding agents over the Model Context Protocol (stdio).
+    Mcp,
     /// Fetch the run's ref from its remote and push what the remote lacks.
     Sync(SyncArgs),
     /// Replay the log and check it reproduces the board.
@@ -115,6 +120,8 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Integrate(a) => integrate::run(&ctx, a),
         Cmd::Hooks(a) => hooks::run_hooks(&ctx, a),
         Cmd::Hook(a) => hooks::run_hook(&ctx, a),
+        Cmd::Report(a) => report::run(&ctx, a),
+        Cmd::Mcp => crate::mcp::serve(&ctx).map(|()| Report::new("", serde_json::Value::Null)),
         Cmd::Sync(a) => sync::run(&ctx, a),
         Cmd::Verify => verify::run(&ctx),
         Cmd::Run(a) => run::run(&ctx, a),

@@ -51,12 +51,22 @@ pub struct HookChange {
     pub action: &'static str,
 }
 
+/// Whether a hook's `#!` line names a POSIX shell (by the interpreter's file name,
+/// or the program `env` is asked to run).
 fn is_shell_script(text: &str) -> bool {
-    let first = text.lines().next().unwrap_or_default();
-    first.starts_with("#!")
-        && ["/sh", "/bash", "/dash", "/zsh", "env sh", "env bash"]
-            .iter()
-            .any(|s| first.contains(s))
+    let Some(line) = text.lines().next().and_then(|l| l.strip_prefix("#!")) else {
+        return false;
+    };
+    let mut words = line.split_whitespace();
+    let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_owned();
+    let mut interp = words.next().map(base).unwrap_or_default();
+    if interp == "env" {
+        interp = words
+            .find(|w| !w.starts_with('-'))
+            .map(base)
+            .unwrap_or_default();
+    }
+    matches!(interp.as_str(), "sh" | "bash" | "dash" | "zsh" | "ksh")
 }
 
 /// Installs mara's hooks. A hook the user already has keeps working: mara's lines go
@@ -132,10 +142,9 @@ pub fn uninstall(repo: &Repository) -> Result<Vec<HookChange>> {
         };
         let end = end + END.len() + usize::from(text[end + END.len()..].starts_with('\n'));
         let rest = format!("{}{}", &text[..start], &text[end..]);
-        let ours = text == *script
-            || rest
-                .lines()
-                .all(|l| l.trim().is_empty() || l.starts_with('#'));
+        // Only a file mara wrote itself, unchanged, is deleted; anything else keeps
+        // all of its own lines.
+        let ours = text == *script;
         let action = if ours {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             "removed"
@@ -306,6 +315,17 @@ mod tests {
         assert!(!glob_match("docs/api.md", "docs/api.mdx"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("a?c", "a/c"));
+    }
+
+    #[test]
+    fn shell_hooks_are_told_by_their_interpreter() {
+        assert!(is_shell_script("#!/bin/sh\n"));
+        assert!(is_shell_script("#!/usr/bin/env bash\n"));
+        assert!(is_shell_script("#! /bin/dash -e\n"));
+        assert!(!is_shell_script("#!/home/shreya/venv/bin/python3\n"));
+        assert!(!is_shell_script("#!/usr/bin/env python3\n"));
+        assert!(!is_shell_script("#!/opt/sh/bin/node\n"));
+        assert!(!is_shell_script("echo no shebang\n"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod hooks;
 pub mod ids;
 pub mod integrate;
 pub mod ledger;
+pub mod mcp;
 pub mod orchestrator;
 pub mod output;
 pub mod remote;
+pub mod report;

@@ -98,3 +98,10 @@ pub fn progress_clear(enabled: bool) {
         let _ = err.flush();
     }
 }
+
+/// One JSON value on its own line on stdout, flushed (the MCP stdio transport).
+pub fn json_line(v: &Value) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{v}")?;
+    out.flush()
+}

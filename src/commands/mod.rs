@@ -14,6 +14,7 @@ pub mod log;
 pub mod plan;
 pub mod post;
 pub mod release;
+pub mod report;
 pub mod run;
 pub mod status;
 pub mod sync;

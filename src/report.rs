@@ -1,0 +1,348 @@
+//! `mara report --html FILE`: one self-contained page of a run, for people.
+//!
+//! The board, a timeline of every instance on a time axis (claims and completions as
+//! bars, releases, decisions and conflicts as marks), the integrator's conflicts and
+//! the channel. Inline CSS and SVG only: no script, no font, no network, so it opens
+//! offline and from a mail attachment. The layout is fluid: tables scroll sideways
+//! on a phone and the timeline's SVG scales to the width.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::board::{one_line, Board, Event, EventKind, TaskStatus, Ts};
+
+/// HTML-escapes text (also quotes, for attributes).
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = r#"
+:root{--fg:#1d2430;--muted:#5b6678;--line:#dfe3ea;--bg:#fff;--card:#f7f8fb;
+--open:#8a94a6;--claimed:#2f6fde;--done:#1f9d55;--warn:#d9822b;--bad:#d64545;--msg:#7a5af8}
+*{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
+main{max-width:1200px;margin:0 auto;padding:16px}
+h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.1rem;margin:1.6rem 0 .6rem;border-bottom:1px solid var(--line);padding-bottom:.3rem}
+.sub{color:var(--muted);margin:0 0 .8rem}
+.stats{display:flex;flex-wrap:wrap;gap:8px;margin:.6rem 0}
+.stat{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:6px 12px;min-width:92px}
+.stat b{display:block;font-size:1.3rem}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;border:1px solid var(--line);border-radius:8px}
+table{border-collapse:collapse;width:100%;min-width:560px}
+th,td{text-align:left;padding:6px 10px;border-bottom:1px solid var(--line);vertical-align:top}
+th{background:var(--card);font-weight:600;font-size:.85rem;color:var(--muted)}
+tr:last-child td{border-bottom:0}
+code{font:13px/1.3 ui-monospace,SFMono-Regular,Menlo,monospace}
+.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:.8rem;color:#fff}
+.open{background:var(--open)}.claimed{background:var(--claimed)}.done{background:var(--done)}
+.failed{background:var(--bad)}.exited{background:var(--done)}.running,.starting{background:var(--claimed)}
+.legend{display:flex;flex-wrap:wrap;gap:12px;color:var(--muted);font-size:.85rem;margin:.4rem 0}
+.legend i{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:4px;vertical-align:-1px}
+svg{display:block;width:100%;height:auto}
+.empty{color:var(--muted)}
+@media (max-width:600px){main{padding:10px}body{font-size:14px}.stat{min-width:70px}}
+"#;
+
+/// The timeline: one row per instance, tasks as bars from claim to done/release.
+fn timeline(events: &[Event], board: &Board) -> String {
+    let Some(first) = events.first().map(|e| e.ts) else {
+        return "<p class=empty>no events</p>".into();
+    };
+    let last = events.last().map_or(first, |e| e.ts);
+    let span_ms = (last - first).num_milliseconds().max(1) as f64;
+    let mut rows: Vec<String> = board.instances.keys().map(|i| i.to_string()).collect();
+    for e in events {
+        if e.sender.parse::<crate::ids::InstanceId>().is_ok() && !rows.contains(&e.sender) {
+            rows.push(e.sender.clone());
+        }
+    }
+    rows.sort();
+    if rows.is_empty() {
+        return "<p class=empty>no instance wrote an event yet</p>".into();
+    }
+    let (label_w, plot_w, row_h, top) = (150.0, 850.0, 34.0, 28.0);
+    let width = label_w + plot_w + 20.0;
+    let height = top + row_h * rows.len() as f64 + 10.0;
+    let x = |t: Ts| label_w + plot_w * ((t - first).num_milliseconds() as f64 / span_ms);
+    let y = |who: &str| top + row_h * rows.iter().position(|r| r == who).unwrap_or(0) as f64;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg viewBox="0 0 {width} {height}" role="img" aria-label="timeline of every instance" font-family="system-ui,sans-serif" font-size="12">"#
+    );
+    // Time axis: five ticks.
+    for k in 0..=4 {
+        let t = first + chrono::TimeDelta::milliseconds((span_ms * k as f64 / 4.0) as i64);
+        let tx = x(t);
+        let label = fmt_offset((t - first).num_milliseconds());
+        let _ = write!(
+            svg,
+            r##"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{height}" stroke="#dfe3ea"/><text x="{tx:.1}" y="14" text-anchor="middle" fill="#5b6678">{label}</text>"##,
+            top - 6.0
+        );
+    }
+    for (i, who) in rows.iter().enumerate() {
+        let ry = top + row_h * i as f64;
+        let _ = write!(
+            svg,
+            r##"<text x="6" y="{:.1}" fill="#1d2430" font-weight="600">{}</text><line x1="{label_w}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#eef0f4"/>"##,
+            ry + row_h / 2.0 + 4.0,
+            esc(who),
+            ry + row_h / 2.0,
+            label_w + plot_w,
+            ry + row_h / 2.0
+        );
+    }
+    // Task bars: claim .. done/release/reclaim on the holder's row.
+    let mut open: BTreeMap<String, (String, Ts)> = BTreeMap::new();
+    let mut bars = vec![];
+    for e in events {
+        match &e.kind {
+            EventKind::Claim { task } | EventKind::Reclaim { task, .. } => {
+                if let Some((who, since)) = open.remove(task.as_str()) {
+                    bars.push((who, task.to_string(), since, e.ts, "warn"));
+                }
+                open.insert(task.to_string(), (e.sender.clone(), e.ts));
+            }
+            EventKind::Done { task, .. } => {
+                if let Some((who, since)) = open.remove(task.as_str()) {
+                    bars.push((who, task.to_string(), since, e.ts, "done"));
+                }
+            }
+            EventKind::Release { task, .. } => {
+                if let Some((who, since)) = open.remove(task.as_str()) {
+                    bars.push((who, task.to_string(), since, e.ts, "warn"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (task, (who, since)) in open {
+        bars.push((who, task, since, last, "claimed"));
+    }
+    for (who, task, from, to, kind) in &bars {
+        if !rows.contains(who) {
+            continue;
+        }
+        let (x0, x1) = (x(*from), x(*to).max(x(*from) + 3.0));
+        let color = match *kind {
+            "done" => "#1f9d55",
+            "warn" => "#d9822b",
+            _ => "#2f6fde",
+        };
+        let by = y(who) + 8.0;
+        let _ = write!(
+            svg,
+            r##"<g><title>{} by {} ({})</title><rect x="{x0:.1}" y="{by:.1}" width="{:.1}" height="18" rx="4" fill="{color}" opacity="0.85"/><text x="{:.1}" y="{:.1}" fill="#fff" font-size="11">{}</text></g>"##,
+            esc(task),
+            esc(who),
+            match *kind {
+                "done" => "claimed, then done",
+                "warn" => "claimed, then released",
+                _ => "still held",
+            },
+            x1 - x0,
+            x0 + 3.0,
+            by + 13.0,
+            if x1 - x0 > 22.0 {
+                esc(task)
+            } else {
+                String::new()
+            }
+        );
+    }
+    // Marks: decisions and other messages, conflicts, instance failures.
+    for e in events {
+        if !rows.contains(&e.sender) {
+            continue;
+        }
+        let (mx, my) = (x(e.ts), y(&e.sender) + row_h / 2.0);
+        let mark = match &e.kind {
+            EventKind::Message { kind, text } => Some((
+                format!(
+                    r##"<path d="M{mx:.1} {:.1} l4 4 l-4 4 l-4 -4z" fill="#7a5af8"/>"##,
+                    my - 15.0
+                ),
+                format!("{kind}: {}", one_line(text, 120)),
+            )),
+            EventKind::Conflict { file, branch, .. } => Some((
+                format!(
+                    r##"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8" stroke="#d64545" stroke-width="2.5"/>"##,
+                    mx - 4.0,
+                    my - 4.0
+                ),
+                format!("conflict in {file} merging {branch}"),
+            )),
+            _ => None,
+        };
+        if let Some((shape, title)) = mark {
+            let _ = write!(svg, "<g><title>{}</title>{shape}</g>", esc(&title));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn fmt_offset(ms: i64) -> String {
+    match ms {
+        0..=9_999 => format!("+{:.1}s", ms as f64 / 1000.0),
+        10_000..=599_999 => format!("+{}s", ms / 1000),
+        _ => format!("+{}m", ms / 60_000),
+    }
+}
+
+/// Renders the whole page.
+pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String {
+    let count = |s| board.tasks.values().filter(|t| t.status == s).count();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>mara run {run}</title><style>{CSS}</style></head><body><main>"#,
+        run = esc(run)
+    );
+    let _ = write!(
+        h,
+        r#"<h1>mara run <code>{}</code></h1><p class="sub">version {} &middot; {} events &middot; generated {}</p>"#,
+        esc(run),
+        board.seq.unwrap_or(0),
+        events.len(),
+        generated.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let conflicts: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Conflict { .. }))
+        .collect();
+    let _ = write!(
+        h,
+        r#"<div class="stats"><div class="stat"><b>{}</b>tasks</div><div class="stat"><b>{}</b>open</div><div class="stat"><b>{}</b>claimed</div><div class="stat"><b>{}</b>done</div><div class="stat"><b>{}</b>instances</div><div class="stat"><b>{}</b>conflicts</div></div>"#,
+        board.tasks.len(),
+        count(TaskStatus::Open),
+        count(TaskStatus::Claimed),
+        count(TaskStatus::Done),
+        board.instances.len(),
+        conflicts.len()
+    );
+    h.push_str(r#"<h2>Timeline</h2><div class="legend"><span><i style="background:#2f6fde"></i>held</span><span><i style="background:#1f9d55"></i>claimed &rarr; done</span><span><i style="background:#d9822b"></i>claimed &rarr; released</span><span><i style="background:#7a5af8"></i>decision / message</span><span><i style="background:#d64545"></i>conflict</span></div><div class="scroll" id="timeline">"#);
+    h.push_str(&timeline(events, board));
+    h.push_str("</div>");
+
+    h.push_str(r#"<h2>Board</h2><div class="scroll"><table id="board"><thead><tr><th>task</th><th>status</th><th>holder</th><th>deps</th><th>title</th><th>artifact</th></tr></thead><tbody>"#);
+    for t in board.ordered_tasks() {
+        let _ = write!(
+            h,
+            r#"<tr data-task="{id}"><td><code>{id}</code></td><td><span class="badge {st}">{st}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            t.claimed_by
+                .as_ref()
+                .map_or("&ndash;".into(), |c| esc(&c.to_string())),
+            if t.deps.is_empty() {
+                "&ndash;".into()
+            } else {
+                esc(&t
+                    .deps
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            },
+            esc(&one_line(&t.title, 200)),
+            t.artifact
+                .as_deref()
+                .map_or("&ndash;".into(), |a| format!("<code>{}</code>", esc(a))),
+            id = esc(t.id.as_str()),
+            st = t.status,
+        );
+    }
+    h.push_str("</tbody></table></div>");
+
+    h.push_str(r#"<h2>Instances</h2><div class="scroll"><table id="instances"><thead><tr><th>instance</th><th>status</th><th>holds</th><th>last seen</th><th>branch</th><th>note</th></tr></thead><tbody>"#);
+    for i in board.instances.values() {
+        let holds: Vec<&str> = board
+            .ordered_tasks()
+            .into_iter()
+            .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(&i.id))
+            .map(|t| t.id.as_str())
+            .collect();
+        let _ = write!(
+            h,
+            r#"<tr data-instance="{id}"><td><b>{id}</b></td><td><span class="badge {st}">{st}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            if holds.is_empty() {
+                "&ndash;".into()
+            } else {
+                esc(&holds.join(", "))
+            },
+            i.last_seen.format("%H:%M:%S"),
+            i.place.as_ref().map_or("&ndash;".into(), |p| format!(
+                "<code>{}</code>",
+                esc(&p.branch)
+            )),
+            esc(i.reason.as_deref().unwrap_or("")),
+            id = esc(&i.id.to_string()),
+            st = i.status,
+        );
+    }
+    h.push_str("</tbody></table></div>");
+
+    h.push_str(r#"<h2>Conflicts</h2>"#);
+    if conflicts.is_empty() {
+        h.push_str(r#"<p class="empty" id="conflicts">The integrator reported no conflicts.</p>"#);
+    } else {
+        h.push_str(r#"<div class="scroll"><table id="conflicts"><thead><tr><th>file</th><th>kind</th><th>branch</th><th>touched by</th><th>what mara did</th></tr></thead><tbody>"#);
+        for e in &conflicts {
+            if let EventKind::Conflict {
+                file,
+                branch,
+                kind,
+                instances,
+                tasks,
+                action,
+            } = &e.kind
+            {
+                let _ = write!(
+                    h,
+                    "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td></tr>",
+                    esc(file),
+                    esc(kind),
+                    esc(branch),
+                    esc(&instances.join(", ")),
+                    if tasks.is_empty() { String::new() } else { format!(" ({})", esc(&tasks.join(", "))) },
+                    esc(action)
+                );
+            }
+        }
+        h.push_str("</tbody></table></div>");
+    }
+
+    h.push_str(r#"<h2>Decisions and messages</h2><div class="scroll"><table id="channel"><thead><tr><th>#</th><th>time</th><th>from</th><th>type</th><th>text</th></tr></thead><tbody>"#);
+    for e in events {
+        if let EventKind::Message { kind, text } = &e.kind {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e.seq,
+                e.ts.format("%H:%M:%S"),
+                esc(&e.sender),
+                esc(kind),
+                esc(&one_line(text, 300))
+            );
+        }
+    }
+    h.push_str("</tbody></table></div>");
+    let _ = write!(
+        h,
+        r#"<p class="sub" style="margin-top:1.5rem">Every row above is a commit on <code>refs/mara/{}</code>: <code>git log refs/mara/{}</code>.</p></main></body></html>"#,
+        esc(run),
+        esc(run)
+    );
+    h
+}
