@@ -50,11 +50,16 @@ impl Touch {
         if self.instances.is_empty() && self.tasks.is_empty() {
             return "nobody recorded".into();
         }
-        let mut s = self.instances.join(", ");
-        if !self.tasks.is_empty() {
-            let _ = write!(s, " ({})", self.tasks.join(", "));
+        let who = if self.instances.is_empty() {
+            "an unnamed instance".to_owned()
+        } else {
+            self.instances.join(", ")
+        };
+        if self.tasks.is_empty() {
+            who
+        } else {
+            format!("{who} ({})", self.tasks.join(", "))
         }
-        s
     }
 }
 
@@ -151,9 +156,11 @@ fn touched(
     walk.hide(base)?;
     for oid in walk {
         let c = repo.find_commit(oid?)?;
-        if c.parent_count() != 1 {
+        if c.parent_count() == 0 {
             continue;
         }
+        // A merge counts when it brought the change in (its first parent, the
+        // integration branch before it, differs): its trailers name the instance.
         let parent_tree = c.parent(0)?.tree()?;
         let tree = c.tree()?;
         let before = parent_tree

@@ -49,7 +49,7 @@ code{font:13px/1.3 ui-monospace,SFMono-Regular,Menlo,monospace}
 .failed{background:var(--bad)}.exited{background:var(--done)}.running,.starting{background:var(--claimed)}
 .legend{display:flex;flex-wrap:wrap;gap:12px;color:var(--muted);font-size:.85rem;margin:.4rem 0}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:4px;vertical-align:-1px}
-svg{display:block;width:100%;height:auto}
+svg{display:block;width:100%;height:auto}#timeline svg{min-width:720px}
 .empty{color:var(--muted)}
 @media (max-width:600px){main{padding:10px}body{font-size:14px}.stat{min-width:70px}}
 "#;
@@ -102,6 +102,50 @@ fn timeline(events: &[Event], board: &Board) -> String {
             ry + row_h / 2.0,
             label_w + plot_w,
             ry + row_h / 2.0
+        );
+    }
+    // Instance lifetimes (from the orchestrator's status events): a thin line from
+    // running to its end, red when it failed.
+    let mut alive: BTreeMap<String, Ts> = BTreeMap::new();
+    let mut spans = vec![];
+    for e in events {
+        if let EventKind::Status {
+            instance, status, ..
+        } = &e.kind
+        {
+            let who = instance.to_string();
+            match status {
+                crate::board::InstanceStatus::Starting | crate::board::InstanceStatus::Running => {
+                    alive.entry(who).or_insert(e.ts);
+                }
+                crate::board::InstanceStatus::Exited | crate::board::InstanceStatus::Failed => {
+                    if let Some(from) = alive.remove(&who) {
+                        let failed = *status == crate::board::InstanceStatus::Failed;
+                        spans.push((who, from, e.ts, failed));
+                    }
+                }
+            }
+        }
+    }
+    spans.extend(
+        alive
+            .into_iter()
+            .map(|(who, from)| (who, from, last, false)),
+    );
+    for (who, from, to, failed) in &spans {
+        if !rows.contains(who) {
+            continue;
+        }
+        let (x0, x1) = (x(*from), x(*to).max(x(*from) + 2.0));
+        let _ = write!(
+            svg,
+            r##"<g><title>{} {} {}</title><rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="3" rx="1.5" fill="{}"/></g>"##,
+            esc(who),
+            if *failed { "ran, then failed" } else { "ran" },
+            fmt_offset((*to - *from).num_milliseconds()).trim_start_matches('+'),
+            y(who) + row_h - 5.0,
+            x1 - x0,
+            if *failed { "#d64545" } else { "#b8c0cc" }
         );
     }
     // Task bars: claim .. done/release/reclaim on the holder's row.
@@ -233,7 +277,7 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         board.instances.len(),
         conflicts.len()
     );
-    h.push_str(r#"<h2>Timeline</h2><div class="legend"><span><i style="background:#2f6fde"></i>held</span><span><i style="background:#1f9d55"></i>claimed &rarr; done</span><span><i style="background:#d9822b"></i>claimed &rarr; released</span><span><i style="background:#7a5af8"></i>decision / message</span><span><i style="background:#d64545"></i>conflict</span></div><div class="scroll" id="timeline">"#);
+    h.push_str(r#"<h2>Timeline</h2><div class="legend"><span><i style="background:#2f6fde"></i>held</span><span><i style="background:#1f9d55"></i>claimed &rarr; done</span><span><i style="background:#d9822b"></i>claimed &rarr; released</span><span><i style="background:#7a5af8"></i>decision / message</span><span><i style="background:#d64545"></i>conflict / failed</span><span><i style="background:#b8c0cc"></i>instance running</span></div><div class="scroll" id="timeline">"#);
     h.push_str(&timeline(events, board));
     h.push_str("</div>");
 

@@ -14,6 +14,8 @@ mod errors;
 mod flow;
 #[path = "main/hooks.rs"]
 mod hooks;
+#[path = "main/integrate.rs"]
+mod integrate;
 #[path = "main/integrity.rs"]
 mod integrity;
 #[path = "main/leases.rs"]
@@ -24,3 +26,5 @@ mod orchestrate;
 mod remote;
 #[path = "main/repos.rs"]
 mod repos;
+#[path = "main/views.rs"]
+mod views;

@@ -1,0 +1,767 @@
+//! `mara integrate` and `mara collect` on real repositories: clean merges, every
+//! kind of conflict (content, delete/modify, binary), rename detection, re-runs,
+//! `--branches`/`--into`, refusals that move nothing, and the output collector.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::{git, TestRepo};
+
+const RUN: &str = "r";
+const I1: &str = "mara/r/implementer_1";
+const I2: &str = "mara/r/implementer_2";
+const INTEGRATION: &str = "mara/r/integration";
+
+/// A repository whose `main` holds `files` (besides the README), a run `r`, and the
+/// branches `mara/r/implementer_1` and `mara/r/implementer_2` made from `main`.
+fn setup(files: &[(&str, &[u8])]) -> TestRepo {
+    let r = TestRepo::new();
+    if !files.is_empty() {
+        for (path, data) in files {
+            write(&r.dir, path, data);
+        }
+        r.git(&["add", "-A"]);
+        r.git(&["commit", "-q", "-m", "base files"]);
+    }
+    r.mara(&["init", "--run", RUN]).ok("mara init");
+    r.git(&["branch", I1]);
+    r.git(&["branch", I2]);
+    r
+}
+
+fn write(dir: &Path, path: &str, data: &[u8]) {
+    let p = dir.join(path);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("creating a parent folder");
+    }
+    std::fs::write(&p, data).expect("writing a file");
+}
+
+/// The trailers an instance's commit carries.
+fn trailers(task: &str, instance: &str) -> String {
+    format!("Mara-Task: {task}\nMara-Instance: {instance}")
+}
+
+/// Switches the main worktree to `branch`, lets `change` edit it, commits everything
+/// with `subject` and `trailers`, and switches back to `main`.
+fn commit_on(r: &TestRepo, branch: &str, subject: &str, trailers: &str, change: impl FnOnce()) {
+    r.git(&["switch", "-q", branch]);
+    change();
+    r.git(&["add", "-A"]);
+    r.git(&["commit", "-q", "-m", subject, "-m", trailers]);
+    r.git(&["switch", "-q", "main"]);
+}
+
+/// `git show REV:PATH`.
+fn show(r: &TestRepo, rev: &str, path: &str) -> String {
+    r.git(&["show", &format!("{rev}:{path}")])
+}
+
+/// The files of a commit's tree.
+fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
+    r.git(&["ls-tree", "-r", "--name-only", rev])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn rev(r: &TestRepo, name: &str) -> String {
+    r.git(&["rev-parse", name]).trim().to_owned()
+}
+
+fn branch_exists(r: &TestRepo, name: &str) -> bool {
+    !r.git(&["branch", "--list", name]).trim().is_empty()
+}
+
+/// The merge commits of `range`, newest first.
+fn merges(r: &TestRepo, range: &str) -> Vec<String> {
+    r.git(&["rev-list", "--merges", range])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every ref and what it points at.
+fn all_refs(r: &TestRepo) -> String {
+    r.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+}
+
+fn run_dir(r: &TestRepo) -> PathBuf {
+    r.dir.join(".multi_agent_runs").join(RUN)
+}
+
+fn report_md(r: &TestRepo) -> String {
+    std::fs::read_to_string(run_dir(r).join("integrator.md")).expect("integrator.md is written")
+}
+
+fn report_json(r: &TestRepo) -> Value {
+    let text = std::fs::read_to_string(run_dir(r).join("integrator.json"))
+        .expect("integrator.json is written");
+    serde_json::from_str(&text).expect("integrator.json is one JSON value")
+}
+
+/// The events of `mara log --type T --json`.
+fn events_of_type(r: &TestRepo, kind: &str) -> Vec<Value> {
+    let o = r.mara(&["log", "--type", kind, "--json"]);
+    o.ok("mara log --type --json");
+    o.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each log line is one JSON value"))
+        .collect()
+}
+
+/// The line `- on `BRANCH`: changed by ...` of the report.
+fn changed_by_line(branch: &str, who: &str) -> String {
+    format!("- on `{branch}`: changed by {who}\n")
+}
+
+/// Ten numbered lines; the conflict tests edit line 6.
+fn ten_lines() -> String {
+    (1..=10).map(|i| format!("line {i}\n")).collect()
+}
+
+fn ten_lines_with_6(new: &str) -> String {
+    ten_lines().replace("line 6\n", &format!("{new}\n"))
+}
+
+// --- snapshots -------------------------------------------------------------------
+
+#[allow(clippy::disallowed_methods)] // the test reads its own environment, not mara's
+fn update_snapshots() -> bool {
+    std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1")
+}
+
+/// Replaces every commit id of the repository (full, or abbreviated to 7 or more
+/// hex digits) by `[OID]` and the temporary directory by `[ROOT]`.
+fn normalise(r: &TestRepo, text: &str) -> String {
+    let oids: Vec<String> = r
+        .git(&["rev-list", "--all"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let text = text.replace(r.root().to_str().expect("a UTF-8 path"), "[ROOT]");
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let is_oid = (7..=40).contains(&word.len())
+            && word.chars().all(|c| c.is_ascii_hexdigit())
+            && oids.iter().any(|o| o.starts_with(word.as_str()));
+        out.push_str(if is_oid { "[OID]" } else { word.as_str() });
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Compares `actual` with `tests/snapshots/<name>`; writes the file instead when it
+/// does not exist yet or `UPDATE_SNAPSHOTS=1` is set.
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("snapshots")
+        .join(name);
+    if update_snapshots() || !path.exists() {
+        std::fs::create_dir_all(path.parent().expect("the snapshot has a folder"))
+            .expect("creating tests/snapshots");
+        std::fs::write(&path, actual).expect("writing the snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).expect("reading the snapshot");
+    assert!(
+        expected == actual,
+        "{} differs; rerun with UPDATE_SNAPSHOTS=1 if the change is intended\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+// --- integrate ------------------------------------------------------------------
+
+#[test]
+fn disjoint_changes_merge_cleanly_into_the_integration_branch() {
+    let r = setup(&[]);
+    commit_on(&r, I1, "api", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "src/api.rs", b"fn api() {}\n")
+    });
+    commit_on(&r, I2, "ui", &trailers("T2", "implementer#2"), || {
+        write(&r.dir, "src/ui.rs", b"fn ui() {}\n")
+    });
+    let main_before = rev(&r, "main");
+
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate disjoint branches");
+    assert!(
+        o.stdout.contains("Every branch merged cleanly."),
+        "{}",
+        o.stdout
+    );
+
+    assert!(branch_exists(&r, INTEGRATION), "the integration branch");
+    assert_eq!(show(&r, INTEGRATION, "src/api.rs"), "fn api() {}\n");
+    assert_eq!(show(&r, INTEGRATION, "src/ui.rs"), "fn ui() {}\n");
+    let ms = merges(&r, INTEGRATION);
+    assert_eq!(ms.len(), 2, "one merge commit per branch");
+    // Newest first: implementer_2's merge, then implementer_1's.
+    for (m, (branch, instance, task)) in ms
+        .iter()
+        .zip([(I2, "implementer#2", "T2"), (I1, "implementer#1", "T1")])
+    {
+        let msg = r.git(&["log", "-1", "--format=%B", m]);
+        assert!(
+            msg.starts_with(&format!("merge {branch} into {INTEGRATION}\n")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("Merges the work of {instance} on {task}.")),
+            "{msg}"
+        );
+        let t = r.git(&["log", "-1", "--format=%(trailers:only,unfold)", m]);
+        assert_eq!(
+            t.trim_end(),
+            format!("Mara-Run: {RUN}\nMara-Instance: {instance}\nMara-Task: {task}"),
+            "trailers of {msg}"
+        );
+        assert_eq!(rev(&r, &format!("{m}^2")), rev(&r, branch), "{msg}");
+    }
+    assert_eq!(
+        rev(&r, &format!("{}^1", ms[1])),
+        main_before,
+        "starts at the base"
+    );
+
+    let md = report_md(&r);
+    assert!(md.contains("Every branch merged cleanly."), "{md}");
+    assert!(!md.contains("## Conflicts"), "{md}");
+    for (b, i, t) in [(I1, "implementer#1", "T1"), (I2, "implementer#2", "T2")] {
+        assert!(
+            md.contains(&format!("| `{b}` | {i} | {t} | merged (")),
+            "{md}"
+        );
+    }
+    let json = report_json(&r);
+    assert_eq!(json["run"], RUN);
+    assert_eq!(json["into"], INTEGRATION);
+    assert_eq!(json["tip"], rev(&r, INTEGRATION));
+    let branches = json["branches"].as_array().expect("branches is a list");
+    assert_eq!(branches.len(), 2, "{json}");
+    for b in branches {
+        assert_eq!(b["result"], "merged", "{json}");
+        assert_eq!(b["conflicts"], serde_json::json!([]), "{json}");
+    }
+    assert_eq!(branches[0]["branch"], I1);
+    assert_eq!(branches[0]["tasks"], serde_json::json!(["T1"]));
+    assert_eq!(branches[1]["commit"], rev(&r, INTEGRATION));
+
+    assert_eq!(rev(&r, "main"), main_before, "main is unchanged");
+    assert_eq!(
+        r.git(&["status", "--porcelain"]),
+        "",
+        "the report folder is ignored"
+    );
+    assert!(events_of_type(&r, "conflict").is_empty());
+    let integration = events_of_type(&r, "integration");
+    assert_eq!(integration.len(), 1, "{integration:?}");
+    r.verify_ok();
+}
+
+#[test]
+fn the_same_lines_edited_on_both_branches_are_reported_and_nothing_is_lost() {
+    let r = setup(&[("notes.txt", ten_lines().as_bytes())]);
+    commit_on(
+        &r,
+        I1,
+        "six by one",
+        &trailers("T1", "implementer#1"),
+        || {
+            write(
+                &r.dir,
+                "notes.txt",
+                ten_lines_with_6("line 6 by implementer_1").as_bytes(),
+            )
+        },
+    );
+    commit_on(
+        &r,
+        I2,
+        "six by two",
+        &trailers("T2", "implementer#2"),
+        || {
+            write(
+                &r.dir,
+                "notes.txt",
+                ten_lines_with_6("line 6 by implementer_2").as_bytes(),
+            )
+        },
+    );
+    let i2_tip = rev(&r, I2);
+    let main_before = rev(&r, "main");
+
+    let o = r.mara(&["integrate"]);
+    o.expect_code(3, "integrate with a conflict")
+        .stderr_has("1 file(s) in conflict; nothing was resolved silently");
+    let md = report_md(&r);
+    assert!(
+        o.stdout.contains(&md),
+        "stdout shows the report\nstdout:\n{}\nreport:\n{md}",
+        o.stdout
+    );
+
+    // The report: the file, both diffs with line numbers, who touched it, what mara did.
+    for needle in [
+        "| `mara/r/implementer_1` | implementer#1 | T1 | merged (",
+        "| `mara/r/implementer_2` | implementer#2 | T2 | 1 conflict(s), kept on `mara/r/conflicts/implementer_2` |",
+        "## Conflicts (1)",
+        "### `notes.txt` (content conflict) merging `mara/r/implementer_2`",
+        &changed_by_line(INTEGRATION, "implementer#1 (T1)"),
+        &changed_by_line(I2, "implementer#2 (T2)"),
+        "- what mara did: left out of mara/r/integration; on mara/r/conflicts/implementer_2 with conflict markers",
+        "--- base/notes.txt\n+++ mara/r/integration/notes.txt\n@@ -3,7 +3,7 @@\n",
+        "--- base/notes.txt\n+++ mara/r/implementer_2/notes.txt\n@@ -3,7 +3,7 @@\n",
+        "-line 6\n+line 6 by implementer_1\n",
+        "-line 6\n+line 6 by implementer_2\n",
+    ] {
+        assert!(md.contains(needle), "the report lacks {needle:?}:\n{md}");
+    }
+
+    // The integration branch has implementer_1's change only.
+    assert_eq!(
+        show(&r, INTEGRATION, "notes.txt"),
+        ten_lines_with_6("line 6 by implementer_1")
+    );
+    assert!(!r
+        .git(&["log", "--format=%H", INTEGRATION])
+        .contains(&i2_tip));
+
+    // The conflicts branch: the same merge with diff3 markers, both sides and the base.
+    let cb = "mara/r/conflicts/implementer_2";
+    assert!(branch_exists(&r, cb));
+    assert_eq!(rev(&r, &format!("{cb}^1")), rev(&r, INTEGRATION));
+    assert_eq!(rev(&r, &format!("{cb}^2")), i2_tip);
+    let marked = show(&r, cb, "notes.txt");
+    let expected = ten_lines().replace(
+        "line 6\n",
+        "<<<<<<< mara/r/integration\nline 6 by implementer_1\n||||||| base\nline 6\n=======\nline 6 by implementer_2\n>>>>>>> mara/r/implementer_2\n",
+    );
+    assert_eq!(marked, expected, "the conflicted file on {cb}");
+
+    let json = report_json(&r);
+    let b2 = &json["branches"][1];
+    assert_eq!(b2["branch"], I2);
+    assert_eq!(b2["result"], "conflicts");
+    assert_eq!(b2["conflict_branch"], cb);
+    assert_eq!(b2["commit"], rev(&r, cb));
+    let c = &b2["conflicts"][0];
+    assert_eq!(c["path"], "notes.txt");
+    assert_eq!(c["kind"], "content");
+    assert_eq!(
+        c["ours_by"]["instances"],
+        serde_json::json!(["implementer#1"])
+    );
+    assert_eq!(c["theirs_by"]["tasks"], serde_json::json!(["T2"]));
+    assert!(c["diff_theirs"]
+        .as_str()
+        .expect("a diff")
+        .contains("+line 6 by implementer_2"));
+
+    let events = events_of_type(&r, "conflict");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let p = &events[0]["payload"];
+    assert_eq!(p["file"], "notes.txt");
+    assert_eq!(p["branch"], I2);
+    assert_eq!(p["kind"], "content");
+    assert_eq!(
+        p["instances"],
+        serde_json::json!(["implementer#1", "implementer#2"])
+    );
+    assert_eq!(p["tasks"], serde_json::json!(["T1", "T2"]));
+
+    assert_eq!(rev(&r, "main"), main_before, "main is unchanged");
+    r.verify_ok();
+    assert_snapshot("integrate_conflict.md", &normalise(&r, &md));
+}
+
+#[test]
+fn edit_versus_delete_keeps_the_modified_file_on_the_conflicts_branch() {
+    let base = "keep me\nor not\n";
+    let r = setup(&[("doc.txt", base.as_bytes())]);
+    commit_on(&r, I1, "edit doc", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "doc.txt", b"keep me\nedited by implementer_1\n")
+    });
+    commit_on(&r, I2, "drop doc", &trailers("T2", "implementer#2"), || {
+        r.git(&["rm", "-q", "doc.txt"]);
+    });
+
+    let o = r.mara(&["integrate"]);
+    o.expect_code(3, "edit vs delete")
+        .stderr_has("1 file(s) in conflict");
+    let md = report_md(&r);
+    for needle in [
+        "### `doc.txt` (delete/modify conflict) merging `mara/r/implementer_2`",
+        "the modified file is kept",
+        "+edited by implementer_1\n",
+        "+++ mara/r/implementer_2/doc.txt\n@@ -1,2 +0,0 @@\n-keep me\n-or not\n",
+        &changed_by_line(I2, "implementer#2 (T2)"),
+    ] {
+        assert!(md.contains(needle), "the report lacks {needle:?}:\n{md}");
+    }
+    let cb = "mara/r/conflicts/implementer_2";
+    assert_eq!(
+        show(&r, cb, "doc.txt"),
+        "keep me\nedited by implementer_1\n"
+    );
+    assert_eq!(
+        show(&r, INTEGRATION, "doc.txt"),
+        "keep me\nedited by implementer_1\n"
+    );
+    let c = &report_json(&r)["branches"][1]["conflicts"][0];
+    assert_eq!(c["kind"], "delete/modify");
+    let events = events_of_type(&r, "conflict");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["payload"]["kind"], "delete/modify");
+    r.verify_ok();
+}
+
+#[test]
+fn delete_versus_edit_keeps_the_modified_file_too() {
+    // The other order: the integration side deleted, the merged branch edited.
+    let r = setup(&[("doc.txt", b"keep me\nor not\n")]);
+    commit_on(&r, I1, "drop doc", &trailers("T1", "implementer#1"), || {
+        r.git(&["rm", "-q", "doc.txt"]);
+    });
+    commit_on(&r, I2, "edit doc", &trailers("T2", "implementer#2"), || {
+        write(&r.dir, "doc.txt", b"keep me\nedited by implementer_2\n")
+    });
+
+    r.mara(&["integrate"]).expect_code(3, "delete vs edit");
+    let cb = "mara/r/conflicts/implementer_2";
+    assert_eq!(
+        show(&r, cb, "doc.txt"),
+        "keep me\nedited by implementer_2\n"
+    );
+    assert!(!files_of(&r, INTEGRATION).contains(&"doc.txt".to_owned()));
+    assert_eq!(
+        report_json(&r)["branches"][1]["conflicts"][0]["kind"],
+        "delete/modify"
+    );
+}
+
+#[test]
+fn a_binary_file_changed_on_both_sides_keeps_both_versions() {
+    let r = setup(&[("logo.bin", b"PNG\0base\0bytes")]);
+    commit_on(&r, I1, "logo one", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "logo.bin", b"PNG\0one\0bytes")
+    });
+    commit_on(&r, I2, "logo two", &trailers("T2", "implementer#2"), || {
+        write(&r.dir, "logo.bin", b"PNG\0two\0bytes")
+    });
+
+    let o = r.mara(&["integrate"]);
+    o.expect_code(3, "binary conflict")
+        .stderr_has("1 file(s) in conflict");
+    let md = report_md(&r);
+    for needle in [
+        "### `logo.bin` (binary conflict) merging `mara/r/implementer_2`",
+        "Binary file: no text diff; both versions are kept.",
+        "ours is logo.bin, theirs logo.bin~implementer_2",
+    ] {
+        assert!(md.contains(needle), "the report lacks {needle:?}:\n{md}");
+    }
+    assert!(
+        !md.contains("```diff"),
+        "no text diff for binary files:\n{md}"
+    );
+    let c = &report_json(&r)["branches"][1]["conflicts"][0];
+    assert_eq!(c["kind"], "binary");
+    assert_eq!(c["diff_ours"], "");
+    assert_eq!(c["diff_theirs"], "");
+
+    let cb = "mara/r/conflicts/implementer_2";
+    assert_eq!(show(&r, cb, "logo.bin"), "PNG\0one\0bytes");
+    assert_eq!(show(&r, cb, "logo.bin~implementer_2"), "PNG\0two\0bytes");
+    assert_eq!(show(&r, INTEGRATION, "logo.bin"), "PNG\0one\0bytes");
+    let events = events_of_type(&r, "conflict");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["payload"]["kind"], "binary");
+    assert_eq!(events[0]["payload"]["file"], "logo.bin");
+}
+
+#[test]
+fn a_rename_on_one_side_and_an_edit_on_the_other_merge() {
+    let base: String = (1..=12).map(|i| format!("row {i}\n")).collect();
+    let edited = base.replace("row 4\n", "row four, edited\n");
+    let r = setup(&[("a.txt", base.as_bytes())]);
+    commit_on(&r, I1, "rename", &trailers("T1", "implementer#1"), || {
+        r.git(&["mv", "a.txt", "b.txt"]);
+    });
+    commit_on(&r, I2, "edit", &trailers("T2", "implementer#2"), || {
+        write(&r.dir, "a.txt", edited.as_bytes())
+    });
+
+    r.mara(&["integrate"]).ok("rename + edit");
+    let files = files_of(&r, INTEGRATION);
+    assert!(files.contains(&"b.txt".to_owned()), "{files:?}");
+    assert!(!files.contains(&"a.txt".to_owned()), "{files:?}");
+    assert_eq!(show(&r, INTEGRATION, "b.txt"), edited);
+    assert_eq!(merges(&r, INTEGRATION).len(), 2);
+    assert!(events_of_type(&r, "conflict").is_empty());
+}
+
+#[test]
+fn a_rerun_merges_only_the_new_commits() {
+    let r = setup(&[]);
+    commit_on(&r, I1, "one", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "one.txt", b"one\n")
+    });
+    commit_on(&r, I2, "two", &trailers("T2", "implementer#2"), || {
+        write(&r.dir, "two.txt", b"two\n")
+    });
+    r.mara(&["integrate"]).ok("first integration");
+    let first = rev(&r, INTEGRATION);
+
+    commit_on(&r, I1, "one more", &trailers("T3", "implementer#1"), || {
+        write(&r.dir, "one-more.txt", b"more\n")
+    });
+    let o = r.mara(&["integrate"]);
+    o.ok("second integration");
+    let second = rev(&r, INTEGRATION);
+    assert_ne!(first, second);
+    let new_merges = merges(&r, &format!("{first}..{second}"));
+    assert_eq!(new_merges.len(), 1, "exactly one new merge commit");
+    assert_eq!(new_merges[0], second);
+    assert_eq!(rev(&r, &format!("{second}^1")), first);
+    assert_eq!(rev(&r, &format!("{second}^2")), rev(&r, I1));
+    let msg = r.git(&["log", "-1", "--format=%B", &second]);
+    assert!(
+        msg.starts_with(&format!("merge {I1} into {INTEGRATION}\n")),
+        "{msg}"
+    );
+    assert!(msg.contains("Mara-Task: T3"), "only the new task: {msg}");
+    assert!(!msg.contains("Mara-Task: T1"), "only the new task: {msg}");
+    assert_eq!(show(&r, INTEGRATION, "one-more.txt"), "more\n");
+    assert_eq!(show(&r, INTEGRATION, "two.txt"), "two\n");
+
+    let md = report_md(&r);
+    assert!(
+        md.contains(&format!("| `{I2}` | implementer#2 | - | up to date |")),
+        "{md}"
+    );
+    assert!(o.stdout.contains("up to date"), "{}", o.stdout);
+    let json = report_json(&r);
+    assert_eq!(json["base"], first);
+    assert_eq!(json["branches"][0]["result"], "merged");
+    assert_eq!(json["branches"][1]["result"], "up to date");
+
+    // A third run with nothing new moves nothing.
+    let refs = all_refs(&r);
+    r.mara(&["integrate"]).ok("third integration");
+    assert_eq!(all_refs(&r), refs);
+    r.verify_ok();
+}
+
+#[test]
+fn branches_and_into_merge_exactly_those_and_errors_move_nothing() {
+    let r = setup(&[]);
+    commit_on(&r, I1, "one", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "one.txt", b"one\n")
+    });
+    r.git(&["branch", "feature-a", "main"]);
+    r.git(&["branch", "feature-b", "main"]);
+    commit_on(&r, "feature-a", "a", "Mara-Task: TA", || {
+        write(&r.dir, "a.txt", b"a\n")
+    });
+    commit_on(&r, "feature-b", "b", "Mara-Task: TB", || {
+        write(&r.dir, "b.txt", b"b\n")
+    });
+
+    r.mara(&[
+        "integrate",
+        "--branches",
+        "feature-a,feature-b",
+        "--into",
+        "main-candidate",
+    ])
+    .ok("integrate --branches --into");
+    let files = files_of(&r, "main-candidate");
+    assert_eq!(
+        files,
+        ["README.md", "a.txt", "b.txt"],
+        "exactly those branches"
+    );
+    let ms = merges(&r, "main-candidate");
+    assert_eq!(ms.len(), 2);
+    assert_eq!(rev(&r, &format!("{}^2", ms[0])), rev(&r, "feature-b"));
+    assert_eq!(rev(&r, &format!("{}^2", ms[1])), rev(&r, "feature-a"));
+    let msg = r.git(&["log", "-1", "--format=%B", &ms[1]]);
+    assert!(
+        msg.starts_with("merge feature-a into main-candidate\n"),
+        "{msg}"
+    );
+    assert!(
+        !branch_exists(&r, INTEGRATION),
+        "the default branch is not made"
+    );
+    let json = report_json(&r);
+    assert_eq!(json["into"], "main-candidate");
+
+    // A branch that does not exist: an error, and no branch is created or moved.
+    let refs = all_refs(&r);
+    r.mara(&[
+        "integrate",
+        "--branches",
+        &format!("{I1},no-such-branch"),
+        "--into",
+        "other-candidate",
+    ])
+    .expect_code(1, "a missing branch")
+    .stderr_has("there is no branch no-such-branch");
+    assert_eq!(all_refs(&r), refs, "nothing moved after a missing branch");
+
+    // Into a branch another worktree has checked out: refused, nothing moved.
+    let wt = r.root().join("busy-wt");
+    git(
+        &r.dir,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            wt.to_str().expect("a UTF-8 path"),
+            "-b",
+            "busy",
+        ],
+    );
+    let refs = all_refs(&r);
+    r.mara(&["integrate", "--into", "busy"])
+        .expect_code(1, "into a checked-out branch")
+        .stderr_has("busy is checked out in");
+    assert_eq!(all_refs(&r), refs, "nothing moved for a checked-out --into");
+    assert!(!branch_exists(&r, INTEGRATION));
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    r.verify_ok();
+}
+
+#[test]
+fn the_report_names_who_changed_a_file_without_instance_trailers() {
+    let r = setup(&[("notes.txt", ten_lines().as_bytes())]);
+    commit_on(&r, I1, "six by one", "Mara-Task: T1", || {
+        write(&r.dir, "notes.txt", ten_lines_with_6("one").as_bytes())
+    });
+    commit_on(&r, I2, "six by two", "Mara-Task: T2", || {
+        write(&r.dir, "notes.txt", ten_lines_with_6("two").as_bytes())
+    });
+    r.mara(&["integrate"])
+        .expect_code(3, "integrate with a conflict");
+    let md = report_md(&r);
+    assert!(
+        !md.contains("changed by  ("),
+        "an empty instance list:\n{md}"
+    );
+}
+
+// --- collect --------------------------------------------------------------------
+
+#[test]
+fn collect_copies_recorded_and_pattern_artifacts_and_records_them_once() {
+    let r = setup(&[]);
+    r.mara(&["task", "add", "T1", "the API"]).ok("task add T1");
+
+    // implementer#1 works in a worktree of its branch and records its artifact.
+    let wt = r.root().join("wt1");
+    git(
+        &r.dir,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            wt.to_str().expect("a UTF-8 path"),
+            I1,
+        ],
+    );
+    let as_i1 = [("MARA_INSTANCE", "implementer#1")];
+    r.mara_in(&["claim", "T1"], &as_i1, Some(&wt))
+        .ok("implementer#1 claims T1");
+    write(&wt, "implementer_1.md", b"# API\n\ndone by implementer#1\n");
+    git(&wt, &["add", "implementer_1.md"]);
+    git(
+        &wt,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "report",
+            "-m",
+            &trailers("T1", "implementer#1"),
+        ],
+    );
+    r.mara_in(
+        &["done", "T1", "--artifact", "implementer_1.md"],
+        &as_i1,
+        Some(&wt),
+    )
+    .ok("done T1 with an artifact");
+
+    // implementer#2 only commits the file the pattern names; nothing is recorded.
+    commit_on(&r, I2, "report", "Mara-Instance: implementer#2", || {
+        write(&r.dir, "implementer_2.md", b"# UI\n")
+    });
+    let artifacts_before = events_of_type(&r, "artifact").len();
+
+    let o = r.mara(&["collect"]);
+    o.ok("collect");
+    assert!(o.stdout.contains("2 artifact(s) in "), "{}", o.stdout);
+    let outputs = run_dir(&r).join("outputs");
+    assert_eq!(
+        std::fs::read_to_string(outputs.join("implementer_1.md")).expect("copied"),
+        "# API\n\ndone by implementer#1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outputs.join("implementer_2.md")).expect("copied"),
+        "# UI\n"
+    );
+
+    let recorded: Value = serde_json::from_str(&r.git(&[
+        "show",
+        &format!("refs/mara/{RUN}:artifacts/implementer_2.json"),
+    ]))
+    .expect("the artifacts file is JSON");
+    let list = recorded.as_array().expect("a list of artifacts");
+    assert_eq!(list.len(), 1, "{recorded}");
+    assert_eq!(list[0]["path"], "implementer_2.md");
+    assert_eq!(list[0]["role_id"], "implementer");
+    assert_eq!(list[0]["instance_id"], 2);
+    let recorded1: Value = serde_json::from_str(&r.git(&[
+        "show",
+        &format!("refs/mara/{RUN}:artifacts/implementer_1.json"),
+    ]))
+    .expect("the artifacts file is JSON");
+    assert_eq!(
+        recorded1.as_array().expect("a list").len(),
+        1,
+        "implementer_1.md is not recorded twice: {recorded1}"
+    );
+    let artifacts = events_of_type(&r, "artifact");
+    assert_eq!(
+        artifacts.len(),
+        artifacts_before + 1,
+        "one new event: {artifacts:?}"
+    );
+
+    // A second collect copies again and records nothing new.
+    let tip = r.tip(RUN);
+    r.mara(&["collect"]).ok("second collect");
+    assert_eq!(r.tip(RUN), tip, "no new event");
+    assert_eq!(events_of_type(&r, "artifact").len(), artifacts_before + 1);
+    assert_eq!(
+        r.git(&["status", "--porcelain"]),
+        "",
+        "the outputs folder is ignored"
+    );
+    r.verify_ok();
+}

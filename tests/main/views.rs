@@ -1,0 +1,1 @@
+//! Tests of what agents and people look at: `mara mcp` and `mara report --html`.
