@@ -97,6 +97,46 @@ fn mark_synced(repo: &Repository, run: &RunId) {
     let _ = std::fs::write(&p, now().to_rfc3339());
 }
 
+/// The file holding the newest tip of a run this clone wrote or fetched: the
+/// history the clone has seen, which a later tip must contain.
+fn seen_marker(repo: &Repository, run: &RunId) -> PathBuf {
+    repo.commondir()
+        .join("mara")
+        .join("seen")
+        .join(run.as_str())
+}
+
+/// Records `tip` as seen. Written in place (no new file per event, which would
+/// cost a claim an inode): concurrent writers may leave an older tip, which is
+/// still an ancestor of the ref, and a torn write reads as no marker.
+pub fn mark_seen(repo: &Repository, run: &RunId, tip: Oid) {
+    use std::io::Write as _;
+    let p = seen_marker(repo, run);
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+    };
+    let file = open().or_else(|_| {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        open()
+    });
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "{tip}");
+    }
+}
+
+/// The tip this clone last saw, if it recorded one.
+pub fn last_seen(repo: &Repository, run: &RunId) -> Option<Oid> {
+    let text = std::fs::read_to_string(seen_marker(repo, run)).ok()?;
+    let oid = Oid::from_str(text.trim()).ok()?;
+    repo.find_commit(oid).ok().map(|_| oid)
+}
+
 /// Fetches `refname` from `remote` into the local ref of the same name,
 /// fast-forward only, retrying while a local writer holds the ref's lock.
 pub fn fetch_ref(repo: &Repository, remote: &str, refname: &str) -> Result<()> {
@@ -535,6 +575,7 @@ impl Ledger {
                 Err(e) => return Err(anyhow!(e).context(format!("creating {}", ledger.refname))),
             }
         }
+        mark_seen(&ledger.repo, &ledger.run, commit);
         Ok((
             ledger,
             Appended {
@@ -643,6 +684,7 @@ impl Ledger {
         loop {
             attempts += 1;
             let snap = self.snapshot()?;
+            self.check_not_rewritten(snap.tip)?;
             let remote = snap.config.write_remote().map(str::to_owned);
             let ts = now();
             let judged = draft(&snap, ts).and_then(|d| match d {
@@ -689,6 +731,7 @@ impl Ledger {
                     Push::Accepted => {
                         self.mark_synced();
                         self.advance_local(snap.tip, commit, &event)?;
+                        mark_seen(&self.repo, &self.run, commit);
                         return written(attempts);
                     }
                     Push::Lost(_) => {
@@ -704,7 +747,10 @@ impl Ledger {
                     snap.tip,
                     &format!("mara: {}", event.subject()),
                 ) {
-                    Ok(_) => return written(attempts),
+                    Ok(_) => {
+                        mark_seen(&self.repo, &self.run, commit);
+                        return written(attempts);
+                    }
                     Err(e) if e.code() == ErrorCode::Modified => {}
                     Err(e) if e.code() == ErrorCode::Locked => {
                         let path = self.lock_path();
@@ -751,6 +797,24 @@ impl Ledger {
             EventKind::Init { config } => config.write_remote().map(str::to_owned),
             _ => None,
         }
+    }
+
+    /// Refuses to build on a tip that does not contain what this clone saw before:
+    /// the run's history was rewritten (a reset, a forced update, a restore from an
+    /// old backup), and appending would bury that.
+    fn check_not_rewritten(&self, tip: Oid) -> Result<()> {
+        let Some(seen) = last_seen(&self.repo, &self.run) else {
+            return Ok(());
+        };
+        if seen == tip || self.repo.graph_descendant_of(tip, seen)? {
+            return Ok(());
+        }
+        bail!(
+            "{} was rewritten: this clone last saw {seen}, and the ref now points at {tip}, which does not contain it; nothing was written. See `mara verify`; restore with `git update-ref {} {seen}`, or if the rewrite is intended, `rm {}`",
+            self.refname,
+            self.refname,
+            seen_marker(&self.repo, &self.run).display()
+        )
     }
 
     /// Fetches the run's ref from `remote` (fast-forward only).
@@ -868,7 +932,8 @@ impl Ledger {
         let mut prev_tree: Option<Oid> = None;
         let mut count = 0u64;
         let tip = self.repo.refname_to_id(&self.refname)?;
-        for (i, oid) in self.chain()?.into_iter().enumerate() {
+        let chain = self.chain()?;
+        for (i, oid) in chain.iter().copied().enumerate() {
             count += 1;
             let commit = self.repo.find_commit(oid)?;
             let expected_parents = usize::from(i > 0);
@@ -931,6 +996,36 @@ impl Ledger {
             prev_tree = Some(commit.tree_id());
             board.commit(event.seq, changes);
         }
+        // What this clone saw: every state the ref reached by a fast-forward (mara's
+        // own writes, fetches) must still be in the history. A state reached by a
+        // rewrite is not required, so restoring the ref makes the run sound again.
+        let history: std::collections::HashSet<Oid> = chain.iter().copied().collect();
+        if let Ok(reflog) = self.repo.reflog(&self.refname) {
+            for entry in reflog.iter() {
+                let (old, new) = (entry.id_old(), entry.id_new());
+                let reached_by_ff = old.is_zero()
+                    || old == new
+                    || self.repo.graph_descendant_of(new, old).unwrap_or(false);
+                if reached_by_ff && !new.is_zero() && !history.contains(&new) {
+                    problems.push(format!(
+                        "{} was rewritten: it held {new} at {} ({}), and its history no longer contains that",
+                        self.refname,
+                        chrono::DateTime::from_timestamp(entry.committer().when().seconds(), 0)
+                            .map_or("?".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+                        one_line_msg(entry.message())
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(seen) = last_seen(&self.repo, &self.run) {
+            if seen != tip && !self.repo.graph_descendant_of(tip, seen)? {
+                problems.push(format!(
+                    "{} was rewritten: this clone last saw {seen}, which the tip {tip} does not contain",
+                    self.refname
+                ));
+            }
+        }
         if problems.is_empty() {
             let tip_tree = self.repo.find_commit(tip)?.tree_id();
             if replayed != Some(tip_tree) {
@@ -941,6 +1036,10 @@ impl Ledger {
         }
         Ok((problems, count))
     }
+}
+
+fn one_line_msg(m: Option<&str>) -> String {
+    board::one_line(m.unwrap_or("no message"), 80)
 }
 
 /// What `mara sync` did.
@@ -1028,5 +1127,8 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
         }
     };
     mark_synced(repo, run);
+    if let Ok(tip) = repo.refname_to_id(&refname) {
+        mark_seen(repo, run, tip);
+    }
     Ok(result)
 }

@@ -19,3 +19,6 @@ pub mod orchestrator;
 pub mod output;
 pub mod remote;
 pub mod report;
+
+#[cfg(test)]
+mod parser_props;

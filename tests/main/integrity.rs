@@ -90,12 +90,22 @@ fn verify_detects_a_hand_rewritten_ref() {
         r.verify_ok();
     };
 
-    // The same commit rebuilt by git commit-tree passes: the checks below fail
-    // because of the change, not because of the rebuild.
+    // The same event rebuilt by git commit-tree (another author and date) is
+    // still a rewrite of what this clone saw: the tip no longer contains it. Writes
+    // refuse to build on it; restoring the ref makes the run sound again.
     let same = commit_tree(&r, &tree, &[&parent], &message);
     git(&r.dir, &["update-ref", &refname, &same, &tip]);
-    r.verify_ok();
+    let o = r.mara(&["verify"]);
+    o.expect_code(1, "a rebuilt tip")
+        .stderr_has("was rewritten")
+        .stderr_has(&tip);
+    let o = r.mara_as("implementer#2", &["post", "note", "on a rewritten board"]);
+    o.expect_code(1, "a write on a rewritten board")
+        .stderr_has("was rewritten")
+        .stderr_has(&format!("git update-ref {refname} {tip}"));
+    assert_eq!(r.tip(run), same, "the refused write wrote nothing");
     git(&r.dir, &["update-ref", &refname, &tip, &same]);
+    r.verify_ok();
 
     // A changed seq: the log has a gap.
     let seq5 = message
