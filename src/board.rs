@@ -758,6 +758,15 @@ impl Board {
         v
     }
 
+    /// The tasks `who` holds, in board order.
+    pub fn held_by(&self, who: &InstanceId) -> Vec<&TaskId> {
+        self.ordered_tasks()
+            .into_iter()
+            .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(who))
+            .map(|t| &t.id)
+            .collect()
+    }
+
     /// The seed's task board JSON: `{"run","version","tasks":[...]}`.
     pub fn to_json(&self) -> Value {
         json!({

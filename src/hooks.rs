@@ -194,16 +194,6 @@ fn match_one(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// The tasks `me` holds on `board`, in board order.
-pub fn held_by<'b>(board: &'b Board, me: &InstanceId) -> Vec<&'b TaskId> {
-    board
-        .ordered_tasks()
-        .into_iter()
-        .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(me))
-        .map(|t| &t.id)
-        .collect()
-}
-
 /// A staged file that another instance's task reserves.
 pub struct Reserved {
     pub file: String,

@@ -165,12 +165,7 @@ fn release_claims(
     why: &str,
 ) -> Result<Vec<String>> {
     let board = ledger.snapshot()?.full_board()?;
-    let held: Vec<_> = board
-        .ordered_tasks()
-        .into_iter()
-        .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(id))
-        .map(|t| t.id.clone())
-        .collect();
+    let held: Vec<_> = board.held_by(id).into_iter().cloned().collect();
     let mut released = vec![];
     for task in held {
         let kind = EventKind::Release {

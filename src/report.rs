@@ -312,10 +312,9 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
     h.push_str(r#"<h2>Instances</h2><div class="scroll"><table id="instances"><thead><tr><th>instance</th><th>status</th><th>holds</th><th>last seen</th><th>branch</th><th>note</th></tr></thead><tbody>"#);
     for i in board.instances.values() {
         let holds: Vec<&str> = board
-            .ordered_tasks()
+            .held_by(&i.id)
             .into_iter()
-            .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(&i.id))
-            .map(|t| t.id.as_str())
+            .map(|t| t.as_str())
             .collect();
         let _ = write!(
             h,

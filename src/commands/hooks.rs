@@ -89,7 +89,7 @@ pub fn run_hook(ctx: &Ctx, args: HookArgs) -> Result<Report> {
         return quiet();
     };
     let board = ledger.snapshot()?.full_board()?;
-    let held = hooks::held_by(&board, &me);
+    let held = board.held_by(&me);
     match args.name.as_str() {
         "commit-msg" => {
             let Some(file) = args.args.first() else {

@@ -38,10 +38,9 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     }
     for i in board.instances.values() {
         let holds: Vec<&str> = board
-            .ordered_tasks()
+            .held_by(&i.id)
             .into_iter()
-            .filter(|t| t.status == TaskStatus::Claimed && t.claimed_by.as_ref() == Some(&i.id))
-            .map(|t| t.id.as_str())
+            .map(|t| t.as_str())
             .collect();
         let _ = writeln!(
             text,
