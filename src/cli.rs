@@ -9,6 +9,7 @@ use crate::commands::{
     claim::ClaimArgs,
     demo::DemoArgs,
     done::DoneArgs,
+    export::ExportArgs,
     hooks::{HookArgs, HooksArgs},
     init::InitArgs,
     integrate::IntegrateArgs,
@@ -82,6 +83,8 @@ pub enum Cmd {
     Mcp,
     /// Fetch the run's ref from its remote and push what the remote lacks.
     Sync(SyncArgs),
+    /// Write the board and the channel as files (task_board.json, coordination.log).
+    Export(ExportArgs),
     /// Replay the log and check it reproduces the board.
     Verify,
     /// Orchestrate a run: board from subtasks, then N instances per role.
@@ -123,6 +126,7 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Report(a) => report::run(&ctx, a),
         Cmd::Mcp => crate::mcp::serve(&ctx).map(|()| Report::new("", serde_json::Value::Null)),
         Cmd::Sync(a) => sync::run(&ctx, a),
+        Cmd::Export(a) => export::run(&ctx, a),
         Cmd::Verify => verify::run(&ctx),
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Demo(a) => demo::run(&ctx, a),

@@ -453,6 +453,19 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
         };
         ledger.append(&spec.sender, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
+    // libgit2 never packs: a run leaves a few loose objects per event. Let git pack
+    // them now that no instance writes, off every claim's path (`--auto` does
+    // nothing until there are enough).
+    let _ = std::process::Command::new("git")
+        .args(["gc", "--auto", "--quiet"])
+        .current_dir(&main_dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     Ok(Summary {
         instances: ended,
         interrupted,

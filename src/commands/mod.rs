@@ -6,6 +6,7 @@ pub mod claim;
 pub mod collect;
 pub mod demo;
 pub mod done;
+pub mod export;
 pub mod heartbeat;
 pub mod hooks;
 pub mod init;

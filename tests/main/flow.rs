@@ -168,3 +168,42 @@ fn readme_flow_claims_refuses_posts_completes_and_logs() {
     assert_eq!(status["tasks"]["open"], 0);
     r.verify_ok();
 }
+
+/// `mara export` writes the seed's files: the board as `mara board --json` prints
+/// it, and the channel as `mara log --json` prints it.
+#[test]
+fn export_writes_the_seeds_board_and_channel_files() {
+    let run = "exp";
+    let r = TestRepo::with_run(run);
+    r.mara(&["task", "add", "T1", "one"]).ok("task add");
+    r.mara_as("implementer#1", &["claim", "T1"]).ok("claim");
+    r.mara_as("implementer#1", &["post", "decision", "I take T1"])
+        .ok("post");
+    let before = r.tip(run);
+    let o = r.mara(&["export"]);
+    assert!(
+        o.ok("export").stdout.contains("task_board.json"),
+        "{}",
+        o.stdout
+    );
+    let dir = r.dir.join(".multi_agent_runs").join(run);
+    let board: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("task_board.json")).expect("the board file"),
+    )
+    .expect("the board file is JSON");
+    let printed: serde_json::Value =
+        serde_json::from_str(&r.mara(&["board", "--json"]).ok("board").stdout)
+            .expect("board --json is JSON");
+    assert_eq!(board, printed);
+    assert_eq!(board["tasks"][0]["claimed_by"], "implementer#1");
+    let channel = std::fs::read_to_string(dir.join("coordination.log")).expect("the log file");
+    assert_eq!(channel, r.mara(&["log", "--json"]).ok("log").stdout);
+    assert_eq!(channel.lines().count(), 4, "init, add, claim, decision");
+    assert_eq!(r.tip(run), before, "export writes no event");
+    assert!(
+        crate::common::git(&r.dir, &["status", "--porcelain"])
+            .trim()
+            .is_empty(),
+        "the run folder is excluded from git status"
+    );
+}
