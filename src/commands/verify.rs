@@ -4,12 +4,22 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::context::Ctx;
-use crate::output::Report;
+use crate::output::{self, Report};
 
 pub fn run(ctx: &Ctx) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let (problems, events) = ledger.verify()?;
     if !problems.is_empty() {
+        if ctx.json {
+            // Scripts get the problems as data too; the exit code stays 1.
+            let _ = output::print(
+                &Report::new(
+                    "",
+                    json!({ "ok": false, "events": events, "problems": problems }),
+                ),
+                true,
+            );
+        }
         bail!(
             "{} is not sound ({} problem(s)):\n  {}",
             ledger.refname(),
