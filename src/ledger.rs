@@ -809,6 +809,12 @@ impl Ledger {
         if seen == tip || self.repo.graph_descendant_of(tip, seen)? {
             return Ok(());
         }
+        // Another writer may have moved the ref (and recorded it as seen) after
+        // this snapshot was read: then the snapshot is merely stale, and the
+        // compare-and-swap will fail and retry on the new tip.
+        if self.repo.refname_to_id(&self.refname)? != tip {
+            return Ok(());
+        }
         bail!(
             "{} was rewritten: this clone last saw {seen}, and the ref now points at {tip}, which does not contain it; nothing was written. See `mara verify`; restore with `git update-ref {} {seen}`, or if the rewrite is intended, `rm {}`",
             self.refname,

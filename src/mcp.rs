@@ -257,8 +257,15 @@ pub fn handle(ctx: &Ctx, msg: &Value) -> Option<Value> {
 /// Serves requests from stdin until it closes.
 pub fn serve(ctx: &Ctx) -> Result<()> {
     let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line?;
+    let mut input = stdin.lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        // Bytes that are not UTF-8 fail to parse below: a -32700, not an exit.
+        let line = String::from_utf8_lossy(&buf);
         if line.trim().is_empty() {
             continue;
         }

@@ -85,7 +85,7 @@ fn timeline(events: &[Event], board: &Board) -> String {
     for k in 0..=4 {
         let t = first + chrono::TimeDelta::milliseconds((span_ms * k as f64 / 4.0) as i64);
         let tx = x(t);
-        let label = fmt_offset((t - first).num_milliseconds());
+        let label = fmt_offset((t - first).num_milliseconds(), span_ms);
         let _ = write!(
             svg,
             r##"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{height}" stroke="#dfe3ea"/><text x="{tx:.1}" y="14" text-anchor="middle" fill="#5b6678">{label}</text>"##,
@@ -142,7 +142,7 @@ fn timeline(events: &[Event], board: &Board) -> String {
             r##"<g><title>{} {} {}</title><rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="3" rx="1.5" fill="{}"/></g>"##,
             esc(who),
             if *failed { "ran, then failed" } else { "ran" },
-            fmt_offset((*to - *from).num_milliseconds()).trim_start_matches('+'),
+            fmt_offset((*to - *from).num_milliseconds(), span_ms).trim_start_matches('+'),
             y(who) + row_h - 5.0,
             x1 - x0,
             if *failed { "#d64545" } else { "#b8c0cc" }
@@ -238,11 +238,17 @@ fn timeline(events: &[Event], board: &Board) -> String {
     svg
 }
 
-fn fmt_offset(ms: i64) -> String {
-    match ms {
-        0..=9_999 => format!("+{:.1}s", ms as f64 / 1000.0),
-        10_000..=599_999 => format!("+{}s", ms / 1000),
-        _ => format!("+{}m", ms / 60_000),
+/// A time offset, as precise as the run's length asks for.
+fn fmt_offset(ms: i64, span_ms: f64) -> String {
+    let s = ms as f64 / 1000.0;
+    if span_ms < 2_000.0 {
+        format!("+{s:.2}s")
+    } else if span_ms < 20_000.0 {
+        format!("+{s:.1}s")
+    } else if span_ms < 600_000.0 {
+        format!("+{}s", ms / 1000)
+    } else {
+        format!("+{}m", ms / 60_000)
     }
 }
 

@@ -322,3 +322,36 @@ fn concurrent_reclaims_of_an_expired_task_have_one_winner() {
     );
     r.verify_ok();
 }
+
+/// Regression: a writer that read the tip just before another writer moved the
+/// ref (and recorded it as seen) must retry, not call the run rewritten.
+#[test]
+fn parallel_writers_never_see_a_false_rewrite() {
+    let run = "race";
+    let r = TestRepo::with_run(run);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=5)
+            .map(|k| {
+                let r = &r;
+                s.spawn(move || {
+                    let who = format!("implementer#{k}");
+                    (0..40)
+                        .map(|n| r.mara_as(&who, &["post", "note", &format!("{who} note {n}")]))
+                        .filter(|o| o.code != 0)
+                        .map(|o| o.stderr)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a writer thread"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "writes failed: {failures:#?}");
+    assert_eq!(
+        crate::common::count_commits_with_subject(&r.dir, run, "note by"),
+        200
+    );
+    r.verify_ok();
+}

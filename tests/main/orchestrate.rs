@@ -450,7 +450,7 @@ fn seed_roles_run_the_plan_end_to_end() {
         }
     }
     assert_eq!(own_commits("reviewer_1"), ["review by reviewer#1"]);
-    assert!(own_commits("integrator_1").contains(&format!("integration of run {run}")));
+    assert!(own_commits("integrator_1").contains(&format!("integration report of run {run}")));
     // The integrator merged everyone's work.
     let merged: BTreeSet<String> = r
         .git(&[
