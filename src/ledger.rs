@@ -1007,12 +1007,22 @@ impl Ledger {
         // rewrite is not required, so restoring the ref makes the run sound again.
         let history: std::collections::HashSet<Oid> = chain.iter().copied().collect();
         if let Ok(reflog) = self.repo.reflog(&self.refname) {
-            for entry in reflog.iter() {
+            let entries: Vec<_> = reflog.iter().collect();
+            // git2 lists the newest entry first.
+            for (i, entry) in entries.iter().enumerate() {
                 let (old, new) = (entry.id_old(), entry.id_new());
+                // libgit2 appends the reflog entry before it renames the lock over
+                // the ref: a writer killed in between leaves an entry for a state
+                // the ref never reached. A state was reached when the next entry
+                // starts from it, or (the newest entry) when the ref holds it.
+                let reached = match i.checked_sub(1).map(|n| &entries[n]) {
+                    Some(next) => next.id_old() == new,
+                    None => new == tip,
+                };
                 let reached_by_ff = old.is_zero()
                     || old == new
                     || self.repo.graph_descendant_of(new, old).unwrap_or(false);
-                if reached_by_ff && !new.is_zero() && !history.contains(&new) {
+                if reached && reached_by_ff && !new.is_zero() && !history.contains(&new) {
                     problems.push(format!(
                         "{} was rewritten: it held {new} at {} ({}), and its history no longer contains that",
                         self.refname,
