@@ -137,6 +137,48 @@ pub fn last_seen(repo: &Repository, run: &RunId) -> Option<Oid> {
     repo.find_commit(oid).ok().map(|_| oid)
 }
 
+/// Removes the ref's lock file if a killed process left it behind.
+///
+/// The lock is renamed away before it is deleted, so of several processes that
+/// find the same stale lock only one removes it, and a fresh lock taken in
+/// between is never deleted by mistake (its age is checked after the rename).
+fn recover_stale_lock(lock: &Path) -> Result<()> {
+    let age = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+    };
+    let Some(a) = age(lock) else {
+        return Ok(()); // already gone: the holder finished
+    };
+    if a < STALE_LOCK {
+        return Ok(());
+    }
+    let aside = lock.with_extension(format!("lock.stale-{}", std::process::id()));
+    if std::fs::rename(lock, &aside).is_err() {
+        return Ok(()); // someone else moved it first
+    }
+    if age(&aside).is_some_and(|a| a < STALE_LOCK) {
+        // We moved a lock that was taken just now: put it back.
+        let _ = std::fs::rename(&aside, lock);
+        return Ok(());
+    }
+    std::fs::remove_file(&aside)
+        .with_context(|| format!("removing stale lock {}", aside.display()))?;
+    output::warn(&format!(
+        "removed a stale lock {} ({}s old, left by a killed process)",
+        lock.display(),
+        a.as_secs()
+    ));
+    Ok(())
+}
+
+/// The lock file git and libgit2 take to update `refname`.
+fn ref_lock(repo: &Repository, refname: &str) -> PathBuf {
+    repo.commondir().join(format!("{refname}.lock"))
+}
+
 /// Fetches `refname` from `remote` into the local ref of the same name,
 /// fast-forward only, retrying while a local writer holds the ref's lock.
 pub fn fetch_ref(repo: &Repository, remote: &str, refname: &str) -> Result<()> {
@@ -151,7 +193,11 @@ pub fn fetch_ref(repo: &Repository, remote: &str, refname: &str) -> Result<()> {
                 }
                 return Ok(());
             }
-            Err(remote::FetchError::Busy) => std::thread::sleep(Duration::from_millis(20)),
+            Err(remote::FetchError::Busy) => {
+                // A lock left by a killed writer must not wedge a remote-mode clone.
+                recover_stale_lock(&ref_lock(repo, refname))?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
             Err(e) => return Err(remote::explain(e, remote, refname)),
         }
     }
@@ -663,7 +709,7 @@ impl Ledger {
     }
 
     fn lock_path(&self) -> PathBuf {
-        self.repo.commondir().join(format!("{}.lock", self.refname))
+        ref_lock(&self.repo, &self.refname)
     }
 
     /// Appends one event: read the tip, let `draft` decide on it, check the rule,
@@ -754,7 +800,7 @@ impl Ledger {
                     Err(e) if e.code() == ErrorCode::Modified => {}
                     Err(e) if e.code() == ErrorCode::Locked => {
                         let path = self.lock_path();
-                        self.recover_stale_lock(&path)?;
+                        recover_stale_lock(&path)?;
                         lock = Some(path);
                     }
                     Err(e) => return Err(e).with_context(|| format!("updating {}", self.refname)),
@@ -846,6 +892,9 @@ impl Ledger {
             ) {
                 Ok(_) => return Ok(()),
                 Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Locked) => {
+                    if e.code() == ErrorCode::Locked {
+                        recover_stale_lock(&self.lock_path())?;
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => return Err(e).with_context(|| format!("updating {}", self.refname)),
@@ -864,43 +913,6 @@ impl Ledger {
         std::fs::metadata(sync_marker(&self.repo, &self.run))
             .and_then(|m| m.modified())
             .ok()
-    }
-
-    /// Removes the ref's lock file if a killed process left it behind.
-    ///
-    /// The lock is renamed away before it is deleted, so of several processes that
-    /// find the same stale lock only one removes it, and a fresh lock taken in
-    /// between is never deleted by mistake (its age is checked after the rename).
-    fn recover_stale_lock(&self, lock: &Path) -> Result<()> {
-        let age = |p: &Path| {
-            std::fs::metadata(p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-        };
-        let Some(a) = age(lock) else {
-            return Ok(()); // already gone: the holder finished
-        };
-        if a < STALE_LOCK {
-            return Ok(());
-        }
-        let aside = lock.with_extension(format!("lock.stale-{}", std::process::id()));
-        if std::fs::rename(lock, &aside).is_err() {
-            return Ok(()); // someone else moved it first
-        }
-        if age(&aside).is_some_and(|a| a < STALE_LOCK) {
-            // We moved a lock that was taken just now: put it back.
-            let _ = std::fs::rename(&aside, lock);
-            return Ok(());
-        }
-        std::fs::remove_file(&aside)
-            .with_context(|| format!("removing stale lock {}", aside.display()))?;
-        output::warn(&format!(
-            "removed a stale lock {} ({}s old, left by a killed process)",
-            lock.display(),
-            a.as_secs()
-        ));
-        Ok(())
     }
 
     /// Every event of the run, oldest first, with its commit.

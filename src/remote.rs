@@ -58,9 +58,23 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str) -> Result<Pus
             "!" if summary.contains("lock") || summary.contains("failed to update ref") => {
                 Ok(Push::Lost(summary))
             }
-            "!" => bail!(
-                "remote {remote} refused the push of {refname}: {summary}; check your permissions on the remote"
-            ),
+            "!" => {
+                // What the server's hooks said comes on stderr as `remote: ...`.
+                let said: Vec<String> = String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("remote:"))
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                bail!(
+                    "remote {remote} refused the push of {refname}: {summary}{}; check your permissions on the remote",
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (the remote said: {})", said.join(" / "))
+                    }
+                )
+            }
             _ => bail!("`git push` reported {line:?} for {refname}"),
         };
     }

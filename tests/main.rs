@@ -10,6 +10,8 @@ mod common;
 mod concurrency;
 #[path = "main/errors.rs"]
 mod errors;
+#[path = "main/faults.rs"]
+mod faults;
 #[path = "main/flow.rs"]
 mod flow;
 #[path = "main/hooks.rs"]
