@@ -155,7 +155,24 @@ fn recover_stale_lock(lock: &Path) -> Result<()> {
     if a < STALE_LOCK {
         return Ok(());
     }
-    let aside = lock.with_extension(format!("lock.stale-{}", std::process::id()));
+    // Aside means outside refs/: a name there would read as a ref to git if this
+    // process died before removing it.
+    let Some(common) = lock
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "refs"))
+        .and_then(Path::parent)
+    else {
+        return Ok(());
+    };
+    let dir = common.join("mara");
+    let _ = std::fs::create_dir_all(&dir);
+    let aside = dir.join(format!(
+        "stale-lock-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
     if std::fs::rename(lock, &aside).is_err() {
         return Ok(()); // someone else moved it first
     }
