@@ -4,8 +4,10 @@
 #![allow(dead_code)] // not every test module uses every helper
 
 use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -309,4 +311,184 @@ pub fn assert_ref_unchanged<T>(repo: &TestRepo, run: &str, f: impl FnOnce() -> T
     assert_eq!(repo.tip(run), before, "refs/mara/{run} moved");
     assert_eq!(subjects(&repo.dir, run).len(), count_before);
     v
+}
+
+/// The shared remote: a bare repository `proj.git`, served by a `git daemon` or
+/// reached by its path. The daemon is killed when this is dropped.
+pub struct Origin {
+    /// Keeps the directory alive; removed on drop (after the daemon is gone).
+    pub _tmp: TempDir,
+    /// The daemon's base path; holds `proj.git`.
+    pub root: PathBuf,
+    /// The bare repository.
+    pub bare: PathBuf,
+    /// What clones put in `git remote add origin`.
+    pub url: String,
+    pub daemon: Option<Child>,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("binding 127.0.0.1:0")
+        .local_addr()
+        .expect("the listener has an address")
+        .port()
+}
+
+impl Origin {
+    pub fn bare_only() -> (TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::Builder::new()
+            .prefix("mara-it-origin-")
+            .tempdir()
+            .expect("a temporary directory");
+        let root = tmp
+            .path()
+            .canonicalize()
+            .expect("the temporary directory has a canonical path");
+        let bare = root.join("proj.git");
+        git(
+            &root,
+            &["init", "--bare", "-q", bare.to_str().expect("UTF-8 path")],
+        );
+        (tmp, root, bare)
+    }
+
+    /// A bare repository served read-write by `git daemon` on a free port.
+    pub fn daemon() -> Origin {
+        let (tmp, root, bare) = Origin::bare_only();
+        let root_s = root.to_str().expect("UTF-8 path").to_owned();
+        let daemon = PathBuf::from(git(&root, &["--exec-path"]).trim()).join("git-daemon");
+        // The port can be taken between dropping the probe listener and the
+        // daemon's bind: then the daemon exits and we try another one.
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(root.join(format!("daemon-{port}.log")))
+                .expect("creating the daemon's log");
+            // The `git-daemon` program itself: `git daemon` would run it as a child
+            // of a `git` wrapper that a SIGKILL leaves orphaned, still listening.
+            let mut cmd = Command::new(&daemon);
+            clean_env(&mut cmd, &root);
+            let mut child = cmd
+                .args([
+                    "--reuseaddr",
+                    "--listen=127.0.0.1",
+                    &format!("--port={port}"),
+                    &format!("--base-path={root_s}"),
+                    "--export-all",
+                    "--enable=receive-pack",
+                    &root_s,
+                ])
+                .current_dir(&root)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("git daemon starts");
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let started = Instant::now();
+            let ready = loop {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break true;
+                }
+                if child.try_wait().expect("polling git daemon").is_some() {
+                    break false; // it exited: the port was taken
+                }
+                if started.elapsed() > Duration::from_secs(5) {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if ready {
+                return Origin {
+                    _tmp: tmp,
+                    root,
+                    bare,
+                    url: format!("git://127.0.0.1:{port}/proj.git"),
+                    daemon: Some(child),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("git daemon did not start (logs in {})", root.display());
+    }
+
+    /// A bare repository that clones reach by its filesystem path.
+    pub fn path() -> Origin {
+        let (tmp, root, bare) = Origin::bare_only();
+        let url = bare.to_str().expect("UTF-8 path").to_owned();
+        Origin {
+            _tmp: tmp,
+            root,
+            bare,
+            url,
+            daemon: None,
+        }
+    }
+
+    /// Stops the daemon: the remote becomes unreachable.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `git --git-dir <bare> args`.
+    #[track_caller]
+    pub fn git(&self, args: &[&str]) -> String {
+        let mut full = vec!["--git-dir", self.bare.to_str().expect("UTF-8 path")];
+        full.extend_from_slice(args);
+        git(&self.root, &full)
+    }
+
+    /// The remote's tip of `refs/mara/<run>`.
+    #[track_caller]
+    pub fn tip(&self, run: &str) -> String {
+        self.git(&["rev-parse", &format!("refs/mara/{run}")])
+            .trim()
+            .to_owned()
+    }
+
+    /// The remote's subjects of the run, newest first.
+    #[track_caller]
+    pub fn subjects(&self, run: &str) -> Vec<String> {
+        self.git(&["log", "--format=%s", &format!("refs/mara/{run}")])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn count(&self, run: &str, prefix: &str) -> usize {
+        self.subjects(run)
+            .iter()
+            .filter(|s| s.starts_with(prefix))
+            .count()
+    }
+
+    /// A new clone: a plain `git init -q` repository with `origin` pointing here.
+    pub fn clone_repo(&self, name: &str) -> TestRepo {
+        let tmp = tempfile::Builder::new()
+            .prefix("mara-it-clone-")
+            .tempdir()
+            .expect("a temporary directory");
+        let root = tmp
+            .path()
+            .canonicalize()
+            .expect("the temporary directory has a canonical path");
+        let dir = root.join(name);
+        let home = root.join("home");
+        std::fs::create_dir_all(&dir).expect("creating the clone's directory");
+        std::fs::create_dir_all(&home).expect("creating HOME");
+        git(&dir, &["init", "-q"]);
+        git(&dir, &["remote", "add", "origin", &self.url]);
+        TestRepo { tmp, dir, home }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.kill_daemon();
+    }
 }

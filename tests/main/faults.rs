@@ -11,10 +11,10 @@
 //! `MARA_FAULTS_SEED` (the random seed, printed).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::common::{clean_env, git, Out, TestRepo};
+use crate::common::{clean_env, git, Origin, Out, TestRepo};
 
 // ---------------------------------------------------------------------------
 // Knobs, randomness, processes the killer may pick.
@@ -681,130 +681,6 @@ fn a_writer_killed_between_its_reflog_entry_and_its_ref_update_leaves_a_sound_ru
         .stderr_has("removed a stale lock");
     // The ref never held the killed writer's commit: the run is sound.
     r.verify_ok();
-}
-
-/// The shared remote of the remote kill test: a bare repository served by `git
-/// daemon` (the `git-daemon` program itself, so killing it leaves no orphan).
-struct Origin {
-    _tmp: TempDir,
-    bare: PathBuf,
-    url: String,
-    daemon: Option<Child>,
-}
-
-impl Origin {
-    /// A bare repository in a temporary directory: (directory, its root, the bare).
-    fn bare_only() -> (TempDir, PathBuf, PathBuf) {
-        let tmp = tempfile::Builder::new()
-            .prefix("mara-it-origin-")
-            .tempdir()
-            .expect("a temporary directory");
-        let root = tmp
-            .path()
-            .canonicalize()
-            .expect("the temporary directory has a canonical path");
-        let bare = root.join("proj.git");
-        git(
-            &root,
-            &["init", "--bare", "-q", bare.to_str().expect("a UTF-8 path")],
-        );
-        (tmp, root, bare)
-    }
-
-    /// A bare repository that clones reach by its path.
-    fn path() -> Origin {
-        let (_tmp, _, bare) = Origin::bare_only();
-        let url = bare.to_str().expect("a UTF-8 path").to_owned();
-        Origin {
-            _tmp,
-            bare,
-            url,
-            daemon: None,
-        }
-    }
-
-    /// A bare repository served read-write by `git daemon` on a free port.
-    fn daemon() -> Origin {
-        let (tmp, root, bare) = Origin::bare_only();
-        let root_s = root.to_str().expect("a UTF-8 path").to_owned();
-        let program = PathBuf::from(git(&root, &["--exec-path"]).trim()).join("git-daemon");
-        for _ in 0..5 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .expect("binding 127.0.0.1:0")
-                .local_addr()
-                .expect("an address")
-                .port();
-            let mut cmd = Command::new(&program);
-            clean_env(&mut cmd, &root);
-            let mut child = cmd
-                .args([
-                    "--reuseaddr",
-                    "--listen=127.0.0.1",
-                    &format!("--port={port}"),
-                    &format!("--base-path={root_s}"),
-                    "--export-all",
-                    "--enable=receive-pack",
-                    &root_s,
-                ])
-                .current_dir(&root)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("git daemon starts");
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let started = Instant::now();
-            let ready = loop {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break true;
-                }
-                if child.try_wait().expect("polling git daemon").is_some()
-                    || started.elapsed() > Duration::from_secs(5)
-                {
-                    break false;
-                }
-                thread::sleep(Duration::from_millis(20));
-            };
-            if ready {
-                return Origin {
-                    _tmp: tmp,
-                    bare,
-                    url: format!("git://127.0.0.1:{port}/proj.git"),
-                    daemon: Some(child),
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("git daemon did not start");
-    }
-
-    /// A new clone: `git init` with `origin` pointing here.
-    fn clone_repo(&self, name: &str) -> TestRepo {
-        let tmp = tempfile::Builder::new()
-            .prefix("mara-it-clone-")
-            .tempdir()
-            .expect("a temporary directory");
-        let root = tmp
-            .path()
-            .canonicalize()
-            .expect("the temporary directory has a canonical path");
-        let dir = root.join(name);
-        let home = root.join("home");
-        std::fs::create_dir_all(&dir).expect("creating the clone");
-        std::fs::create_dir_all(&home).expect("creating HOME");
-        git(&dir, &["init", "-q"]);
-        git(&dir, &["remote", "add", "origin", &self.url]);
-        TestRepo { tmp, dir, home }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-    }
 }
 
 #[test]
