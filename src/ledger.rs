@@ -262,6 +262,8 @@ pub struct Snapshot<'l> {
     full: RefCell<Option<Board>>,
     /// Tasks read so far: the command's draft and the rule check read the same ones.
     tasks: RefCell<BTreeMap<TaskId, Option<Task>>>,
+    /// Instance records read so far, for the same reason.
+    instances: RefCell<BTreeMap<InstanceId, Option<RoleInstance>>>,
 }
 
 impl<'l> Snapshot<'l> {
@@ -293,7 +295,13 @@ impl<'l> Snapshot<'l> {
 
     /// One instance record, if the instance ever wrote an event.
     pub fn instance(&self, id: &InstanceId) -> Result<Option<RoleInstance>> {
-        self.read_json(&["instances".to_owned(), format!("{}.json", id.file_stem())])
+        if let Some(i) = self.instances.borrow().get(id) {
+            return Ok(i.clone());
+        }
+        let i: Option<RoleInstance> =
+            self.read_json(&["instances".to_owned(), format!("{}.json", id.file_stem())])?;
+        self.instances.borrow_mut().insert(id.clone(), i.clone());
+        Ok(i)
     }
 
     fn artifacts(&self, id: &InstanceId) -> Result<Option<Vec<Artifact>>> {
@@ -696,6 +704,7 @@ impl Ledger {
             tree,
             full: RefCell::new(None),
             tasks: RefCell::new(BTreeMap::new()),
+            instances: RefCell::new(BTreeMap::new()),
         };
         let config: RunConfig = snap
             .read_json(&["config.json".to_owned()])?

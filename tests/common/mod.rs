@@ -173,17 +173,23 @@ pub struct TestRepo {
     pub home: PathBuf,
 }
 
+/// A fresh temporary directory and its canonical path (removed with the `TempDir`).
+pub fn scratch(prefix: &str) -> (TempDir, PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("a temporary directory");
+    let root = tmp
+        .path()
+        .canonicalize()
+        .expect("the temporary directory has a canonical path");
+    (tmp, root)
+}
+
 impl TestRepo {
     /// A repository with one commit on `main`, and no run yet.
     pub fn new() -> TestRepo {
-        let tmp = tempfile::Builder::new()
-            .prefix("mara-it-")
-            .tempdir()
-            .expect("a temporary directory");
-        let root = tmp
-            .path()
-            .canonicalize()
-            .expect("the temporary directory has a canonical path");
+        let (tmp, root) = scratch("mara-it-");
         let dir = root.join("repo");
         let home = root.join("home");
         std::fs::create_dir_all(&dir).expect("creating the repository directory");
@@ -338,14 +344,7 @@ pub fn free_port() -> u16 {
 
 impl Origin {
     pub fn bare_only() -> (TempDir, PathBuf, PathBuf) {
-        let tmp = tempfile::Builder::new()
-            .prefix("mara-it-origin-")
-            .tempdir()
-            .expect("a temporary directory");
-        let root = tmp
-            .path()
-            .canonicalize()
-            .expect("the temporary directory has a canonical path");
+        let (tmp, root) = scratch("mara-it-origin-");
         let bare = root.join("proj.git");
         git(
             &root,
@@ -469,14 +468,7 @@ impl Origin {
 
     /// A new clone: a plain `git init -q` repository with `origin` pointing here.
     pub fn clone_repo(&self, name: &str) -> TestRepo {
-        let tmp = tempfile::Builder::new()
-            .prefix("mara-it-clone-")
-            .tempdir()
-            .expect("a temporary directory");
-        let root = tmp
-            .path()
-            .canonicalize()
-            .expect("the temporary directory has a canonical path");
+        let (tmp, root) = scratch("mara-it-clone-");
         let dir = root.join(name);
         let home = root.join("home");
         std::fs::create_dir_all(&dir).expect("creating the clone's directory");

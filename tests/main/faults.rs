@@ -1581,16 +1581,7 @@ fn empty_or_oversized_messages_are_refused() {
 /// rejects the push while `deny` holds; returns the temporary directory, the
 /// repository and the file whose presence denies.
 fn guarded_remote() -> (TempDir, PathBuf, PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix("mara-it-guarded-")
-        .tempdir()
-        .expect("a temporary directory");
-    let root = tmp.path().canonicalize().expect("a canonical path");
-    let bare = root.join("guarded.git");
-    git(
-        &root,
-        &["init", "--bare", "-q", bare.to_str().expect("a UTF-8 path")],
-    );
+    let (tmp, root, bare) = Origin::bare_only();
     let deny = root.join("deny");
     let hook = bare.join("hooks").join("pre-receive");
     std::fs::write(
