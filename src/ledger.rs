@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
-use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
+use git2::{ErrorCode, Mempack, ObjectType, Odb, Oid, Repository, Tree};
 use serde::de::DeserializeOwned;
 
 use crate::board::{
@@ -74,6 +74,19 @@ impl std::error::Error for NoopSignal {}
 
 /// Whether an append stopped because of the board (a refusal, an invalid event or a
 /// no-op), as opposed to a failure of git.
+/// An object named by the run's ref that this process could not find: another
+/// process merged the pack holding it (mara after a write, or `git gc`) while
+/// this one listed the pack directory. A fresh listing finds it.
+fn is_vanished(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<git2::Error>()
+            .is_some_and(|g| g.code() == ErrorCode::NotFound && g.class() == git2::ErrorClass::Odb)
+    })
+}
+
+/// How often a read is retried after an object vanished under it.
+const VANISHED_RETRIES: u32 = 8;
+
 fn is_rule_outcome(e: &anyhow::Error) -> bool {
     e.downcast_ref::<board::Refusal>().is_some()
         || e.downcast_ref::<board::Invalid>().is_some()
@@ -462,9 +475,13 @@ enum Node {
 }
 
 /// Writes `changes` on top of `base` and returns the new root tree. Only the trees
-/// on the changed paths are rewritten; every other entry keeps its object.
+/// on the changed paths are rewritten; every other entry keeps its object. Trees
+/// are read from `read` and the new objects written to `write` (the same
+/// repository, or a [`Staging`] area); their ids are added to `written`.
 pub fn write_changes(
-    repo: &Repository,
+    read: &Repository,
+    write: &Repository,
+    written: &mut Vec<Oid>,
     base: Option<&Tree<'_>>,
     changes: &[Change],
 ) -> Result<Oid> {
@@ -484,32 +501,101 @@ pub fn write_changes(
         }
         node.insert(file.clone(), Node::Blob(c.contents()));
     }
-    write_dir(repo, base, root)
+    write_dir(read, write, written, base, root)
 }
 
 fn write_dir(
-    repo: &Repository,
+    read: &Repository,
+    write: &Repository,
+    written: &mut Vec<Oid>,
     base: Option<&Tree<'_>>,
     edits: BTreeMap<String, Node>,
 ) -> Result<Oid> {
-    let mut builder = repo.treebuilder(base)?;
+    let mut builder = write.treebuilder(base)?;
     for (name, node) in edits {
         match node {
             Node::Blob(bytes) => {
-                let oid = repo.blob(&bytes)?;
+                let oid = write.blob(&bytes)?;
+                written.push(oid);
                 builder.insert(&name, oid, 0o100644)?;
             }
             Node::Dir(children) => {
                 let sub = match base.and_then(|b| b.get_name(&name)) {
-                    Some(e) if e.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+                    Some(e) if e.kind() == Some(ObjectType::Tree) => Some(read.find_tree(e.id())?),
                     _ => None,
                 };
-                let oid = write_dir(repo, sub.as_ref(), children)?;
+                let oid = write_dir(read, write, written, sub.as_ref(), children)?;
                 builder.insert(&name, oid, 0o040000)?;
             }
         }
     }
-    Ok(builder.write()?)
+    let oid = builder.write()?;
+    written.push(oid);
+    Ok(oid)
+}
+
+/// An in-memory object database for the objects of an event. [`Staging::land`]
+/// writes what was staged into the repository as one packfile: two new files per
+/// event (the pack and its index) where loose objects would be one file per
+/// object, and creating a file is most of an event's cost on some file systems.
+pub struct Staging<'a> {
+    /// A repository over nothing but `mempack`: new objects go there.
+    area: &'a Repository,
+    mempack: &'a Mempack<'a>,
+    /// What was written since the last landing.
+    written: RefCell<Vec<Oid>>,
+}
+
+impl Staging<'_> {
+    /// Runs `f` with a fresh staging area.
+    pub fn with<T>(f: impl FnOnce(&Staging<'_>) -> Result<T>) -> Result<T> {
+        let area = Repository::from_odb(Odb::new()?)?;
+        let odb = area.odb()?;
+        let mempack = odb.add_new_mempack_backend(1)?;
+        f(&Staging {
+            area: &area,
+            mempack: &mempack,
+            written: RefCell::new(vec![]),
+        })
+    }
+
+    /// Writes `changes` on top of `base` (read from `read`) into the area.
+    fn write_changes(
+        &self,
+        read: &Repository,
+        base: Option<&Tree<'_>>,
+        changes: &[Change],
+    ) -> Result<Oid> {
+        let mut written = self.written.borrow_mut();
+        write_changes(read, self.area, &mut written, base, changes)
+    }
+
+    /// Writes one raw object into the area.
+    fn write(&self, kind: ObjectType, data: &[u8]) -> Result<Oid> {
+        let oid = self.area.odb()?.write(kind, data)?;
+        self.written.borrow_mut().push(oid);
+        Ok(oid)
+    }
+
+    /// Writes the staged objects into `repo` as one packfile and empties the area.
+    /// The pack is complete once its index is renamed into place; a writer killed
+    /// before that leaves only a temporary file, which `git gc` removes.
+    fn land(&self, repo: &Repository) -> Result<()> {
+        let mut written = self.written.borrow_mut();
+        let mut builder = self.area.packbuilder()?;
+        for oid in written.iter() {
+            builder.insert_object(*oid, None)?;
+        }
+        let mut buf = git2::Buf::new();
+        builder.write_buf(&mut buf)?;
+        let odb = repo.odb()?;
+        let mut writer = odb.packwriter()?;
+        std::io::Write::write_all(&mut writer, &buf).context("writing a packfile")?;
+        writer.commit().context("writing a packfile")?;
+        written.clear();
+        self.mempack.reset()?;
+        Ok(())
+    }
 }
 
 /// Jittered exponential backoff: sleeps of up to 1, 2, 4 ... 64 ms, each a random
@@ -603,9 +689,13 @@ impl Ledger {
             kind: EventKind::Init { config },
         };
         let changes = apply(&Board::default(), &event)?;
-        let tree = write_changes(&repo, None, &changes)?;
         let ledger = Ledger::new(repo, run);
-        let commit = ledger.commit_event(&event, tree, None)?;
+        let commit = Staging::with(|stage| {
+            let tree = stage.write_changes(&ledger.repo, None, &changes)?;
+            let commit = ledger.commit_event(stage, &event, tree, None)?;
+            stage.land(&ledger.repo)?;
+            Ok(commit)
+        })?;
         if let Some(remote) = ledger.config_remote(&event) {
             match remote::push(ledger.repo.path(), &remote, commit, &ledger.refname)? {
                 Push::Accepted => ledger.mark_synced(),
@@ -715,7 +805,13 @@ impl Ledger {
     /// Writes the commit object of an event. The object is formatted here rather
     /// than through `git_commit_create`, which would read the tree and the parent
     /// back from disk only to take their ids.
-    fn commit_event(&self, event: &Event, tree: Oid, parent: Option<Oid>) -> Result<Oid> {
+    fn commit_event(
+        &self,
+        stage: &Staging<'_>,
+        event: &Event,
+        tree: Oid,
+        parent: Option<Oid>,
+    ) -> Result<Oid> {
         let clean = |s: &str| board::one_line(s, 64).replace(['<', '>'], "");
         let ident = format!(
             "{} <{}> {} +0000",
@@ -731,7 +827,7 @@ impl Ledger {
             "author {ident}\ncommitter {ident}\n\n{}",
             message_of_event(&self.run, event)
         ));
-        Ok(self.repo.odb()?.write(ObjectType::Commit, raw.as_bytes())?)
+        stage.write(ObjectType::Commit, raw.as_bytes())
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -749,13 +845,28 @@ impl Ledger {
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
     {
+        Staging::with(|stage| self.append_staged(stage, sender, &mut draft))
+    }
+
+    fn append_staged<F>(&self, stage: &Staging<'_>, sender: &str, draft: &mut F) -> Result<Outcome>
+    where
+        F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
+    {
         let started = Instant::now();
         let mut backoff = Backoff::new();
         let mut attempts = 0;
         let mut fresh = false;
+        let mut vanished = 0;
         loop {
             attempts += 1;
-            let snap = self.snapshot()?;
+            let snap = match self.snapshot() {
+                Err(e) if is_vanished(&e) && vanished < VANISHED_RETRIES => {
+                    vanished += 1;
+                    self.refresh_objects(vanished)?;
+                    continue;
+                }
+                snap => snap?,
+            };
             self.check_not_rewritten(snap.tip)?;
             let remote = snap.config.write_remote().map(str::to_owned);
             let ts = now();
@@ -775,6 +886,11 @@ impl Ledger {
             });
             let (event, changes) = match judged {
                 Ok(x) => x,
+                Err(e) if is_vanished(&e) && vanished < VANISHED_RETRIES => {
+                    vanished += 1;
+                    self.refresh_objects(vanished)?;
+                    continue;
+                }
                 Err(e) if remote.is_some() && !fresh && is_rule_outcome(&e) => {
                     // Judged on the last fetched tip: make it true on the remote.
                     self.fetch(remote.as_deref().expect("checked is_some"))?;
@@ -788,8 +904,9 @@ impl Ledger {
                     }
                 }
             };
-            let tree = write_changes(&self.repo, Some(&snap.tree), &changes)?;
-            let commit = self.commit_event(&event, tree, Some(snap.tip))?;
+            let tree = stage.write_changes(&self.repo, Some(&snap.tree), &changes)?;
+            let commit = self.commit_event(stage, &event, tree, Some(snap.tip))?;
+            stage.land(&self.repo)?;
             let written = |attempts| {
                 Ok(Outcome::Written(Box::new(Appended {
                     event: event.clone(),
@@ -804,6 +921,7 @@ impl Ledger {
                         self.mark_synced();
                         self.advance_local(snap.tip, commit, &event)?;
                         mark_seen(&self.repo, &self.run, commit);
+                        self.merge_packs();
                         return written(attempts);
                     }
                     Push::Lost(_) => {
@@ -821,6 +939,7 @@ impl Ledger {
                 ) {
                     Ok(_) => {
                         mark_seen(&self.repo, &self.run, commit);
+                        self.merge_packs();
                         return written(attempts);
                     }
                     Err(e) if e.code() == ErrorCode::Modified => {}
@@ -861,6 +980,42 @@ impl Ledger {
             } else {
                 std::thread::sleep(backoff.next_delay());
             }
+        }
+    }
+
+    /// Re-lists the object database after an object vanished under a read, after
+    /// a short pause that grows with each try.
+    fn refresh_objects(&self, tries: u32) -> Result<()> {
+        std::thread::sleep(Duration::from_millis(u64::from(tries)));
+        Ok(self.repo.odb()?.refresh()?)
+    }
+
+    /// Runs a read of the board at the current tip, again on a fresh tip if an
+    /// object vanished under it (see [`is_vanished`]).
+    pub fn read<T>(&self, mut f: impl FnMut(&Snapshot<'_>) -> Result<T>) -> Result<T> {
+        self.settled(|| f(&self.snapshot()?))
+    }
+
+    /// Runs `f` again when an object vanished under it (see [`is_vanished`]).
+    fn settled<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            match f() {
+                Err(e) if is_vanished(&e) && tries < VANISHED_RETRIES => {
+                    tries += 1;
+                    self.refresh_objects(tries)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// After a write: merges the small packs events leave once enough piled up.
+    /// The event is written whatever happens here; a failed merge keeps every
+    /// pack and says why.
+    fn merge_packs(&self) {
+        if let Err(e) = crate::packs::merge_if_due(&self.repo) {
+            output::warn(&format!("could not merge small packfiles: {e:#}"));
         }
     }
 
@@ -943,14 +1098,16 @@ impl Ledger {
 
     /// Every event of the run, oldest first, with its commit.
     pub fn events(&self) -> Result<Vec<(Oid, Event)>> {
-        let mut out = vec![];
-        for c in self.chain()? {
-            let commit = self.repo.find_commit(c)?;
-            let event = event_of_message(commit.message().unwrap_or_default())
-                .with_context(|| format!("reading the event of {c} on {}", self.refname))?;
-            out.push((c, event));
-        }
-        Ok(out)
+        self.settled(|| {
+            let mut out = vec![];
+            for c in self.chain()? {
+                let commit = self.repo.find_commit(c)?;
+                let event = event_of_message(commit.message().unwrap_or_default())
+                    .with_context(|| format!("reading the event of {c} on {}", self.refname))?;
+                out.push((c, event));
+            }
+            Ok(out)
+        })
     }
 
     /// The commits of the run's ref, oldest first, following first parents.
@@ -1027,7 +1184,13 @@ impl Ledger {
                 }
             };
             let parent_tree = prev_tree.map(|t| self.repo.find_tree(t)).transpose()?;
-            let expected = write_changes(&self.repo, parent_tree.as_ref(), &changes)?;
+            let expected = write_changes(
+                &self.repo,
+                &self.repo,
+                &mut vec![],
+                parent_tree.as_ref(),
+                &changes,
+            )?;
             if expected != commit.tree_id() {
                 problems.push(format!(
                     "commit {oid} (seq {}, {}): its tree does not match the replay of its event",
@@ -1036,7 +1199,13 @@ impl Ledger {
                 ));
             }
             let replay_base = replayed.map(|t| self.repo.find_tree(t)).transpose()?;
-            replayed = Some(write_changes(&self.repo, replay_base.as_ref(), &changes)?);
+            replayed = Some(write_changes(
+                &self.repo,
+                &self.repo,
+                &mut vec![],
+                replay_base.as_ref(),
+                &changes,
+            )?);
             prev_tree = Some(commit.tree_id());
             board.commit(event.seq, changes);
         }

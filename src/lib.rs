@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod mcp;
 pub mod orchestrator;
 pub mod output;
+pub mod packs;
 pub mod remote;
 pub mod report;
 

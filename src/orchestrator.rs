@@ -164,7 +164,7 @@ fn release_claims(
     id: &InstanceId,
     why: &str,
 ) -> Result<Vec<String>> {
-    let board = ledger.snapshot()?.full_board()?;
+    let board = ledger.read(|s| s.full_board())?;
     let held: Vec<_> = board.held_by(id).into_iter().cloned().collect();
     let mut released = vec![];
     for task in held {
@@ -422,7 +422,7 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
                 .iter()
                 .filter(|i| matches!(i.state, State::Running { .. }))
                 .count();
-            let board = ledger.snapshot()?.full_board()?;
+            let board = ledger.read(|s| s.full_board())?;
             let count = |s| board.tasks.values().filter(|t| t.status == s).count();
             output::progress_line(&format!(
                 "mara run {}: {running} running, {} ended, {} waiting | tasks {} open, {} claimed, {} done | {:.0}s",
@@ -453,9 +453,9 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
         };
         ledger.append(&spec.sender, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    // libgit2 never packs: a run leaves a few loose objects per event. Let git pack
-    // them now that no instance writes, off every claim's path (`--auto` does
-    // nothing until there are enough).
+    // The instances' own commits leave loose objects, and mara's events small
+    // packs. Let git tidy up now that no instance writes, off every claim's path
+    // (`--auto` does nothing until there is enough to do).
     let _ = std::process::Command::new("git")
         .args(["gc", "--auto", "--quiet"])
         .current_dir(&main_dir)

@@ -24,6 +24,8 @@ mod integrity;
 mod leases;
 #[path = "main/orchestrate.rs"]
 mod orchestrate;
+#[path = "main/packs.rs"]
+mod packs;
 #[path = "main/remote.rs"]
 mod remote;
 #[path = "main/repos.rs"]

@@ -84,7 +84,7 @@ pub fn table(board: &Board) -> String {
 
 pub fn run(ctx: &Ctx, args: BoardArgs) -> Result<Report> {
     let (ledger, note) = super::reader(ctx, args.fetch)?;
-    let board = ledger.snapshot()?.full_board()?;
+    let board = ledger.read(|s| s.full_board())?;
     let mut text = table(&board);
     let mut json = board.to_json();
     if let Some(n) = note {

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<Report> {
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let board = ledger.snapshot()?.full_board()?;
+    let board = ledger.read(|s| s.full_board())?;
     let board_path = dir.join("task_board.json");
     std::fs::write(&board_path, format!("{:#}\n", board.to_json()))
         .with_context(|| format!("writing {}", board_path.display()))?;

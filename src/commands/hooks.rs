@@ -88,7 +88,7 @@ pub fn run_hook(ctx: &Ctx, args: HookArgs) -> Result<Report> {
     let Some((ledger, me)) = in_run(ctx) else {
         return quiet();
     };
-    let board = ledger.snapshot()?.full_board()?;
+    let board = ledger.read(|s| s.full_board())?;
     let held = board.held_by(&me);
     match args.name.as_str() {
         "commit-msg" => {

@@ -19,7 +19,7 @@ pub struct ReportArgs {
 
 pub fn run(ctx: &Ctx, args: ReportArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
-    let board = ledger.snapshot()?.full_board()?;
+    let board = ledger.read(|s| s.full_board())?;
     let events: Vec<_> = ledger.events()?.into_iter().map(|(_, e)| e).collect();
     let page = crate::report::html(ledger.run().as_str(), &board, &events, now());
     std::fs::write(&args.html, &page)

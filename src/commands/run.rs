@@ -153,7 +153,7 @@ pub fn summary_text(ledger: &Ledger, s: &Summary) -> Result<String> {
             e.place.log
         ));
     }
-    let board = ledger.snapshot()?.full_board()?;
+    let board = ledger.read(|s| s.full_board())?;
     text.push('\n');
     text.push_str(&super::board::table(&board));
     Ok(text)

@@ -1,0 +1,239 @@
+//! Keeps the number of small packfiles bounded.
+//!
+//! Every event lands as one small packfile (see `ledger::Staging`): two new files
+//! per event instead of one loose file per object. Left alone, a long run would
+//! leave one pack per event, and every object lookup (mara's and git's) walks the
+//! pack list. So after a write, once [`TRIGGER`] small packs have piled up, the
+//! writer merges them the way `git repack --geometric=2` does: sorted by object
+//! count, the smallest packs are rolled into one until every remaining pack holds
+//! at least twice the objects of all smaller ones together. That leaves
+//! O(log events) packs, and each object is rewritten O(log events) times.
+//!
+//! Safety against concurrent readers and writers, as git's own repack does it:
+//! a pack is deleted only after a new pack holding every object of it (reachable
+//! or not, so a writer whose compare-and-swap is still to come keeps its objects)
+//! is complete on disk. A pack that cannot be read whole is left alone.
+//! Packs git treats specially are never touched: `.keep`, `.promisor` and cruft
+//! (`.mtimes`) packs, packs over [`MAX_OBJECTS`] objects, and nothing at all while
+//! a multi-pack-index exists (`git maintenance` owns the packs then).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use git2::{Oid, Repository};
+
+/// Small packs that trigger a merge.
+pub const TRIGGER: usize = 16;
+/// Packs with more objects than this are left to `git gc` / `git maintenance`.
+pub const MAX_OBJECTS: u32 = 50_000;
+/// A merge lock older than this was left by a killed process.
+const STALE_LOCK: Duration = Duration::from_secs(120);
+
+/// A packfile in `objects/pack`, named by its index.
+#[derive(Debug, Clone)]
+struct Pack {
+    idx: PathBuf,
+    objects: u32,
+}
+
+impl Pack {
+    fn with_ext(&self, ext: &str) -> PathBuf {
+        self.idx.with_extension(ext)
+    }
+}
+
+fn packs_dir(repo: &Repository) -> PathBuf {
+    repo.commondir().join("objects").join("pack")
+}
+
+/// The number of `.idx` files in `dir`: the cheap check done after every write.
+fn count_indexes(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().as_encoded_bytes().ends_with(b".idx"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Reads the object ids of a version-2 pack index.
+fn index_oids(path: &Path) -> Result<Vec<Oid>> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() < 8 + 1024
+        || bytes[..4] != [0xff, b't', b'O', b'c']
+        || bytes[4..8] != [0, 0, 0, 2]
+    {
+        bail!("{} is not a version 2 pack index", path.display());
+    }
+    let count = u32::from_be_bytes(bytes[8 + 1020..8 + 1024].try_into().expect("4 bytes")) as usize;
+    let start = 8 + 1024;
+    let end = start + count * 20;
+    if bytes.len() < end {
+        bail!("{} is truncated", path.display());
+    }
+    bytes[start..end]
+        .chunks_exact(20)
+        .map(|c| Oid::from_bytes(c).map_err(Into::into))
+        .collect()
+}
+
+/// The packs that may be merged: complete, not special, not big.
+fn candidates(dir: &Path) -> Result<Vec<Pack>> {
+    let mut packs = vec![];
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("idx") {
+            continue;
+        }
+        let pack = Pack {
+            idx: path.clone(),
+            objects: 0,
+        };
+        if !pack.with_ext("pack").exists()
+            || ["keep", "promisor", "mtimes"]
+                .iter()
+                .any(|ext| pack.with_ext(ext).exists())
+        {
+            continue;
+        }
+        let Ok(bytes) = fs::read(&path) else { continue };
+        if bytes.len() < 8 + 1024 || bytes[..4] != [0xff, b't', b'O', b'c'] {
+            continue;
+        }
+        let objects = u32::from_be_bytes(bytes[8 + 1020..8 + 1024].try_into().expect("4 bytes"));
+        if objects > MAX_OBJECTS {
+            continue;
+        }
+        packs.push(Pack { objects, ..pack });
+    }
+    Ok(packs)
+}
+
+/// Of packs sorted by object count, how many of the smallest to merge so that
+/// every pack left holds at least twice the objects of all smaller ones together
+/// (the merged pack included).
+fn geometric_split(sorted: &[u32]) -> usize {
+    let mut sum = 0u64;
+    let mut split = 0;
+    for (i, &n) in sorted.iter().enumerate() {
+        if u64::from(n) < 2 * sum {
+            split = i + 1;
+        }
+        sum += u64::from(n);
+    }
+    split
+}
+
+/// What a merge did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Merged {
+    pub packs: usize,
+    pub objects: usize,
+}
+
+/// Merges small packs if [`TRIGGER`] of them have piled up. Returns what was
+/// merged, `None` when nothing was due (or another process is merging).
+pub fn merge_if_due(repo: &Repository) -> Result<Option<Merged>> {
+    let dir = packs_dir(repo);
+    if count_indexes(&dir) < TRIGGER || dir.join("multi-pack-index").exists() {
+        return Ok(None);
+    }
+    let lock = dir.join("mara-merge.lock");
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = fs::metadata(&lock)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_LOCK);
+            if stale {
+                let _ = fs::remove_file(&lock);
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", lock.display())),
+    }
+    let merged = merge(repo, &dir);
+    let _ = fs::remove_file(&lock);
+    merged
+}
+
+fn merge(repo: &Repository, dir: &Path) -> Result<Option<Merged>> {
+    let mut packs = candidates(dir)?;
+    if packs.len() < TRIGGER {
+        return Ok(None);
+    }
+    packs.sort_by_key(|p| p.objects);
+    let counts: Vec<u32> = packs.iter().map(|p| p.objects).collect();
+    let split = geometric_split(&counts);
+    if split < 2 {
+        return Ok(None);
+    }
+    let chosen = &packs[..split];
+    // Packs written since this process opened the repository are not in its
+    // object database's list yet.
+    repo.odb()?.refresh()?;
+    let mut builder = repo.packbuilder()?;
+    builder.set_threads(1);
+    let mut objects = 0;
+    for pack in chosen {
+        for oid in index_oids(&pack.idx)? {
+            builder.insert_object(oid, None)?;
+            objects += 1;
+        }
+    }
+    let mut buf = git2::Buf::new();
+    builder.write_buf(&mut buf)?;
+    let odb = repo.odb()?;
+    let mut writer = odb.packwriter()?;
+    std::io::Write::write_all(&mut writer, &buf).context("writing the merged pack")?;
+    writer.commit().context("writing the merged pack")?;
+    // A pack is named by its trailing checksum. Only once the merged pack is
+    // complete under that name may the packs it holds go.
+    let trailer = buf.len().checked_sub(20).map(|at| &buf[at..]);
+    let name = trailer
+        .and_then(|t| Oid::from_bytes(t).ok())
+        .map(|oid| format!("pack-{oid}"));
+    let Some(name) = name.filter(|n| dir.join(format!("{n}.idx")).exists()) else {
+        bail!("the merged pack is not where git looks for it; the small packs were kept");
+    };
+    for pack in chosen {
+        if pack.idx.file_stem() == Some(std::ffi::OsStr::new(&name)) {
+            continue;
+        }
+        // The index first, so no new reader finds a pack about to vanish.
+        for ext in ["idx", "rev", "bitmap", "pack"] {
+            let _ = fs::remove_file(pack.with_ext(ext));
+        }
+    }
+    Ok(Some(Merged {
+        packs: chosen.len(),
+        objects,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::geometric_split;
+
+    #[test]
+    fn geometric_split_rolls_up_until_each_pack_doubles_the_rest() {
+        // Sixteen one-event packs: all merge.
+        assert_eq!(geometric_split(&[7; 16]), 16);
+        // A big pack that holds more than twice the rest stays.
+        assert_eq!(geometric_split(&[7, 7, 7, 1000]), 3);
+        // Already geometric: nothing to do.
+        assert_eq!(geometric_split(&[1, 3, 9, 27]), 0);
+        // A middle pack too small for what is below it is rolled in.
+        assert_eq!(geometric_split(&[7, 7, 20, 100]), 3);
+        assert_eq!(geometric_split(&[]), 0);
+    }
+}

@@ -1,0 +1,111 @@
+//! How events land in the object database: one small packfile per event, no loose
+//! objects, and the small packs merged so their number stays bounded, without
+//! losing an object and without touching packs git treats specially.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::common::{git, TestRepo};
+
+fn pack_dir(r: &TestRepo) -> PathBuf {
+    r.dir.join(".git").join("objects").join("pack")
+}
+
+/// The pack names (without extension) in the pack directory.
+fn packs(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .expect("reading objects/pack")
+        .filter_map(|e| {
+            let name = e.expect("an entry").file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".pack").map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Loose objects in the repository (`git count-objects` counts them).
+fn loose_objects(r: &TestRepo) -> u64 {
+    let out = git(&r.dir, &["count-objects", "-v"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("count: "))
+        .expect("count-objects prints a count")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+fn plan(r: &TestRepo, n: usize) {
+    let tasks: Vec<serde_json::Value> = (1..=n)
+        .map(|i| serde_json::json!({"id": format!("T{i}"), "title": format!("task {i}")}))
+        .collect();
+    let file = r.write_outside("plan.json", &serde_json::to_string(&tasks).expect("json"));
+    r.mara(&["plan", file.to_str().expect("utf-8")]).ok("plan");
+}
+
+#[test]
+fn events_write_no_loose_objects_and_small_packs_get_merged() {
+    let r = TestRepo::with_run("packs");
+    let loose_before = loose_objects(&r);
+    plan(&r, 60);
+    for i in 1..=60 {
+        r.mara_as("implementer#1", &["claim", &format!("T{i}")])
+            .ok("claim");
+        let n = packs(&pack_dir(&r)).len();
+        assert!(
+            n < 16 + 8,
+            "after claim {i}, {n} packs: small packs are merged once 16 piled up"
+        );
+    }
+    assert_eq!(
+        loose_objects(&r),
+        loose_before,
+        "an event writes a pack, not loose objects"
+    );
+    // Every object of every event is there, and the board replays.
+    let fsck = std::process::Command::new("git")
+        .args(["fsck", "--full", "--strict", "--no-dangling"])
+        .current_dir(&r.dir)
+        .output()
+        .expect("git fsck");
+    assert!(
+        fsck.status.success(),
+        "git fsck: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    r.verify_ok();
+    let out = git(&r.dir, &["log", "--format=%s", "refs/mara/packs"]);
+    assert_eq!(out.lines().count(), 62, "init, plan and 60 claims");
+}
+
+#[test]
+fn kept_packs_are_never_merged_and_a_multi_pack_index_stops_merging() {
+    let r = TestRepo::with_run("keep");
+    plan(&r, 40);
+    // Pack what exists and mark that pack kept, as a user or a server might.
+    git(&r.dir, &["repack", "-a", "-d", "-q"]);
+    let kept = packs(&pack_dir(&r));
+    assert_eq!(kept.len(), 1, "one pack after repack -a -d");
+    let kept_name = kept.iter().next().expect("one").clone();
+    std::fs::write(pack_dir(&r).join(format!("{kept_name}.keep")), "").expect("keep file");
+    for i in 1..=20 {
+        r.mara_as("implementer#1", &["claim", &format!("T{i}")])
+            .ok("claim");
+    }
+    let now = packs(&pack_dir(&r));
+    assert!(now.contains(&kept_name), "the kept pack is still there");
+    assert!(now.len() < 16, "the other small packs were merged: {now:?}");
+
+    // With a multi-pack-index, git maintenance owns the packs: mara merges none.
+    git(&r.dir, &["multi-pack-index", "write"]);
+    let before = packs(&pack_dir(&r));
+    for i in 21..=40 {
+        r.mara_as("implementer#1", &["claim", &format!("T{i}")])
+            .ok("claim");
+    }
+    let after = packs(&pack_dir(&r));
+    assert!(
+        before.is_subset(&after),
+        "no pack was removed while a multi-pack-index exists"
+    );
+    assert_eq!(after.len(), before.len() + 20, "one new pack per event");
+    r.verify_ok();
+}
