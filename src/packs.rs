@@ -18,6 +18,7 @@
 //! a multi-pack-index exists (`git maintenance` owns the packs then).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,8 +29,16 @@ use git2::{Oid, Repository};
 pub const TRIGGER: usize = 16;
 /// Packs with more objects than this are left to `git gc` / `git maintenance`.
 pub const MAX_OBJECTS: u32 = 50_000;
-/// A merge lock older than this was left by a killed process.
-const STALE_LOCK: Duration = Duration::from_secs(120);
+/// A merge rewrites at most this many objects (the smallest packs first), so the
+/// write that happens to trigger it is not held up for long.
+pub const MAX_MERGE: u64 = 20_000;
+/// A merge lock older than this was left by a killed process. A merge takes well
+/// under a second, and two merges at once are safe (each deletes only packs whose
+/// objects it wrote into its own new pack), so this only saves work.
+const STALE_LOCK: Duration = Duration::from_secs(10);
+/// A temporary pack file (libgit2's `pack_git2_*`) older than this was left by a
+/// writer killed while writing it; nothing names its objects.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// A packfile in `objects/pack`, named by its index.
 #[derive(Debug, Clone)]
@@ -59,6 +68,14 @@ fn count_indexes(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+fn older_than(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > age)
+}
+
 /// Reads the object ids of a version-2 pack index.
 fn index_oids(path: &Path) -> Result<Vec<Oid>> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -85,6 +102,13 @@ fn candidates(dir: &Path) -> Result<Vec<Pack>> {
     let mut packs = vec![];
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("pack_git2_") {
+            if older_than(&path, STALE_TEMP) {
+                let _ = fs::remove_file(&path);
+            }
+            continue;
+        }
         if path.extension().and_then(|e| e.to_str()) != Some("idx") {
             continue;
         }
@@ -99,11 +123,13 @@ fn candidates(dir: &Path) -> Result<Vec<Pack>> {
         {
             continue;
         }
-        let Ok(bytes) = fs::read(&path) else { continue };
-        if bytes.len() < 8 + 1024 || bytes[..4] != [0xff, b't', b'O', b'c'] {
+        // The header and the fan-out table: its last entry is the object count.
+        let mut head = [0u8; 8 + 1024];
+        let read = fs::File::open(&path).and_then(|mut f| f.read_exact(&mut head));
+        if read.is_err() || head[..4] != [0xff, b't', b'O', b'c'] {
             continue;
         }
-        let objects = u32::from_be_bytes(bytes[8 + 1020..8 + 1024].try_into().expect("4 bytes"));
+        let objects = u32::from_be_bytes(head[8 + 1020..].try_into().expect("4 bytes"));
         if objects > MAX_OBJECTS {
             continue;
         }
@@ -114,8 +140,9 @@ fn candidates(dir: &Path) -> Result<Vec<Pack>> {
 
 /// Of packs sorted by object count, how many of the smallest to merge so that
 /// every pack left holds at least twice the objects of all smaller ones together
-/// (the merged pack included).
-fn geometric_split(sorted: &[u32]) -> usize {
+/// (the merged pack included), as long as they hold no more than `budget`
+/// objects together.
+fn geometric_split(sorted: &[u32], budget: u64) -> usize {
     let mut sum = 0u64;
     let mut split = 0;
     for (i, &n) in sorted.iter().enumerate() {
@@ -123,6 +150,9 @@ fn geometric_split(sorted: &[u32]) -> usize {
             split = i + 1;
         }
         sum += u64::from(n);
+    }
+    while split > 0 && sorted[..split].iter().map(|&n| u64::from(n)).sum::<u64>() > budget {
+        split -= 1;
     }
     split
 }
@@ -149,12 +179,7 @@ pub fn merge_if_due(repo: &Repository) -> Result<Option<Merged>> {
     {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let stale = fs::metadata(&lock)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STALE_LOCK);
-            if stale {
+            if older_than(&lock, STALE_LOCK) {
                 let _ = fs::remove_file(&lock);
             }
             return Ok(None);
@@ -173,7 +198,7 @@ fn merge(repo: &Repository, dir: &Path) -> Result<Option<Merged>> {
     }
     packs.sort_by_key(|p| p.objects);
     let counts: Vec<u32> = packs.iter().map(|p| p.objects).collect();
-    let split = geometric_split(&counts);
+    let split = geometric_split(&counts, MAX_MERGE);
     if split < 2 {
         return Ok(None);
     }
@@ -226,14 +251,23 @@ mod tests {
 
     #[test]
     fn geometric_split_rolls_up_until_each_pack_doubles_the_rest() {
+        let all = u64::MAX;
         // Sixteen one-event packs: all merge.
-        assert_eq!(geometric_split(&[7; 16]), 16);
+        assert_eq!(geometric_split(&[7; 16], all), 16);
         // A big pack that holds more than twice the rest stays.
-        assert_eq!(geometric_split(&[7, 7, 7, 1000]), 3);
+        assert_eq!(geometric_split(&[7, 7, 7, 1000], all), 3);
         // Already geometric: nothing to do.
-        assert_eq!(geometric_split(&[1, 3, 9, 27]), 0);
+        assert_eq!(geometric_split(&[1, 3, 9, 27], all), 0);
         // A middle pack too small for what is below it is rolled in.
-        assert_eq!(geometric_split(&[7, 7, 20, 100]), 3);
-        assert_eq!(geometric_split(&[]), 0);
+        assert_eq!(geometric_split(&[7, 7, 20, 100], all), 3);
+        assert_eq!(geometric_split(&[], all), 0);
+    }
+
+    #[test]
+    fn geometric_split_stays_within_the_budget() {
+        // All four would merge; the budget takes the smallest that fit.
+        assert_eq!(geometric_split(&[7, 7, 7, 20], 21), 3);
+        assert_eq!(geometric_split(&[7, 7, 7, 20], 14), 2);
+        assert_eq!(geometric_split(&[7, 7, 7, 20], 6), 0);
     }
 }

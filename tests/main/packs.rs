@@ -16,7 +16,11 @@ fn packs(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .expect("reading objects/pack")
         .filter_map(|e| {
-            let name = e.expect("an entry").file_name().to_string_lossy().into_owned();
+            let name = e
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             name.strip_suffix(".pack").map(str::to_owned)
         })
         .collect()
@@ -107,5 +111,37 @@ fn kept_packs_are_never_merged_and_a_multi_pack_index_stops_merging() {
         "no pack was removed while a multi-pack-index exists"
     );
     assert_eq!(after.len(), before.len() + 20, "one new pack per event");
+    r.verify_ok();
+}
+
+#[test]
+fn a_killed_merge_or_pack_write_does_not_stop_merging() {
+    let r = TestRepo::with_run("killed");
+    plan(&r, 30);
+    let dir = pack_dir(&r);
+    let backdate = |path: &Path, secs: u64| {
+        let f = std::fs::File::create(path).expect("creating a leftover");
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .expect("backdating it");
+    };
+    // What a writer killed mid-pack and a merger killed mid-merge leave behind.
+    let temp = dir.join("pack_git2_0123456789ab");
+    backdate(&temp, 2 * 3600);
+    let fresh_temp = dir.join("pack_git2_ba9876543210");
+    backdate(&fresh_temp, 0);
+    let lock = dir.join("mara-merge.lock");
+    backdate(&lock, 60);
+    for i in 1..=30 {
+        r.mara_as("implementer#1", &["claim", &format!("T{i}")])
+            .ok("claim");
+    }
+    assert!(!lock.exists(), "the stale merge lock was removed");
+    assert!(!temp.exists(), "the hour-old temporary pack was removed");
+    assert!(
+        fresh_temp.exists(),
+        "a temporary pack that may be in use is kept"
+    );
+    let n = packs(&dir).len();
+    assert!(n < 16, "merging went on after the stale lock: {n} packs");
     r.verify_ok();
 }
