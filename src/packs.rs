@@ -171,7 +171,15 @@ pub fn merge_if_due(repo: &Repository) -> Result<Option<Merged>> {
     if count_indexes(&dir) < TRIGGER || dir.join("multi-pack-index").exists() {
         return Ok(None);
     }
-    let lock = dir.join("mara-merge.lock");
+    // Many packs that are not mara's to merge (big or kept ones) must not cost
+    // every write a lock file: look before locking.
+    if chosen(candidates(&dir)?).is_empty() {
+        return Ok(None);
+    }
+    let lock = merge_lock(repo);
+    if let Some(parent) = lock.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
     match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -191,25 +199,39 @@ pub fn merge_if_due(repo: &Repository) -> Result<Option<Merged>> {
     merged
 }
 
-fn merge(repo: &Repository, dir: &Path) -> Result<Option<Merged>> {
-    let mut packs = candidates(dir)?;
+/// The lock that keeps two writers from doing the same merge at once.
+pub fn merge_lock(repo: &Repository) -> PathBuf {
+    repo.commondir().join("mara").join("pack-merge.lock")
+}
+
+/// The packs to merge now: none below [`TRIGGER`] candidates, else the smallest
+/// ones by [`geometric_split`] (at least two).
+fn chosen(mut packs: Vec<Pack>) -> Vec<Pack> {
     if packs.len() < TRIGGER {
-        return Ok(None);
+        return vec![];
     }
     packs.sort_by_key(|p| p.objects);
     let counts: Vec<u32> = packs.iter().map(|p| p.objects).collect();
     let split = geometric_split(&counts, MAX_MERGE);
     if split < 2 {
+        return vec![];
+    }
+    packs.truncate(split);
+    packs
+}
+
+fn merge(repo: &Repository, dir: &Path) -> Result<Option<Merged>> {
+    let chosen = chosen(candidates(dir)?);
+    if chosen.is_empty() {
         return Ok(None);
     }
-    let chosen = &packs[..split];
     // Packs written since this process opened the repository are not in its
     // object database's list yet.
     repo.odb()?.refresh()?;
     let mut builder = repo.packbuilder()?;
     builder.set_threads(1);
     let mut objects = 0;
-    for pack in chosen {
+    for pack in &chosen {
         for oid in index_oids(&pack.idx)? {
             builder.insert_object(oid, None)?;
             objects += 1;
@@ -230,7 +252,7 @@ fn merge(repo: &Repository, dir: &Path) -> Result<Option<Merged>> {
     let Some(name) = name.filter(|n| dir.join(format!("{n}.idx")).exists()) else {
         bail!("the merged pack is not where git looks for it; the small packs were kept");
     };
-    for pack in chosen {
+    for pack in &chosen {
         if pack.idx.file_stem() == Some(std::ffi::OsStr::new(&name)) {
             continue;
         }

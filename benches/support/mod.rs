@@ -62,6 +62,13 @@ pub fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The 90th percentile (sorts `v`).
+#[allow(dead_code)] // not every benchmark prints it
+pub fn p90(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() * 9 / 10]
+}
+
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -129,7 +129,7 @@ fn a_killed_merge_or_pack_write_does_not_stop_merging() {
     backdate(&temp, 2 * 3600);
     let fresh_temp = dir.join("pack_git2_ba9876543210");
     backdate(&fresh_temp, 0);
-    let lock = dir.join("mara-merge.lock");
+    let lock = r.dir.join(".git").join("mara").join("pack-merge.lock");
     backdate(&lock, 60);
     for i in 1..=30 {
         r.mara_as("implementer#1", &["claim", &format!("T{i}")])
