@@ -10,6 +10,7 @@ use crate::commands::{
     demo::DemoArgs,
     done::DoneArgs,
     export::ExportArgs,
+    gc::GcArgs,
     hooks::{HookArgs, HooksArgs},
     init::InitArgs,
     integrate::IntegrateArgs,
@@ -87,6 +88,8 @@ pub enum Cmd {
     Export(ExportArgs),
     /// Replay the log and check it reproduces the board.
     Verify,
+    /// Merge the small packfiles events leave (writes start this in the background).
+    Gc(GcArgs),
     /// Orchestrate a run: board from subtasks, then N instances per role.
     Run(RunArgs),
     /// Run a demo with scripted agents in a scratch repository.
@@ -128,6 +131,7 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Sync(a) => sync::run(&ctx, a),
         Cmd::Export(a) => export::run(&ctx, a),
         Cmd::Verify => verify::run(&ctx),
+        Cmd::Gc(a) => gc::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Demo(a) => demo::run(&ctx, a),
     }

@@ -14,6 +14,8 @@
 //! * An append reads only the objects its event needs and rewrites only the trees
 //!   on the paths it changes (tasks fan out into 256 buckets), so its cost does not
 //!   grow with the board or the log.
+//! * An append's objects are staged in memory and land as one packfile, complete
+//!   before the ref moves; small packs are merged after the write (`packs`).
 
 // This module is the sole writer of the run's ref (clippy.toml forbids the ref
 // writers everywhere else).
@@ -1010,11 +1012,10 @@ impl Ledger {
         }
     }
 
-    /// After a write: merges the small packs events leave once enough piled up.
-    /// The event is written whatever happens here; a failed merge keeps every
-    /// pack and says why.
+    /// After a write: starts merging the small packs events leave once enough
+    /// piled up, in the background. The event is written whatever happens here.
     fn merge_packs(&self) {
-        if let Err(e) = crate::packs::merge_if_due(&self.repo) {
+        if let Err(e) = crate::packs::after_write(&self.repo) {
             output::warn(&format!("could not merge small packfiles: {e:#}"));
         }
     }

@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         }
     };
     mara::ledger::tune_libgit2();
+    if let Ok(exe) = std::env::current_exe() {
+        mara::packs::merge_in_background_with(exe);
+    }
     let json = cli.json;
     match dispatch(cli) {
         Ok(report) => match output::print(&report, json) {

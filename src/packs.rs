@@ -4,7 +4,10 @@
 //! per event instead of one loose file per object. Left alone, a long run would
 //! leave one pack per event, and every object lookup (mara's and git's) walks the
 //! pack list. So after a write, once [`TRIGGER`] small packs have piled up, the
-//! writer merges them the way `git repack --geometric=2` does: sorted by object
+//! writer starts `mara gc --auto` in the background, as git starts a detached
+//! `git gc --auto` after a commit: the write's caller does not wait for it, and
+//! killing the writer does not stop it. It merges the packs the way
+//! `git repack --geometric=2` does: sorted by object
 //! count, the smallest packs are rolled into one until every remaining pack holds
 //! at least twice the objects of all smaller ones together. That leaves
 //! O(log events) packs, and each object is rewritten O(log events) times.
@@ -164,16 +167,68 @@ pub struct Merged {
     pub objects: usize,
 }
 
-/// Merges small packs if [`TRIGGER`] of them have piled up. Returns what was
-/// merged, `None` when nothing was due (or another process is merging).
-pub fn merge_if_due(repo: &Repository) -> Result<Option<Merged>> {
+/// Whether a merge is due: [`TRIGGER`] packs or more, no multi-pack-index, and
+/// nobody merging. Cheap: one directory listing and a stat.
+pub fn due(repo: &Repository) -> bool {
     let dir = packs_dir(repo);
-    if count_indexes(&dir) < TRIGGER || dir.join("multi-pack-index").exists() {
+    count_indexes(&dir) >= TRIGGER
+        && !dir.join("multi-pack-index").exists()
+        && (!merge_lock(repo).exists() || older_than(&merge_lock(repo), STALE_LOCK))
+}
+
+static MERGER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes writes start merges in the background with `exe gc --auto` (the mara
+/// binary calls this with itself). Without it, as in a program that uses mara as
+/// a library, the writer merges in the foreground.
+pub fn merge_in_background_with(exe: PathBuf) {
+    let _ = MERGER.set(exe);
+}
+
+/// After a write: merges small packs if due, in the background when a mara
+/// executable was set (see [`merge_in_background_with`]), else right here.
+pub fn after_write(repo: &Repository) -> Result<()> {
+    if !due(repo) {
+        return Ok(());
+    }
+    match MERGER.get() {
+        Some(exe) => spawn_merge(exe, repo),
+        None => merge_if_due(repo, false).map(|_| ()),
+    }
+}
+
+/// Starts `exe gc --auto` for `repo` in the background, in a process group of
+/// its own, and does not wait for it. A thread reaps it if this process lives on
+/// (the orchestrator, the MCP server); otherwise it outlives this process.
+fn spawn_merge(exe: &Path, repo: &Repository) -> Result<()> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["gc", "--auto"])
+        .env("GIT_DIR", repo.commondir())
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_COMMON_DIR")
+        .current_dir(repo.commondir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().context("starting mara gc --auto")?;
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
+
+/// Merges small packs if [`TRIGGER`] of them have piled up (or, with `force`,
+/// if two or more can be merged). Returns what was merged, `None` when nothing
+/// was due (or another process is merging).
+pub fn merge_if_due(repo: &Repository, force: bool) -> Result<Option<Merged>> {
+    let dir = packs_dir(repo);
+    if dir.join("multi-pack-index").exists() || (!force && count_indexes(&dir) < TRIGGER) {
         return Ok(None);
     }
+    let trigger = if force { 2 } else { TRIGGER };
     // Many packs that are not mara's to merge (big or kept ones) must not cost
     // every write a lock file: look before locking.
-    if chosen(candidates(&dir)?).is_empty() {
+    if chosen(candidates(&dir)?, trigger).is_empty() {
         return Ok(None);
     }
     let lock = merge_lock(repo);
@@ -194,7 +249,7 @@ pub fn merge_if_due(repo: &Repository) -> Result<Option<Merged>> {
         }
         Err(e) => return Err(e).with_context(|| format!("creating {}", lock.display())),
     }
-    let merged = merge(repo, &dir);
+    let merged = merge(repo, &dir, trigger);
     let _ = fs::remove_file(&lock);
     merged
 }
@@ -204,10 +259,10 @@ pub fn merge_lock(repo: &Repository) -> PathBuf {
     repo.commondir().join("mara").join("pack-merge.lock")
 }
 
-/// The packs to merge now: none below [`TRIGGER`] candidates, else the smallest
+/// The packs to merge now: none below `trigger` candidates, else the smallest
 /// ones by [`geometric_split`] (at least two).
-fn chosen(mut packs: Vec<Pack>) -> Vec<Pack> {
-    if packs.len() < TRIGGER {
+fn chosen(mut packs: Vec<Pack>, trigger: usize) -> Vec<Pack> {
+    if packs.len() < trigger {
         return vec![];
     }
     packs.sort_by_key(|p| p.objects);
@@ -220,8 +275,8 @@ fn chosen(mut packs: Vec<Pack>) -> Vec<Pack> {
     packs
 }
 
-fn merge(repo: &Repository, dir: &Path) -> Result<Option<Merged>> {
-    let chosen = chosen(candidates(dir)?);
+fn merge(repo: &Repository, dir: &Path, trigger: usize) -> Result<Option<Merged>> {
+    let chosen = chosen(candidates(dir)?, trigger);
     if chosen.is_empty() {
         return Ok(None);
     }

@@ -7,6 +7,7 @@ pub mod collect;
 pub mod demo;
 pub mod done;
 pub mod export;
+pub mod gc;
 pub mod heartbeat;
 pub mod hooks;
 pub mod init;

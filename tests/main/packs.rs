@@ -37,6 +37,19 @@ fn loose_objects(r: &TestRepo) -> u64 {
         .expect("a number")
 }
 
+/// Waits for the background merges writes started, then returns the pack names.
+fn settled_packs(r: &TestRepo) -> BTreeSet<String> {
+    let lock = r.dir.join(".git").join("mara").join("pack-merge.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = packs(&pack_dir(r));
+        if (now.len() < 16 && !lock.exists()) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn plan(r: &TestRepo, n: usize) {
     let tasks: Vec<serde_json::Value> = (1..=n)
         .map(|i| serde_json::json!({"id": format!("T{i}"), "title": format!("task {i}")}))
@@ -55,10 +68,12 @@ fn events_write_no_loose_objects_and_small_packs_get_merged() {
             .ok("claim");
         let n = packs(&pack_dir(&r)).len();
         assert!(
-            n < 16 + 8,
+            n < 40,
             "after claim {i}, {n} packs: small packs are merged once 16 piled up"
         );
     }
+    let n = settled_packs(&r).len();
+    assert!(n < 16, "{n} packs once the background merges are done");
     assert_eq!(
         loose_objects(&r),
         loose_before,
@@ -94,13 +109,13 @@ fn kept_packs_are_never_merged_and_a_multi_pack_index_stops_merging() {
         r.mara_as("implementer#1", &["claim", &format!("T{i}")])
             .ok("claim");
     }
-    let now = packs(&pack_dir(&r));
+    let now = settled_packs(&r);
     assert!(now.contains(&kept_name), "the kept pack is still there");
     assert!(now.len() < 16, "the other small packs were merged: {now:?}");
 
     // With a multi-pack-index, git maintenance owns the packs: mara merges none.
     git(&r.dir, &["multi-pack-index", "write"]);
-    let before = packs(&pack_dir(&r));
+    let before = settled_packs(&r);
     for i in 21..=40 {
         r.mara_as("implementer#1", &["claim", &format!("T{i}")])
             .ok("claim");
@@ -141,7 +156,32 @@ fn a_killed_merge_or_pack_write_does_not_stop_merging() {
         fresh_temp.exists(),
         "a temporary pack that may be in use is kept"
     );
-    let n = packs(&dir).len();
+    let n = settled_packs(&r).len();
     assert!(n < 16, "merging went on after the stale lock: {n} packs");
     r.verify_ok();
+}
+
+#[test]
+fn mara_gc_merges_what_can_be_merged_and_says_so() {
+    let r = TestRepo::with_run("gc");
+    plan(&r, 5);
+    for i in 1..=5 {
+        r.mara_as("implementer#1", &["claim", &format!("T{i}")])
+            .ok("claim");
+    }
+    let before = packs(&pack_dir(&r)).len();
+    assert!(before >= 7, "one pack per event, fewer than 16: none merged yet");
+    let o = r.mara(&["gc", "--auto"]);
+    o.ok("gc --auto");
+    assert!(o.stdout.contains("nothing to merge"), "{}", o.stdout);
+    assert_eq!(packs(&pack_dir(&r)).len(), before);
+    let o = r.mara(&["gc"]);
+    o.ok("gc");
+    assert!(o.stdout.starts_with("merged "), "{}", o.stdout);
+    assert!(packs(&pack_dir(&r)).len() < before);
+    r.verify_ok();
+    let o = r.mara(&["gc", "--json"]);
+    o.ok("gc --json");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("json");
+    assert_eq!(v["merged_packs"], 0, "all merged already: {v}");
 }
