@@ -579,6 +579,12 @@ impl Staging<'_> {
         Ok(oid)
     }
 
+    /// Drops the staged objects.
+    fn discard(&self) -> Result<()> {
+        self.written.borrow_mut().clear();
+        Ok(self.mempack.reset()?)
+    }
+
     /// Writes the staged objects into `repo` as one packfile and empties the area.
     /// The pack is complete once its index is renamed into place; a writer killed
     /// before that leaves only a temporary file, which `git gc` removes.
@@ -908,7 +914,6 @@ impl Ledger {
             };
             let tree = stage.write_changes(&self.repo, Some(&snap.tree), &changes)?;
             let commit = self.commit_event(stage, &event, tree, Some(snap.tip))?;
-            stage.land(&self.repo)?;
             let written = |attempts| {
                 Ok(Outcome::Written(Box::new(Appended {
                     event: event.clone(),
@@ -918,6 +923,7 @@ impl Ledger {
             };
             let mut lock = None;
             if let Some(remote) = &remote {
+                stage.land(&self.repo)?;
                 match remote::push(self.repo.path(), remote, commit, &self.refname)? {
                     Push::Accepted => {
                         self.mark_synced();
@@ -931,7 +937,12 @@ impl Ledger {
                         fresh = true;
                     }
                 }
+            } else if self.repo.refname_to_id(&self.refname).ok() != Some(snap.tip) {
+                // Someone moved the ref while this event was drafted: this attempt
+                // has lost already. Its objects never reach the disk.
+                stage.discard()?;
             } else {
+                stage.land(&self.repo)?;
                 match self.repo.reference_matching(
                     &self.refname,
                     commit,

@@ -170,7 +170,10 @@ fn mara_gc_merges_what_can_be_merged_and_says_so() {
             .ok("claim");
     }
     let before = packs(&pack_dir(&r)).len();
-    assert!(before >= 7, "one pack per event, fewer than 16: none merged yet");
+    assert!(
+        before >= 7,
+        "one pack per event, fewer than 16: none merged yet"
+    );
     let o = r.mara(&["gc", "--auto"]);
     o.ok("gc --auto");
     assert!(o.stdout.contains("nothing to merge"), "{}", o.stdout);
