@@ -37,9 +37,9 @@ fn append(ledger: &Ledger, sender: &str, kind: EventKind) {
         .expect("fixture event appends");
 }
 
-/// Builds the big board in-process: 10,000 tasks and 100,000 events. New objects go
-/// to an in-memory pack first and land on disk as a packfile every 10,000 events,
-/// as `git gc` would leave them after a long run.
+/// Builds the big board in-process: 10,000 tasks and 100,000 events, each landing
+/// as a pack and the packs merged as mara merges them (no `git gc`): the object
+/// database a long run leaves.
 fn big_board(dir: &Path, events: usize) {
     let started = Instant::now();
     assert!(Command::new(MARA)
@@ -51,16 +51,6 @@ fn big_board(dir: &Path, events: usize) {
         .success());
     let repo = git2::Repository::open(dir).expect("open");
     let ledger = Ledger::open(repo, "bench".parse().expect("run id")).expect("ledger");
-    let odb = ledger.repo().odb().expect("odb");
-    let mempack = odb.add_new_mempack_backend(1000).expect("mempack");
-    let flush = || {
-        let mut buf = git2::Buf::new();
-        mempack.dump(ledger.repo(), &mut buf).expect("dump");
-        let mut w = odb.packwriter().expect("packwriter");
-        std::io::Write::write_all(&mut w, &buf).expect("pack write");
-        w.commit().expect("pack commit");
-        mempack.reset().expect("reset");
-    };
     for chunk in 0..10 {
         append(
             &ledger,
@@ -111,14 +101,12 @@ fn big_board(dir: &Path, events: usize) {
         n += 4;
         cycle += 1;
         if n % 10_000 < 4 {
-            flush();
             eprintln!(
                 "  fixture: {n} events ({:.0}s)",
                 started.elapsed().as_secs_f64()
             );
         }
     }
-    flush();
 }
 
 fn release(dir: &Path, task: &str) {

@@ -586,20 +586,16 @@ impl Staging<'_> {
     }
 
     /// Writes the staged objects into `repo` as one packfile and empties the area.
-    /// The pack is complete once its index is renamed into place; a writer killed
-    /// before that leaves only a temporary file, which `git gc` removes.
+    /// The pack counts once the index and then the pack are renamed into place,
+    /// before the ref moves; a writer killed before that leaves only temporary
+    /// files, which a later merge removes.
     fn land(&self, repo: &Repository) -> Result<()> {
         let mut written = self.written.borrow_mut();
         let mut builder = self.area.packbuilder()?;
         for oid in written.iter() {
             builder.insert_object(*oid, None)?;
         }
-        let mut buf = git2::Buf::new();
-        builder.write_buf(&mut buf)?;
-        let odb = repo.odb()?;
-        let mut writer = odb.packwriter()?;
-        std::io::Write::write_all(&mut writer, &buf).context("writing a packfile")?;
-        writer.commit().context("writing a packfile")?;
+        crate::packs::write_pack(&mut builder, repo).context("writing a packfile")?;
         written.clear();
         self.mempack.reset()?;
         Ok(())

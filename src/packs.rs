@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use git2::{Oid, Repository};
+use git2::{Oid, PackBuilder, Repository};
 
 /// Small packs that trigger a merge.
 pub const TRIGGER: usize = 16;
@@ -254,6 +254,22 @@ pub fn merge_if_due(repo: &Repository, force: bool) -> Result<Option<Merged>> {
     merged
 }
 
+/// Writes what `builder` holds into `repo` as one packfile (libgit2's indexer
+/// writes the pack and its index and renames them into place). Returns the
+/// pack's file name without extension: git names a pack by its trailing checksum.
+pub fn write_pack(builder: &mut PackBuilder<'_>, repo: &Repository) -> Result<Option<String>> {
+    let mut buf = git2::Buf::new();
+    builder.write_buf(&mut buf)?;
+    let odb = repo.odb()?;
+    let mut writer = odb.packwriter()?;
+    std::io::Write::write_all(&mut writer, &buf)?;
+    writer.commit()?;
+    let trailer = buf.len().checked_sub(20).map(|at| &buf[at..]);
+    Ok(trailer
+        .and_then(|t| Oid::from_bytes(t).ok())
+        .map(|oid| format!("pack-{oid}")))
+}
+
 /// The lock that keeps two writers from doing the same merge at once.
 pub fn merge_lock(repo: &Repository) -> PathBuf {
     repo.commondir().join("mara").join("pack-merge.lock")
@@ -292,18 +308,9 @@ fn merge(repo: &Repository, dir: &Path, trigger: usize) -> Result<Option<Merged>
             objects += 1;
         }
     }
-    let mut buf = git2::Buf::new();
-    builder.write_buf(&mut buf)?;
-    let odb = repo.odb()?;
-    let mut writer = odb.packwriter()?;
-    std::io::Write::write_all(&mut writer, &buf).context("writing the merged pack")?;
-    writer.commit().context("writing the merged pack")?;
-    // A pack is named by its trailing checksum. Only once the merged pack is
-    // complete under that name may the packs it holds go.
-    let trailer = buf.len().checked_sub(20).map(|at| &buf[at..]);
-    let name = trailer
-        .and_then(|t| Oid::from_bytes(t).ok())
-        .map(|oid| format!("pack-{oid}"));
+    let name = write_pack(&mut builder, repo).context("writing the merged pack")?;
+    // Only once the merged pack is complete under its name may the packs it
+    // holds go.
     let Some(name) = name.filter(|n| dir.join(format!("{n}.idx")).exists()) else {
         bail!("the merged pack is not where git looks for it; the small packs were kept");
     };
