@@ -38,16 +38,38 @@ pub fn git_ok(dir: &Path, args: &[&str]) -> Result<String> {
 /// Runs `git` on the repository at `git_dir` (its `.git` directory), whatever
 /// `GIT_DIR`, `GIT_WORK_TREE` or `GIT_INDEX_FILE` a surrounding hook has set.
 pub fn git_at(git_dir: &Path, args: &[&str]) -> Result<Output> {
+    git_at_with_input(git_dir, args, &[])
+}
+
+/// Like [`git_at`], with `input` on git's stdin.
+pub fn git_at_with_input(git_dir: &Path, args: &[&str], input: &[u8]) -> Result<Output> {
     let line = format!("git {}", args.join(" "));
-    Command::new("git")
-        .args(args)
-        .current_dir(git_dir)
-        .env("GIT_DIR", git_dir)
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env("LC_ALL", "C")
-        .env("LC_MESSAGES", "C")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running `{line}` in {}", git_dir.display()))
+    let run = || -> std::io::Result<Output> {
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(git_dir)
+            .env("GIT_DIR", git_dir)
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+            .env("LC_ALL", "C")
+            .env("LC_MESSAGES", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // git reads all of its input before it writes much: no deadlock here.
+        let wrote = std::io::Write::write_all(&mut stdin, input);
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        wrote.or_else(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        Ok(out)
+    };
+    run().with_context(|| format!("running `{line}` in {}", git_dir.display()))
 }

@@ -6,8 +6,9 @@
 //! pack list. So after a write, once [`TRIGGER`] small packs have piled up, the
 //! writer starts `mara gc --auto` in the background, as git starts a detached
 //! `git gc --auto` after a commit: the write's caller does not wait for it, and
-//! killing the writer does not stop it. It merges the packs the way
-//! `git repack --geometric=2` does: sorted by object
+//! killing the writer does not stop it. It merges the packs with git's own
+//! `git pack-objects --stdin-packs`, chosen the way `git repack --geometric=2`
+//! chooses them: sorted by object
 //! count, the smallest packs are rolled into one until every remaining pack holds
 //! at least twice the objects of all smaller ones together. That leaves
 //! O(log events) packs, and each object is rewritten O(log events) times.
@@ -26,15 +27,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use git2::{Oid, PackBuilder, Repository};
+use git2::{PackBuilder, Repository};
+
+use crate::gitcmd;
 
 /// Small packs that trigger a merge.
 pub const TRIGGER: usize = 16;
 /// Packs with more objects than this are left to `git gc` / `git maintenance`.
-pub const MAX_OBJECTS: u32 = 50_000;
+pub const MAX_OBJECTS: u32 = 100_000;
 /// A merge rewrites at most this many objects (the smallest packs first), so the
 /// write that happens to trigger it is not held up for long.
-pub const MAX_MERGE: u64 = 20_000;
+pub const MAX_MERGE: u64 = 100_000;
 /// A merge lock older than this was left by a killed process. A merge takes well
 /// under a second, and two merges at once are safe (each deletes only packs whose
 /// objects it wrote into its own new pack), so this only saves work.
@@ -77,27 +80,6 @@ fn older_than(path: &Path, age: Duration) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|a| a > age)
-}
-
-/// Reads the object ids of a version-2 pack index.
-fn index_oids(path: &Path) -> Result<Vec<Oid>> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() < 8 + 1024
-        || bytes[..4] != [0xff, b't', b'O', b'c']
-        || bytes[4..8] != [0, 0, 0, 2]
-    {
-        bail!("{} is not a version 2 pack index", path.display());
-    }
-    let count = u32::from_be_bytes(bytes[8 + 1020..8 + 1024].try_into().expect("4 bytes")) as usize;
-    let start = 8 + 1024;
-    let end = start + count * 20;
-    if bytes.len() < end {
-        bail!("{} is truncated", path.display());
-    }
-    bytes[start..end]
-        .chunks_exact(20)
-        .map(|c| Oid::from_bytes(c).map_err(Into::into))
-        .collect()
 }
 
 /// The packs that may be merged: complete, not special, not big.
@@ -255,19 +237,15 @@ pub fn merge_if_due(repo: &Repository, force: bool) -> Result<Option<Merged>> {
 }
 
 /// Writes what `builder` holds into `repo` as one packfile (libgit2's indexer
-/// writes the pack and its index and renames them into place). Returns the
-/// pack's file name without extension: git names a pack by its trailing checksum.
-pub fn write_pack(builder: &mut PackBuilder<'_>, repo: &Repository) -> Result<Option<String>> {
+/// writes the pack and its index and renames them into place).
+pub fn write_pack(builder: &mut PackBuilder<'_>, repo: &Repository) -> Result<()> {
     let mut buf = git2::Buf::new();
     builder.write_buf(&mut buf)?;
     let odb = repo.odb()?;
     let mut writer = odb.packwriter()?;
     std::io::Write::write_all(&mut writer, &buf)?;
     writer.commit()?;
-    let trailer = buf.len().checked_sub(20).map(|at| &buf[at..]);
-    Ok(trailer
-        .and_then(|t| Oid::from_bytes(t).ok())
-        .map(|oid| format!("pack-{oid}")))
+    Ok(())
 }
 
 /// The lock that keeps two writers from doing the same merge at once.
@@ -296,24 +274,41 @@ fn merge(repo: &Repository, dir: &Path, trigger: usize) -> Result<Option<Merged>
     if chosen.is_empty() {
         return Ok(None);
     }
-    // Packs written since this process opened the repository are not in its
-    // object database's list yet.
-    repo.odb()?.refresh()?;
-    let mut builder = repo.packbuilder()?;
-    builder.set_threads(1);
-    let mut objects = 0;
-    for pack in &chosen {
-        for oid in index_oids(&pack.idx)? {
-            builder.insert_object(oid, None)?;
-            objects += 1;
-        }
+    // git's own pack-objects copies the objects of the chosen packs (all of them,
+    // reachable or not) into one new pack, reusing their compressed data and
+    // deltas as `git repack --geometric` does.
+    let names: String = chosen
+        .iter()
+        .filter_map(|p| {
+            p.with_ext("pack")
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .map(|n| n + "\n")
+        .collect();
+    let base = dir.join("pack");
+    let out = gitcmd::git_at_with_input(
+        repo.commondir(),
+        &[
+            "pack-objects",
+            "--stdin-packs",
+            "--quiet",
+            &base.to_string_lossy(),
+        ],
+        names.as_bytes(),
+    )?;
+    if !out.status.success() {
+        bail!(
+            "git pack-objects --stdin-packs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    let name = write_pack(&mut builder, repo).context("writing the merged pack")?;
+    let name = format!("pack-{}", String::from_utf8_lossy(&out.stdout).trim());
     // Only once the merged pack is complete under its name may the packs it
     // holds go.
-    let Some(name) = name.filter(|n| dir.join(format!("{n}.idx")).exists()) else {
-        bail!("the merged pack is not where git looks for it; the small packs were kept");
-    };
+    if !dir.join(format!("{name}.idx")).exists() || !dir.join(format!("{name}.pack")).exists() {
+        bail!("git pack-objects did not leave {name}; the small packs were kept");
+    }
     for pack in &chosen {
         if pack.idx.file_stem() == Some(std::ffi::OsStr::new(&name)) {
             continue;
@@ -325,7 +320,7 @@ fn merge(repo: &Repository, dir: &Path, trigger: usize) -> Result<Option<Merged>
     }
     Ok(Some(Merged {
         packs: chosen.len(),
-        objects,
+        objects: chosen.iter().map(|p| p.objects as usize).sum(),
     }))
 }
 
