@@ -244,7 +244,15 @@ pub struct Ledger {
     /// The e-mail of event commits: the user's, so a run across machines shows
     /// who ran each instance.
     email: String,
+    /// Appends and reads since the object database was last opened afresh.
+    uses: std::cell::Cell<u32>,
 }
+
+/// A long-lived process (the orchestrator, the MCP server) reopens its object
+/// database after this many appends and reads: libgit2 adds the packs it finds
+/// on a refresh but never drops the ones merged away since, so its pack list
+/// would only grow, and every lookup walks it.
+const REOPEN_ODB_EVERY: u32 = 64;
 
 /// What a command decided on one snapshot of the board.
 pub enum Draft {
@@ -674,6 +682,7 @@ impl Ledger {
             run,
             refname,
             email,
+            uses: std::cell::Cell::new(0),
         }
     }
 
@@ -849,6 +858,7 @@ impl Ledger {
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
     {
+        self.count_use()?;
         Staging::with(|stage| self.append_staged(stage, sender, &mut draft))
     }
 
@@ -1002,7 +1012,22 @@ impl Ledger {
     /// Runs a read of the board at the current tip, again on a fresh tip if an
     /// object vanished under it (see [`is_vanished`]).
     pub fn read<T>(&self, mut f: impl FnMut(&Snapshot<'_>) -> Result<T>) -> Result<T> {
+        self.count_use()?;
         self.settled(|| f(&self.snapshot()?))
+    }
+
+    /// Counts an append or a read; every [`REOPEN_ODB_EVERY`] uses the object
+    /// database is opened afresh.
+    fn count_use(&self) -> Result<()> {
+        let n = self.uses.get() + 1;
+        if n < REOPEN_ODB_EVERY {
+            self.uses.set(n);
+            return Ok(());
+        }
+        self.uses.set(0);
+        let fresh = Repository::open(self.repo.path())?;
+        self.repo.set_odb(&fresh.odb()?)?;
+        Ok(())
     }
 
     /// Runs `f` again when an object vanished under it (see [`is_vanished`]).
@@ -1294,6 +1319,7 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
             "fetch",
             "--quiet",
             "--no-tags",
+            "--no-auto-maintenance",
             "--no-write-fetch-head",
             "--no-recurse-submodules",
             remote,

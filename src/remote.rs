@@ -111,6 +111,9 @@ pub fn fetch(git_dir: &Path, remote: &str, refname: &str) -> Result<Result<(), F
         "fetch",
         "--no-tags",
         "--no-write-fetch-head",
+        // mara merges its own packs; a gc started by this fetch could delete the
+        // object directory another writer's fetch is unpacking into.
+        "--no-auto-maintenance",
         "--no-recurse-submodules",
         remote,
         &spec,
