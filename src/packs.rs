@@ -3,26 +3,29 @@
 //! Every event lands as one small packfile (see `ledger::Staging`): two new files
 //! per event instead of one loose file per object. Left alone, a long run would
 //! leave one pack per event, and every object lookup (mara's and git's) walks the
-//! pack list. So after a write, once [`TRIGGER`] small packs have piled up, the
-//! writer starts `mara gc --auto` in the background, as git starts a detached
-//! `git gc --auto` after a commit: the write's caller does not wait for it, and
-//! killing the writer does not stop it. It merges the packs with git's own
-//! `git pack-objects --stdin-packs`, chosen the way `git repack --geometric=2`
-//! chooses them: sorted by object
-//! count, the smallest packs are rolled into one until every remaining pack holds
-//! at least twice the objects of all smaller ones together. That leaves
-//! O(log events) packs, and each object is rewritten O(log events) times.
+//! pack list. So packs are merged size-tiered, as a log-structured merge tree
+//! does it: a pack's tier is how many times [`FANOUT`] goes into its object count,
+//! and once [`FANOUT`] packs share the lowest crowded tier, they (and any smaller
+//! ones) become one pack of the next tier. That leaves fewer than [`FANOUT`] packs
+//! per tier, O(log events) in all, and rewrites each object once per tier.
+//!
+//! After a write, a look at the pack directory (one listing, no file opened)
+//! tells whether a merge is due; if so the writer starts `mara gc --auto` in the
+//! background, as git starts a detached `git gc --auto` after a commit: the
+//! write's caller does not wait for it, and killing the writer does not stop it.
+//! The merge itself is git's own `git pack-objects --stdin-packs`, which copies
+//! the packs' compressed objects and deltas as `git repack --geometric` does.
 //!
 //! Safety against concurrent readers and writers, as git's own repack does it:
 //! a pack is deleted only after a new pack holding every object of it (reachable
 //! or not, so a writer whose compare-and-swap is still to come keeps its objects)
-//! is complete on disk. A pack that cannot be read whole is left alone.
-//! Packs git treats specially are never touched: `.keep`, `.promisor` and cruft
-//! (`.mtimes`) packs, packs over [`MAX_OBJECTS`] objects, and nothing at all while
-//! a multi-pack-index exists (`git maintenance` owns the packs then).
+//! is complete on disk. Packs git treats specially are never touched: `.keep`,
+//! `.promisor` and cruft (`.mtimes`) packs, packs over [`MAX_OBJECTS`] objects,
+//! and nothing at all while a multi-pack-index exists (`git maintenance` owns the
+//! packs then).
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,12 +34,11 @@ use git2::{PackBuilder, Repository};
 
 use crate::gitcmd;
 
-/// Small packs that trigger a merge.
-pub const TRIGGER: usize = 16;
+/// How many packs of one tier are merged into one of the next.
+pub const FANOUT: usize = 8;
 /// Packs with more objects than this are left to `git gc` / `git maintenance`.
-pub const MAX_OBJECTS: u32 = 100_000;
-/// A merge rewrites at most this many objects (the smallest packs first), so the
-/// write that happens to trigger it is not held up for long.
+pub const MAX_OBJECTS: u64 = 100_000;
+/// A merge rewrites at most this many objects (the smallest packs first).
 pub const MAX_MERGE: u64 = 100_000;
 /// A merge lock older than this was left by a killed process. A merge takes well
 /// under a second, and two merges at once are safe (each deletes only packs whose
@@ -50,7 +52,7 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 struct Pack {
     idx: PathBuf,
-    objects: u32,
+    objects: u64,
 }
 
 impl Pack {
@@ -63,17 +65,6 @@ fn packs_dir(repo: &Repository) -> PathBuf {
     repo.commondir().join("objects").join("pack")
 }
 
-/// The number of `.idx` files in `dir`: the cheap check done after every write.
-fn count_indexes(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().as_encoded_bytes().ends_with(b".idx"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn older_than(path: &Path, age: Duration) -> bool {
     fs::metadata(path)
         .and_then(|m| m.modified())
@@ -82,80 +73,94 @@ fn older_than(path: &Path, age: Duration) -> bool {
         .is_some_and(|a| a > age)
 }
 
-/// The packs that may be merged: complete, not special, not big.
-fn candidates(dir: &Path) -> Result<Vec<Pack>> {
-    let mut packs = vec![];
+/// The number of objects a version-2 pack index of `len` bytes lists: a header
+/// and fan-out table (1,072 bytes), 28 bytes per object (id, CRC, offset), two
+/// checksums (40 bytes). Packs too small for 64-bit offsets have none.
+fn objects_in_index(len: u64) -> u64 {
+    len.saturating_sub(8 + 1024 + 40) / 28
+}
+
+/// The packs that may be merged, from one listing of the pack directory and the
+/// size of each index (no file is opened): complete (index and pack), not kept,
+/// promisor or cruft, not big. With `tidy`, also removes hour-old temporary
+/// files of killed writers.
+fn candidates(dir: &Path, tidy: bool) -> Result<Vec<Pack>> {
+    let mut names = BTreeSet::new();
+    let mut indexes = vec![];
     for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("pack_git2_") {
-            if older_than(&path, STALE_TEMP) {
-                let _ = fs::remove_file(&path);
+            if tidy && older_than(&entry.path(), STALE_TEMP) {
+                let _ = fs::remove_file(entry.path());
             }
             continue;
         }
-        if path.extension().and_then(|e| e.to_str()) != Some("idx") {
+        if let Some(stem) = name.strip_suffix(".idx") {
+            indexes.push((stem.to_owned(), entry));
+        }
+        names.insert(name);
+    }
+    let mut packs = vec![];
+    for (stem, entry) in indexes {
+        let has = |ext: &str| names.contains(&format!("{stem}.{ext}"));
+        if !has("pack") || has("keep") || has("promisor") || has("mtimes") {
             continue;
         }
-        let pack = Pack {
-            idx: path.clone(),
-            objects: 0,
-        };
-        if !pack.with_ext("pack").exists()
-            || ["keep", "promisor", "mtimes"]
-                .iter()
-                .any(|ext| pack.with_ext(ext).exists())
-        {
+        let Ok(meta) = entry.metadata() else { continue };
+        let objects = objects_in_index(meta.len());
+        if objects == 0 || objects > MAX_OBJECTS {
             continue;
         }
-        // The header and the fan-out table: its last entry is the object count.
-        let mut head = [0u8; 8 + 1024];
-        let read = fs::File::open(&path).and_then(|mut f| f.read_exact(&mut head));
-        if read.is_err() || head[..4] != [0xff, b't', b'O', b'c'] {
-            continue;
-        }
-        let objects = u32::from_be_bytes(head[8 + 1020..].try_into().expect("4 bytes"));
-        if objects > MAX_OBJECTS {
-            continue;
-        }
-        packs.push(Pack { objects, ..pack });
+        packs.push(Pack {
+            idx: entry.path(),
+            objects,
+        });
     }
     Ok(packs)
 }
 
-/// Of packs sorted by object count, how many of the smallest to merge so that
-/// every pack left holds at least twice the objects of all smaller ones together
-/// (the merged pack included), as long as they hold no more than `budget`
-/// objects together.
-fn geometric_split(sorted: &[u32], budget: u64) -> usize {
-    let mut sum = 0u64;
+/// A pack's tier: how many times [`FANOUT`] goes into its object count.
+fn tier(objects: u64) -> u32 {
+    objects.max(1).ilog(FANOUT as u64)
+}
+
+/// Of packs sorted by object count, how many of the smallest to merge: all up to
+/// and including the lowest tier that holds `fanout` packs, as far as `budget`
+/// objects go (at least two packs, else none).
+fn tiered_split(sorted: &[u64], fanout: usize, budget: u64) -> usize {
     let mut split = 0;
-    for (i, &n) in sorted.iter().enumerate() {
-        if u64::from(n) < 2 * sum {
-            split = i + 1;
+    let mut i = 0;
+    while i < sorted.len() {
+        let t = tier(sorted[i]);
+        let same = sorted[i..].iter().take_while(|&&n| tier(n) == t).count();
+        i += same;
+        if same >= fanout {
+            split = i;
+            break;
         }
-        sum += u64::from(n);
     }
-    while split > 0 && sorted[..split].iter().map(|&n| u64::from(n)).sum::<u64>() > budget {
-        split -= 1;
+    let mut sum = 0;
+    let fits = sorted[..split]
+        .iter()
+        .take_while(|&&n| {
+            sum += n;
+            sum <= budget
+        })
+        .count();
+    if fits >= 2 {
+        fits
+    } else {
+        0
     }
-    split
 }
 
-/// What a merge did.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Merged {
-    pub packs: usize,
-    pub objects: usize,
-}
-
-/// Whether a merge is due: [`TRIGGER`] packs or more, no multi-pack-index, and
-/// nobody merging. Cheap: one directory listing and a stat.
-pub fn due(repo: &Repository) -> bool {
-    let dir = packs_dir(repo);
-    count_indexes(&dir) >= TRIGGER
-        && !dir.join("multi-pack-index").exists()
-        && (!merge_lock(repo).exists() || older_than(&merge_lock(repo), STALE_LOCK))
+/// The packs to merge now: the smallest ones by [`tiered_split`].
+fn chosen(mut packs: Vec<Pack>, fanout: usize) -> Vec<Pack> {
+    packs.sort_by_key(|p| p.objects);
+    let counts: Vec<u64> = packs.iter().map(|p| p.objects).collect();
+    packs.truncate(tiered_split(&counts, fanout, MAX_MERGE));
+    packs
 }
 
 static MERGER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -165,6 +170,17 @@ static MERGER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// a library, the writer merges in the foreground.
 pub fn merge_in_background_with(exe: PathBuf) {
     let _ = MERGER.set(exe);
+}
+
+/// Whether a merge is due: a tier holds [`FANOUT`] packs, there is no
+/// multi-pack-index, and nobody is merging. One directory listing and a stat
+/// per index.
+pub fn due(repo: &Repository) -> bool {
+    let dir = packs_dir(repo);
+    let lock = merge_lock(repo);
+    !dir.join("multi-pack-index").exists()
+        && (!lock.exists() || older_than(&lock, STALE_LOCK))
+        && candidates(&dir, false).is_ok_and(|c| !chosen(c, FANOUT).is_empty())
 }
 
 /// After a write: merges small packs if due, in the background when a mara
@@ -199,18 +215,57 @@ fn spawn_merge(exe: &Path, repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// Merges small packs if [`TRIGGER`] of them have piled up (or, with `force`,
-/// if two or more can be merged). Returns what was merged, `None` when nothing
-/// was due (or another process is merging).
-pub fn merge_if_due(repo: &Repository, force: bool) -> Result<Option<Merged>> {
+/// Writes what `builder` holds into `repo` as one packfile (libgit2's indexer
+/// writes the pack and its index and renames them into place).
+pub fn write_pack(builder: &mut PackBuilder<'_>, repo: &Repository) -> Result<()> {
+    let mut buf = git2::Buf::new();
+    builder.write_buf(&mut buf)?;
+    let odb = repo.odb()?;
+    let mut writer = odb.packwriter()?;
+    std::io::Write::write_all(&mut writer, &buf)?;
+    writer.commit()?;
+    Ok(())
+}
+
+/// The lock that keeps two writers from doing the same merge at once.
+pub fn merge_lock(repo: &Repository) -> PathBuf {
+    repo.commondir().join("mara").join("pack-merge.lock")
+}
+
+/// What a merge did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Merged {
+    pub packs: usize,
+    pub objects: u64,
+}
+
+/// Merges packs if a tier holds [`FANOUT`] of them (with `all`, merges every pack
+/// mara may merge, up to [`MAX_MERGE`] objects). Returns what was merged, `None`
+/// when nothing was due or another process is merging.
+pub fn merge_if_due(repo: &Repository, all: bool) -> Result<Option<Merged>> {
     let dir = packs_dir(repo);
-    if dir.join("multi-pack-index").exists() || (!force && count_indexes(&dir) < TRIGGER) {
+    if dir.join("multi-pack-index").exists() {
         return Ok(None);
     }
-    let trigger = if force { 2 } else { TRIGGER };
-    // Many packs that are not mara's to merge (big or kept ones) must not cost
-    // every write a lock file: look before locking.
-    if chosen(candidates(&dir)?, trigger).is_empty() {
+    let fanout = if all { 2 } else { FANOUT };
+    let pick = |packs: Vec<Pack>| {
+        if all {
+            let mut packs = packs;
+            packs.sort_by_key(|p| p.objects);
+            let mut sum = 0;
+            packs.retain(|p| {
+                sum += p.objects;
+                sum <= MAX_MERGE
+            });
+            if packs.len() < 2 {
+                packs.clear();
+            }
+            packs
+        } else {
+            chosen(packs, fanout)
+        }
+    };
+    if pick(candidates(&dir, false)?).is_empty() {
         return Ok(None);
     }
     let lock = merge_lock(repo);
@@ -231,46 +286,13 @@ pub fn merge_if_due(repo: &Repository, force: bool) -> Result<Option<Merged>> {
         }
         Err(e) => return Err(e).with_context(|| format!("creating {}", lock.display())),
     }
-    let merged = merge(repo, &dir, trigger);
+    // Listed again under the lock: another merge may have finished meanwhile.
+    let merged = candidates(&dir, true).and_then(|c| merge(repo, &dir, pick(c)));
     let _ = fs::remove_file(&lock);
     merged
 }
 
-/// Writes what `builder` holds into `repo` as one packfile (libgit2's indexer
-/// writes the pack and its index and renames them into place).
-pub fn write_pack(builder: &mut PackBuilder<'_>, repo: &Repository) -> Result<()> {
-    let mut buf = git2::Buf::new();
-    builder.write_buf(&mut buf)?;
-    let odb = repo.odb()?;
-    let mut writer = odb.packwriter()?;
-    std::io::Write::write_all(&mut writer, &buf)?;
-    writer.commit()?;
-    Ok(())
-}
-
-/// The lock that keeps two writers from doing the same merge at once.
-pub fn merge_lock(repo: &Repository) -> PathBuf {
-    repo.commondir().join("mara").join("pack-merge.lock")
-}
-
-/// The packs to merge now: none below `trigger` candidates, else the smallest
-/// ones by [`geometric_split`] (at least two).
-fn chosen(mut packs: Vec<Pack>, trigger: usize) -> Vec<Pack> {
-    if packs.len() < trigger {
-        return vec![];
-    }
-    packs.sort_by_key(|p| p.objects);
-    let counts: Vec<u32> = packs.iter().map(|p| p.objects).collect();
-    let split = geometric_split(&counts, MAX_MERGE);
-    if split < 2 {
-        return vec![];
-    }
-    packs.truncate(split);
-    packs
-}
-
-fn merge(repo: &Repository, dir: &Path, trigger: usize) -> Result<Option<Merged>> {
-    let chosen = chosen(candidates(dir)?, trigger);
+fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merged>> {
     if chosen.is_empty() {
         return Ok(None);
     }
@@ -320,33 +342,46 @@ fn merge(repo: &Repository, dir: &Path, trigger: usize) -> Result<Option<Merged>
     }
     Ok(Some(Merged {
         packs: chosen.len(),
-        objects: chosen.iter().map(|p| p.objects as usize).sum(),
+        objects: chosen.iter().map(|p| p.objects).sum(),
     }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::geometric_split;
+    use super::{objects_in_index, tier, tiered_split};
 
     #[test]
-    fn geometric_split_rolls_up_until_each_pack_doubles_the_rest() {
-        let all = u64::MAX;
-        // Sixteen one-event packs: all merge.
-        assert_eq!(geometric_split(&[7; 16], all), 16);
-        // A big pack that holds more than twice the rest stays.
-        assert_eq!(geometric_split(&[7, 7, 7, 1000], all), 3);
-        // Already geometric: nothing to do.
-        assert_eq!(geometric_split(&[1, 3, 9, 27], all), 0);
-        // A middle pack too small for what is below it is rolled in.
-        assert_eq!(geometric_split(&[7, 7, 20, 100], all), 3);
-        assert_eq!(geometric_split(&[], all), 0);
+    fn tiers_are_powers_of_the_fanout() {
+        assert_eq!(tier(1), 0);
+        assert_eq!(tier(7), 0);
+        assert_eq!(tier(8), 1);
+        assert_eq!(tier(63), 1);
+        assert_eq!(tier(64), 2);
+        assert_eq!(objects_in_index(8 + 1024 + 40 + 7 * 28), 7);
     }
 
     #[test]
-    fn geometric_split_stays_within_the_budget() {
-        // All four would merge; the budget takes the smallest that fit.
-        assert_eq!(geometric_split(&[7, 7, 7, 20], 21), 3);
-        assert_eq!(geometric_split(&[7, 7, 7, 20], 14), 2);
-        assert_eq!(geometric_split(&[7, 7, 7, 20], 6), 0);
+    fn the_lowest_crowded_tier_and_everything_below_it_merge() {
+        let all = u64::MAX;
+        // Eight one-event packs: all merge.
+        assert_eq!(tiered_split(&[7; 8], 8, all), 8);
+        // Seven: not yet.
+        assert_eq!(tiered_split(&[7; 7], 8, all), 0);
+        // Eight in tier 1, with smaller ones below: those go along.
+        assert_eq!(
+            tiered_split(&[3, 5, 9, 9, 9, 9, 9, 9, 9, 9, 500], 8, all),
+            10
+        );
+        // Crowded tiers above a calm one: the lowest crowded tier decides.
+        let mut packs = vec![7, 7];
+        packs.extend([70; 8]);
+        assert_eq!(tiered_split(&packs, 8, all), 10);
+        assert_eq!(tiered_split(&[], 8, all), 0);
+    }
+
+    #[test]
+    fn a_merge_stays_within_the_budget() {
+        assert_eq!(tiered_split(&[7; 8], 8, 21), 3);
+        assert_eq!(tiered_split(&[7; 8], 8, 13), 0);
     }
 }
