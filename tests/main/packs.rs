@@ -69,7 +69,7 @@ fn events_write_no_loose_objects_and_small_packs_get_merged() {
         let n = packs(&pack_dir(&r)).len();
         assert!(
             n < 40,
-            "after claim {i}, {n} packs: small packs are merged once 16 piled up"
+            "after claim {i}, {n} packs: packs are merged once a tier holds 8"
         );
     }
     let n = settled_packs(&r).len();
@@ -172,7 +172,7 @@ fn mara_gc_merges_what_can_be_merged_and_says_so() {
     let before = packs(&pack_dir(&r)).len();
     assert!(
         before >= 7,
-        "one pack per event, fewer than 16: none merged yet"
+        "one pack per event, no tier crowded: none merged yet"
     );
     let o = r.mara(&["gc", "--auto"]);
     o.ok("gc --auto");
