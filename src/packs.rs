@@ -298,16 +298,21 @@ fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merg
     }
     // git's own pack-objects copies the objects of the chosen packs (all of them,
     // reachable or not) into one new pack, reusing their compressed data and
-    // deltas as `git repack --geometric` does.
-    let names: String = chosen
+    // deltas as `git repack --geometric` does. Every other pack is named as
+    // excluded (`^`): git's walk for naming objects stops at their objects
+    // instead of walking the whole board from each commit.
+    let pack_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mine: BTreeSet<String> = chosen
         .iter()
-        .filter_map(|p| {
-            p.with_ext("pack")
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .map(|n| n + "\n")
+        .filter_map(|p| pack_name(&p.with_ext("pack")))
         .collect();
+    let mut names: String = mine.iter().map(|n| format!("{n}\n")).collect();
+    for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pack") && !mine.contains(&name) {
+            names.push_str(&format!("^{name}\n"));
+        }
+    }
     let base = dir.join("pack");
     let out = gitcmd::git_at_with_input(
         repo.commondir(),
