@@ -13,8 +13,9 @@
 //! tells whether a merge is due; if so the writer starts `mara gc --auto` in the
 //! background, as git starts a detached `git gc --auto` after a commit: the
 //! write's caller does not wait for it, and killing the writer does not stop it.
-//! The merge itself is git's own `git pack-objects --stdin-packs`, which copies
-//! the packs' compressed objects and deltas as `git repack --geometric` does.
+//! The merge itself is git's own `git pack-objects --window=0`, given the ids
+//! the packs' indexes list: no walk of the board, no new delta search; the
+//! packs' compressed objects and deltas are copied where their base comes along.
 //!
 //! Safety against concurrent readers and writers, as git's own repack does it:
 //! a pack is deleted only after a new pack holding every object of it (reachable
@@ -118,6 +119,21 @@ fn candidates(dir: &Path, tidy: bool) -> Result<Vec<Pack>> {
         });
     }
     Ok(packs)
+}
+
+/// The object ids a version-2 pack index lists.
+fn index_oids(path: &Path) -> Result<Vec<git2::Oid>> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() < 8 + 1024 || bytes[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+        bail!("{} is not a version 2 pack index", path.display());
+    }
+    let count = u32::from_be_bytes(bytes[8 + 1020..8 + 1024].try_into().expect("4 bytes")) as usize;
+    let ids = bytes
+        .get(8 + 1024..8 + 1024 + count * 20)
+        .with_context(|| format!("{} is truncated", path.display()))?;
+    ids.chunks_exact(20)
+        .map(|c| git2::Oid::from_bytes(c).map_err(Into::into))
+        .collect()
 }
 
 /// A pack's tier: how many times [`FANOUT`] goes into its object count.
@@ -296,21 +312,14 @@ fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merg
     if chosen.is_empty() {
         return Ok(None);
     }
-    // git's own pack-objects copies the objects of the chosen packs (all of them,
-    // reachable or not) into one new pack, reusing their compressed data and
-    // deltas as `git repack --geometric` does. Every other pack is named as
-    // excluded (`^`): git's walk for naming objects stops at their objects
-    // instead of walking the whole board from each commit.
-    let pack_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mine: BTreeSet<String> = chosen
-        .iter()
-        .filter_map(|p| pack_name(&p.with_ext("pack")))
-        .collect();
-    let mut names: String = mine.iter().map(|n| format!("{n}\n")).collect();
-    for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".pack") && !mine.contains(&name) {
-            names.push_str(&format!("^{name}\n"));
+    // git's own pack-objects copies every object of the chosen packs (reachable
+    // or not) into one new pack, given their ids: no walk of the board, no new
+    // delta search (`--window=0`); compressed data and deltas are reused where
+    // their base comes along.
+    let mut names = String::new();
+    for pack in &chosen {
+        for oid in index_oids(&pack.idx)? {
+            names.push_str(&format!("{oid}\n"));
         }
     }
     let base = dir.join("pack");
@@ -318,7 +327,7 @@ fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merg
         repo.commondir(),
         &[
             "pack-objects",
-            "--stdin-packs",
+            "--window=0",
             "--quiet",
             &base.to_string_lossy(),
         ],
@@ -326,7 +335,7 @@ fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merg
     )?;
     if !out.status.success() {
         bail!(
-            "git pack-objects --stdin-packs failed: {}",
+            "git pack-objects failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
