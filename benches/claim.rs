@@ -130,7 +130,11 @@ fn main() {
     // MARA_BENCH_DIR picks the file system (e.g. /dev/shm to leave the disk out).
     let base = std::env::temp_dir();
     let dir = support::knob_path("MARA_BENCH_DIR").unwrap_or(base);
-    let tmp = tempfile::tempdir_in(dir).expect("tempdir");
+    let mut tmp = tempfile::tempdir_in(dir).expect("tempdir");
+    // MARA_BENCH_KEEP=1 leaves the repositories behind, to look into.
+    if knob("MARA_BENCH_KEEP", 0) == 1 {
+        tmp.disable_cleanup(true);
+    }
     eprintln!("building the boards in {}", tmp.path().display());
 
     let small = repo("small", tmp.path());
