@@ -599,14 +599,55 @@ impl Staging<'_> {
     /// files, which a later merge removes.
     fn land(&self, repo: &Repository) -> Result<()> {
         let mut written = self.written.borrow_mut();
-        let mut builder = self.area.packbuilder()?;
-        for oid in written.iter() {
-            builder.insert_object(*oid, None)?;
-        }
-        crate::packs::write_pack(&mut builder, repo).context("writing a packfile")?;
+        let pack = self.pack(&written)?;
+        let odb = repo.odb()?;
+        let mut writer = odb.packwriter()?;
+        std::io::Write::write_all(&mut writer, &pack).context("writing a packfile")?;
+        writer.commit().context("writing a packfile")?;
         written.clear();
         self.mempack.reset()?;
         Ok(())
+    }
+
+    /// The staged objects as a version-2 packfile: no deltas (an event's objects
+    /// share little), each zlib-compressed at level 1 as git writes loose
+    /// objects, then the SHA-1 trailer. libgit2's indexer checks it all and
+    /// writes the index.
+    fn pack(&self, oids: &[Oid]) -> Result<Vec<u8>> {
+        let odb = self.area.odb()?;
+        let mut seen = std::collections::HashSet::new();
+        let oids: Vec<Oid> = oids.iter().copied().filter(|o| seen.insert(*o)).collect();
+        let mut pack = Vec::with_capacity(4096);
+        pack.extend_from_slice(b"PACK");
+        pack.extend_from_slice(&2u32.to_be_bytes());
+        pack.extend_from_slice(&u32::try_from(oids.len())?.to_be_bytes());
+        for oid in oids {
+            let object = odb.read(oid)?;
+            let kind: u8 = match object.kind() {
+                ObjectType::Commit => 1,
+                ObjectType::Tree => 2,
+                ObjectType::Blob => 3,
+                ObjectType::Tag => 4,
+                other => bail!("cannot pack object {oid} of type {other}"),
+            };
+            let data = object.data();
+            // Type and size: 3 bits of type and 4 of size, then 7 bits per byte.
+            let mut size = data.len();
+            let mut byte = (kind << 4) | (size & 0x0f) as u8;
+            size >>= 4;
+            while size > 0 {
+                pack.push(byte | 0x80);
+                byte = (size & 0x7f) as u8;
+                size >>= 7;
+            }
+            pack.push(byte);
+            let mut z = flate2::write::ZlibEncoder::new(&mut pack, flate2::Compression::fast());
+            std::io::Write::write_all(&mut z, data)?;
+            z.finish()?;
+        }
+        let trailer = sha1_smol::Sha1::from(&pack).digest().bytes();
+        pack.extend_from_slice(&trailer);
+        Ok(pack)
     }
 }
 

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use git2::{PackBuilder, Repository};
+use git2::Repository;
 
 use crate::gitcmd;
 
@@ -228,18 +228,6 @@ fn spawn_merge(exe: &Path, repo: &Repository) -> Result<()> {
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().context("starting mara gc --auto")?;
     std::thread::spawn(move || child.wait());
-    Ok(())
-}
-
-/// Writes what `builder` holds into `repo` as one packfile (libgit2's indexer
-/// writes the pack and its index and renames them into place).
-pub fn write_pack(builder: &mut PackBuilder<'_>, repo: &Repository) -> Result<()> {
-    let mut buf = git2::Buf::new();
-    builder.write_buf(&mut buf)?;
-    let odb = repo.odb()?;
-    let mut writer = odb.packwriter()?;
-    std::io::Write::write_all(&mut writer, &buf)?;
-    writer.commit()?;
     Ok(())
 }
 
