@@ -299,6 +299,22 @@ impl TestRepo {
         self.mara(&["verify"]).ok("mara verify");
     }
 
+    /// Plans one task per number in `numbers`, id `id(i)`, title `task {i}`, in one
+    /// `mara plan`.
+    pub fn plan_numbered(
+        &self,
+        numbers: impl IntoIterator<Item = usize>,
+        id: impl Fn(usize) -> String,
+    ) {
+        let plan: Vec<serde_json::Value> = numbers
+            .into_iter()
+            .map(|i| serde_json::json!({"id": id(i), "title": format!("task {i}")}))
+            .collect();
+        let p = self.write_outside("plan.json", &serde_json::Value::Array(plan).to_string());
+        self.mara(&["plan", p.to_str().expect("a UTF-8 path")])
+            .ok("mara plan");
+    }
+
     /// Writes a file below the temporary root (outside the repository) and
     /// returns its path.
     pub fn write_outside(&self, name: &str, contents: &str) -> PathBuf {

@@ -220,12 +220,7 @@ fn killer(
 
 /// `n` tasks `T00000`, `T00001`, ... in one `mara plan`.
 fn plan_tasks(r: &TestRepo, n: usize) {
-    let plan: Vec<Value> = (0..n)
-        .map(|i| json!({"id": format!("T{i:05}"), "title": format!("task {i}")}))
-        .collect();
-    let p = r.write_outside("plan.json", &Value::Array(plan).to_string());
-    r.mara(&["plan", p.to_str().expect("a UTF-8 path")])
-        .ok("mara plan");
+    r.plan_numbered(0..n, |i| format!("T{i:05}"));
 }
 
 /// Whether `git args` exits 0 in `dir`.

@@ -51,11 +51,7 @@ fn settled_packs(r: &TestRepo) -> BTreeSet<String> {
 }
 
 fn plan(r: &TestRepo, n: usize) {
-    let tasks: Vec<serde_json::Value> = (1..=n)
-        .map(|i| serde_json::json!({"id": format!("T{i}"), "title": format!("task {i}")}))
-        .collect();
-    let file = r.write_outside("plan.json", &serde_json::to_string(&tasks).expect("json"));
-    r.mara(&["plan", file.to_str().expect("utf-8")]).ok("plan");
+    r.plan_numbered(1..=n, |i| format!("T{i}"));
 }
 
 #[test]
