@@ -24,6 +24,10 @@ pub type Ts = DateTime<Utc>;
 /// Default lease: an instance that wrote nothing for this long loses its claims.
 pub const DEFAULT_CLAIM_TIMEOUT_SEC: u64 = 300;
 
+/// Default of `coordination.max_clock_skew_sec`: an event stamped further ahead of
+/// a writer's clock, or further behind the event before it, is not built on.
+pub const DEFAULT_MAX_CLOCK_SKEW_SEC: u64 = 300;
+
 /// Longest task title, post text or glob we store.
 const MAX_TEXT: usize = 4096;
 
@@ -53,6 +57,10 @@ pub struct RunConfig {
     /// The config's `outputs.pattern`: the name of each instance's artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs_pattern: Option<String>,
+    /// How far an event's time may run ahead of a writer's clock, or behind the
+    /// event before it (default [`DEFAULT_MAX_CLOCK_SKEW_SEC`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew_sec: Option<u64>,
 }
 
 impl RunConfig {
@@ -64,6 +72,17 @@ impl RunConfig {
             .unwrap_or("<role>_<instance>.md")
             .replace("<role>", id.role())
             .replace("<instance>", &id.number().to_string())
+    }
+
+    /// How far clocks may disagree: see `max_clock_skew_sec`.
+    pub fn max_clock_skew(&self) -> chrono::TimeDelta {
+        let sec = self
+            .max_clock_skew_sec
+            .unwrap_or(DEFAULT_MAX_CLOCK_SKEW_SEC);
+        i64::try_from(sec)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX)
     }
 
     /// The remote whose ref is the lock, when writes go through one.
@@ -666,13 +685,16 @@ impl Event {
 
 /// Flattens free text to one printable line of at most `max` characters; a cut is
 /// marked with a final '…' (which counts toward `max`).
+///
+/// Invisible and direction-changing characters are written as escapes
+/// ([`crate::text::escape_invisible`]), so a subject reads as what it says.
 pub fn one_line(s: &str, max: usize) -> String {
     let words: Vec<String> = s
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|w| !w.is_empty())
         .map(|w| w.chars().filter(|c| !c.is_control()).collect())
         .collect();
-    let flat = words.join(" ");
+    let flat = crate::text::escape_invisible(&words.join(" "));
     if flat.chars().count() <= max {
         return flat;
     }
@@ -1080,10 +1102,59 @@ fn check_text(what: &str, s: &str) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// Why `p` is not a plain relative path inside a work tree, if it is not one.
+///
+/// Board paths (artifacts, task globs) were written by some instance and end up
+/// joined to a directory on another machine, so anything that could lead out of
+/// that directory or into git's own is refused: an absolute path, a `..` or `.`
+/// component, an empty component, a backslash (a separator on Windows), a control
+/// character, and a `.git` component in any spelling git itself refuses on
+/// case-insensitive or NTFS file systems (`.GIT`, `.git.`, `.git `, `git~1`).
+pub fn unsafe_path_reason(p: &str) -> Option<&'static str> {
+    if p.starts_with('/') {
+        return Some("is absolute");
+    }
+    if p.contains('\\') {
+        return Some("contains a backslash");
+    }
+    if p.chars().any(char::is_control) {
+        return Some("contains a control character");
+    }
+    if p.len() > 2 && p.as_bytes()[1] == b':' {
+        return Some("starts with a drive letter");
+    }
+    // A glob's trailing '/' means "everything below".
+    for c in p.strip_suffix('/').unwrap_or(p).split('/') {
+        match c {
+            "" => return Some("has an empty component"),
+            "." | ".." => return Some("has a '.' or '..' component"),
+            _ => {}
+        }
+        let lower = c.to_ascii_lowercase();
+        let stem = lower.trim_end_matches([' ', '.']);
+        if stem == ".git" || stem == "git~1" {
+            return Some("has a .git component");
+        }
+    }
+    None
+}
+
+/// [`check_text`] plus [`unsafe_path_reason`].
+fn check_path(what: &str, p: &str) -> Result<(), RuleError> {
+    check_text(what, p)?;
+    if let Some(why) = unsafe_path_reason(p) {
+        return invalid(format!(
+            "{what} {:?} {why}; use a relative path inside the work tree, like src/api/",
+            one_line(p, 80)
+        ));
+    }
+    Ok(())
+}
+
 fn check_new_task(t: &NewTask) -> Result<(), RuleError> {
     check_text(&format!("title of {}", t.id), &t.title)?;
     for p in &t.paths {
-        check_text(&format!("path glob of {}", t.id), p)?;
+        check_path(&format!("path glob of {}", t.id), p)?;
     }
     if t.deps.contains(&t.id) {
         return invalid(format!("{} depends on itself", t.id));
@@ -1310,7 +1381,7 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             t.done_at = Some(ts);
             t.claimed_by = holder;
             if let Some(path) = artifact {
-                check_text("artifact path", path)?;
+                check_path("artifact path", path)?;
                 t.artifact = Some(path.clone());
                 let me = sender_instance(event)?;
                 let mut list = board.artifacts.get(&me).cloned().unwrap_or_default();
@@ -1350,7 +1421,7 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             changes.push(Change::Instance(i));
         }
         EventKind::Artifact { instance, path, .. } => {
-            check_text("artifact path", path)?;
+            check_path("artifact path", path)?;
             let mut list = board.artifacts.get(instance).cloned().unwrap_or_default();
             if !list.iter().any(|a| &a.path == path) {
                 list.push(Artifact {
@@ -1435,7 +1506,8 @@ pub fn check_message_type(kind: &str) -> Result<(), String> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !ok {
         return Err(format!(
-            "message type {kind:?} is not a lower-case word (like decision, question, answer, note)"
+            "message type {} is not a lower-case word (like decision, question, answer, note)",
+            crate::text::quote(kind, 32)
         ));
     }
     if RESERVED_TYPES.contains(&kind) {

@@ -12,6 +12,10 @@ use crate::ids::InstanceId;
 /// Parses JSON into `T`; the error names `what` (the file), the key path
 /// (`roles[1].instances`) and serde's reason with line and column.
 pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    // serde_json would only say "expected value at line 1 column 1".
+    if text.starts_with('\u{feff}') {
+        bail!("{what} starts with a byte order mark (U+FEFF); save it as UTF-8 without a BOM");
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -72,6 +76,8 @@ pub struct Coordination {
     pub remote: Option<String>,
     /// Time limit of every instance, unless its role file sets `timeout_sec`.
     pub instance_timeout_sec: Option<u64>,
+    /// How far an event's time may run ahead of a writer's clock (default 300).
+    pub max_clock_skew_sec: Option<u64>,
 }
 
 /// The `outputs` block.
@@ -100,6 +106,13 @@ impl SeedConfig {
             if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
                 bail!(
                     "coordination.claim_timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds"
+                );
+            }
+        }
+        if let Some(t) = self.coordination.max_clock_skew_sec {
+            if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
+                bail!(
+                    "coordination.max_clock_skew_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds"
                 );
             }
         }

@@ -57,7 +57,7 @@ macro_rules! plain_id {
             type Err = anyhow::Error;
             fn from_str(s: &str) -> anyhow::Result<Self> {
                 check_plain_name(s)
-                    .map_err(|why| anyhow::anyhow!(concat!($what, " {:?} {}"), s, why))?;
+                    .map_err(|why| anyhow::anyhow!(concat!($what, " {} {}"), crate::text::quote(s, MAX_ID_LEN), why))?;
                 Ok(Self(s.to_owned()))
             }
         }
@@ -166,8 +166,8 @@ impl FromStr for InstanceId {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let bad = |why: &str| {
             anyhow::anyhow!(
-                "instance {:?} {why}; write it as <role>#<n>, for example implementer#2",
-                s
+                "instance {} {why}; write it as <role>#<n>, for example implementer#2",
+                crate::text::quote(s, MAX_ID_LEN)
             )
         };
         let (role, n) = s.split_once('#').ok_or_else(|| bad("has no '#'"))?;

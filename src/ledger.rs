@@ -38,6 +38,11 @@ use crate::ids::{InstanceId, RunId, TaskId};
 use crate::output;
 use crate::remote::{self, Push};
 
+mod check;
+pub mod marks;
+
+use check::Checker;
+
 /// How many times an append re-reads and retries after losing the race.
 const MAX_ATTEMPTS: u32 = 400;
 /// The same through a remote, where every attempt is a push and a fetch.
@@ -110,46 +115,6 @@ fn mark_synced(repo: &Repository, run: &RunId) {
     }
     // Best effort: the marker only feeds "last synced N ago".
     let _ = std::fs::write(&p, now().to_rfc3339());
-}
-
-/// The file holding the newest tip of a run this clone wrote or fetched: the
-/// history the clone has seen, which a later tip must contain.
-fn seen_marker(repo: &Repository, run: &RunId) -> PathBuf {
-    repo.commondir()
-        .join("mara")
-        .join("seen")
-        .join(run.as_str())
-}
-
-/// Records `tip` as seen. Written in place (no new file per event, which would
-/// cost a claim an inode): concurrent writers may leave an older tip, which is
-/// still an ancestor of the ref, and a torn write reads as no marker.
-pub fn mark_seen(repo: &Repository, run: &RunId, tip: Oid) {
-    use std::io::Write as _;
-    let p = seen_marker(repo, run);
-    let open = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-    };
-    let file = open().or_else(|_| {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        open()
-    });
-    if let Ok(mut f) = file {
-        let _ = writeln!(f, "{tip}");
-    }
-}
-
-/// The tip this clone last saw, if it recorded one.
-pub fn last_seen(repo: &Repository, run: &RunId) -> Option<Oid> {
-    let text = std::fs::read_to_string(seen_marker(repo, run)).ok()?;
-    let oid = Oid::from_str(text.trim()).ok()?;
-    repo.find_commit(oid).ok().map(|_| oid)
 }
 
 /// Removes the ref's lock file if a killed process left it behind.
@@ -280,6 +245,8 @@ pub struct Snapshot<'l> {
     repo: &'l Repository,
     pub tip: Oid,
     pub seq: u64,
+    /// The time of the event at the tip.
+    pub ts: Ts,
     pub config: RunConfig,
     tree: Tree<'l>,
     full: RefCell<Option<Board>>,
@@ -736,6 +703,16 @@ impl Ledger {
                 "run {run} already exists ({refname}); pick another id with `mara init --run ID`"
             );
         }
+        if marks::exists(&repo, &run) {
+            let seen = marks::load(&repo, &run).seen;
+            let restore = seen.map_or(String::new(), |s| {
+                format!("restore it with `git update-ref {refname} {s}`, or ")
+            });
+            bail!(
+                "run {run} was here before (this clone saw it{}), but {refname} is gone; nothing was written. {restore}start it anew with `mara init --run {run} --force`",
+                seen.map_or(String::new(), |s| format!(" up to {s}"))
+            );
+        }
         let event = Event {
             seq: 0,
             ts: now(),
@@ -790,7 +767,7 @@ impl Ledger {
                 Err(e) => return Err(anyhow!(e).context(format!("creating {}", ledger.refname))),
             }
         }
-        mark_seen(&ledger.repo, &ledger.run, commit);
+        marks::write(&ledger.repo, &ledger.run, commit, Some(commit));
         Ok((
             ledger,
             Appended {
@@ -838,12 +815,14 @@ impl Ledger {
             repo: &self.repo,
             tip,
             seq: event.seq,
+            ts: event.ts,
             config: RunConfig {
                 run: self.run.clone(),
                 claim_timeout_sec: 0,
                 lock_mode: Default::default(),
                 remote: None,
                 outputs_pattern: None,
+                max_clock_skew_sec: None,
             },
             tree,
             full: RefCell::new(None),
@@ -922,7 +901,7 @@ impl Ledger {
                 }
                 snap => snap?,
             };
-            self.check_not_rewritten(snap.tip)?;
+            self.check_new_events(stage, &snap)?;
             let remote = snap.config.write_remote().map(str::to_owned);
             let ts = now();
             let judged = draft(&snap, ts).and_then(|d| match d {
@@ -975,7 +954,8 @@ impl Ledger {
                     Push::Accepted => {
                         self.mark_synced();
                         self.advance_local(snap.tip, commit, &event)?;
-                        mark_seen(&self.repo, &self.run, commit);
+                        // Built on a checked tip with the rules checked: checked too.
+                        marks::write(&self.repo, &self.run, commit, Some(commit));
                         self.merge_packs();
                         return written(attempts);
                     }
@@ -998,7 +978,8 @@ impl Ledger {
                     &format!("mara: {}", event.subject()),
                 ) {
                     Ok(_) => {
-                        mark_seen(&self.repo, &self.run, commit);
+                        // Built on a checked tip with the rules checked: checked too.
+                        marks::write(&self.repo, &self.run, commit, Some(commit));
                         self.merge_packs();
                         return written(attempts);
                     }
@@ -1102,26 +1083,128 @@ impl Ledger {
 
     /// Refuses to build on a tip that does not contain what this clone saw before:
     /// the run's history was rewritten (a reset, a forced update, a restore from an
-    /// old backup), and appending would bury that.
-    fn check_not_rewritten(&self, tip: Oid) -> Result<()> {
-        let Some(seen) = last_seen(&self.repo, &self.run) else {
-            return Ok(());
+    /// old backup), and appending would bury that. Returns whether `tip` contains
+    /// what was seen (false: the snapshot is merely stale).
+    fn check_not_rewritten(&self, tip: Oid, seen: Option<Oid>) -> Result<bool> {
+        let Some(seen) = seen else {
+            return Ok(true);
         };
         if seen == tip || self.repo.graph_descendant_of(tip, seen)? {
-            return Ok(());
+            return Ok(true);
         }
         // Another writer may have moved the ref (and recorded it as seen) after
         // this snapshot was read: then the snapshot is merely stale, and the
         // compare-and-swap will fail and retry on the new tip.
         if self.repo.refname_to_id(&self.refname)? != tip {
-            return Ok(());
+            return Ok(false);
         }
         bail!(
             "{} was rewritten: this clone last saw {seen}, and the ref now points at {tip}, which does not contain it; nothing was written. See `mara verify`; restore with `git update-ref {} {seen}`, or if the rewrite is intended, `rm {}`",
             self.refname,
             self.refname,
-            seen_marker(&self.repo, &self.run).display()
+            marks::path(&self.repo, &self.run).display()
         )
+    }
+
+    /// Checks, before anything is built on `snap`, every event this clone has not
+    /// checked before: those after the last tip it checked, a few in the common
+    /// case, all of them on first contact. Each must replay exactly as `mara
+    /// verify` replays it ([`Checker::check`]); the first that does not stops the
+    /// write, naming the commit. The tip's time is checked against this clock
+    /// every time.
+    fn check_new_events(&self, stage: &Staging<'_>, snap: &Snapshot<'_>) -> Result<()> {
+        let marks = marks::load(&self.repo, &self.run);
+        let contains_seen = self.check_not_rewritten(snap.tip, marks.seen)?;
+        let refuse = |problem: &str| {
+            anyhow!(
+                "refusing to build on {}: {problem}; nothing was written. `mara verify` lists every problem",
+                self.refname
+            )
+        };
+        if marks.checked == Some(snap.tip) {
+            let skew = snap.config.max_clock_skew();
+            if snap.ts - now() > skew {
+                return Err(refuse(&format!(
+                    "its tip {} (seq {}) is stamped {}, more than {}s ahead of this clock; set the clocks right (NTP), or raise coordination.max_clock_skew_sec",
+                    snap.tip,
+                    snap.seq,
+                    snap.ts.to_rfc3339(),
+                    skew.num_seconds()
+                )));
+            }
+            return Ok(());
+        }
+        let mut todo = vec![];
+        let mut cur = snap.tip;
+        let base = loop {
+            if Some(cur) == marks.checked {
+                break Some(cur);
+            }
+            todo.push(cur);
+            let commit = self.repo.find_commit(cur)?;
+            match commit.parent_count() {
+                0 => break None,
+                1 => cur = commit.parent_id(0)?,
+                n => {
+                    return Err(refuse(&format!(
+                        "commit {cur} has {n} parents; an event has one"
+                    )))
+                }
+            }
+        };
+        if todo.len() >= 1000 {
+            output::warn(&format!(
+                "checking {} events of run {} that this clone has not checked before",
+                todo.len(),
+                self.run
+            ));
+        }
+        let mut parent: Option<(Snapshot<'_>, Event)> = match base {
+            Some(b) => {
+                let s = self.snapshot_at(b)?;
+                let e = event_of_message(self.repo.find_commit(b)?.message().unwrap_or_default())?;
+                Some((s, e))
+            }
+            None => None,
+        };
+        let mut checker = Checker {
+            read: &self.repo,
+            write: stage.area,
+            run: &self.run,
+            now: now(),
+            skew: parent.as_ref().map_or(
+                chrono::TimeDelta::seconds(board::DEFAULT_MAX_CLOCK_SKEW_SEC as i64),
+                |(s, _)| s.config.max_clock_skew(),
+            ),
+        };
+        for oid in todo.into_iter().rev() {
+            let commit = self.repo.find_commit(oid)?;
+            let (replayed, problems) = checker.check(
+                &commit,
+                parent.as_ref().map(|(_, e)| e),
+                parent.as_ref().map(|(s, _)| &s.tree),
+                |e| match &parent {
+                    Some((s, _)) => s.board_for(&e.kind, &e.sender),
+                    None => Ok(Board::default()),
+                },
+            );
+            stage.discard()?;
+            if let Some(p) = problems.first() {
+                return Err(refuse(p));
+            }
+            let event = replayed.expect("a check without problems replays").event;
+            if let EventKind::Init { config } = &event.kind {
+                checker.skew = config.max_clock_skew();
+            }
+            parent = Some((self.snapshot_at(oid)?, event));
+        }
+        let seen = if contains_seen {
+            snap.tip
+        } else {
+            marks.seen.unwrap_or(snap.tip)
+        };
+        marks::write(&self.repo, &self.run, seen, Some(snap.tip));
+        Ok(())
     }
 
     /// Fetches the run's ref from `remote` (fast-forward only).
@@ -1204,73 +1287,36 @@ impl Ledger {
         let mut problems = vec![];
         let mut board = Board::default();
         let mut replayed: Option<Oid> = None;
-        let mut prev_tree: Option<Oid> = None;
+        let mut prev: Option<(Oid, Event)> = None;
         let mut count = 0u64;
         let tip = self.repo.refname_to_id(&self.refname)?;
         let chain = self.chain()?;
-        for (i, oid) in chain.iter().copied().enumerate() {
+        let mut checker = Checker {
+            read: &self.repo,
+            write: &self.repo,
+            run: &self.run,
+            now: now(),
+            skew: chrono::TimeDelta::seconds(board::DEFAULT_MAX_CLOCK_SKEW_SEC as i64),
+        };
+        for oid in chain.iter().copied() {
             count += 1;
             let commit = self.repo.find_commit(oid)?;
-            let expected_parents = usize::from(i > 0);
-            if commit.parent_count() != expected_parents {
-                problems.push(format!(
-                    "commit {oid} has {} parents; an event has {expected_parents}",
-                    commit.parent_count()
-                ));
-            }
-            let event = match event_of_message(commit.message().unwrap_or_default()) {
-                Ok(e) => e,
-                Err(e) => {
-                    problems.push(format!("commit {oid}: {e:#}"));
-                    break;
-                }
-            };
-            if event.seq != i as u64 {
-                problems.push(format!(
-                    "commit {oid} has seq {} where {i} belongs: the log has a gap or a repeat",
-                    event.seq
-                ));
+            let prev_tree = prev
+                .as_ref()
+                .map(|(t, _)| self.repo.find_tree(*t))
+                .transpose()?;
+            let (done, found) = checker.check(
+                &commit,
+                prev.as_ref().map(|(_, e)| e),
+                prev_tree.as_ref(),
+                |_| Ok(&board),
+            );
+            problems.extend(found);
+            let Some(check::Replayed { event, changes }) = done else {
                 break;
-            }
-            if commit.summary() != Some(event.subject().as_str()) {
-                problems.push(format!(
-                    "commit {oid} (seq {}) has subject {:?}, but its event reads {:?}",
-                    event.seq,
-                    commit.summary().unwrap_or_default(),
-                    event.subject()
-                ));
-            }
-            if commit.message() != Some(message_of_event(&self.run, &event).as_str()) {
-                problems.push(format!(
-                    "commit {oid} (seq {}) has a message that mara did not write (trailers or body changed)",
-                    event.seq
-                ));
-            }
-            let changes = match apply(&board, &event) {
-                Ok(c) => c,
-                Err(e) => {
-                    problems.push(format!(
-                        "commit {oid} (seq {}, {}): the rules forbid this event: {e}",
-                        event.seq,
-                        event.subject()
-                    ));
-                    break;
-                }
             };
-            let parent_tree = prev_tree.map(|t| self.repo.find_tree(t)).transpose()?;
-            let expected = write_changes(
-                &self.repo,
-                &self.repo,
-                &mut vec![],
-                parent_tree.as_ref(),
-                &changes,
-            )?;
-            if expected != commit.tree_id() {
-                problems.push(format!(
-                    "commit {oid} (seq {}, {}): its tree does not match the replay of its event",
-                    event.seq,
-                    event.subject()
-                ));
+            if let EventKind::Init { config } = &event.kind {
+                checker.skew = config.max_clock_skew();
             }
             let replay_base = replayed.map(|t| self.repo.find_tree(t)).transpose()?;
             replayed = Some(write_changes(
@@ -1280,42 +1326,31 @@ impl Ledger {
                 replay_base.as_ref(),
                 &changes,
             )?);
-            prev_tree = Some(commit.tree_id());
+            prev = Some((commit.tree_id(), event.clone()));
             board.commit(event.seq, changes);
         }
         // What this clone saw: every state the ref reached by a fast-forward (mara's
         // own writes, fetches) must still be in the history. A state reached by a
         // rewrite is not required, so restoring the ref makes the run sound again.
         let history: std::collections::HashSet<Oid> = chain.iter().copied().collect();
-        if let Ok(reflog) = self.repo.reflog(&self.refname) {
-            let entries: Vec<_> = reflog.iter().collect();
-            // git2 lists the newest entry first.
-            for (i, entry) in entries.iter().enumerate() {
-                let (old, new) = (entry.id_old(), entry.id_new());
-                // libgit2 appends the reflog entry before it renames the lock over
-                // the ref: a writer killed in between leaves an entry for a state
-                // the ref never reached. A state was reached when the next entry
-                // starts from it, or (the newest entry) when the ref holds it.
-                let reached = match i.checked_sub(1).map(|n| &entries[n]) {
-                    Some(next) => next.id_old() == new,
-                    None => new == tip,
-                };
-                let reached_by_ff = old.is_zero()
-                    || old == new
-                    || self.repo.graph_descendant_of(new, old).unwrap_or(false);
-                if reached && reached_by_ff && !new.is_zero() && !history.contains(&new) {
-                    problems.push(format!(
-                        "{} was rewritten: it held {new} at {} ({}), and its history no longer contains that",
-                        self.refname,
-                        chrono::DateTime::from_timestamp(entry.committer().when().seconds(), 0)
-                            .map_or("?".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
-                        one_line_msg(entry.message())
-                    ));
-                    break;
-                }
-            }
+        if let Some(lost) = marks::reached_states(&self.repo, &self.refname, Some(tip))
+            .into_iter()
+            .find(|s| !history.contains(s))
+        {
+            let reflog = self.repo.reflog(&self.refname)?;
+            let entry = reflog.iter().find(|e| e.id_new() == lost);
+            problems.push(format!(
+                "{} was rewritten: it held {lost} at {} ({}), and its history no longer contains that",
+                self.refname,
+                entry.as_ref().map_or("?".to_owned(), |e| chrono::DateTime::from_timestamp(
+                    e.committer().when().seconds(),
+                    0
+                )
+                .map_or("?".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())),
+                one_line_msg(entry.as_ref().and_then(|e| e.message()))
+            ));
         }
-        if let Some(seen) = last_seen(&self.repo, &self.run) {
+        if let Some(seen) = marks::load(&self.repo, &self.run).seen {
             if seen != tip && !self.repo.graph_descendant_of(tip, seen)? {
                 problems.push(format!(
                     "{} was rewritten: this clone last saw {seen}, which the tip {tip} does not contain",
@@ -1426,7 +1461,9 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
     };
     mark_synced(repo, run);
     if let Ok(tip) = repo.refname_to_id(&refname) {
-        mark_seen(repo, run, tip);
+        // Fetched events are seen, not yet checked: the next write checks them.
+        let checked = marks::load(repo, run).checked;
+        marks::write(repo, run, tip, checked);
     }
     Ok(result)
 }

@@ -20,6 +20,7 @@ pub mod output;
 pub mod packs;
 pub mod remote;
 pub mod report;
+pub mod text;
 
 #[cfg(test)]
 mod parser_props;

@@ -29,8 +29,10 @@ impl Report {
 
 /// Replaces control characters other than newline and tab, so nothing printed can
 /// move the cursor, change colours or rewrite a line.
+/// Invisible and direction-changing characters are written as escapes.
 pub fn scrub(s: &str) -> String {
-    s.chars()
+    let s: String = s
+        .chars()
         .map(|c| {
             if c.is_control() && c != '\n' && c != '\t' {
                 '\u{fffd}'
@@ -38,7 +40,8 @@ pub fn scrub(s: &str) -> String {
                 c
             }
         })
-        .collect()
+        .collect();
+    crate::text::escape_invisible(&s)
 }
 
 /// Prints a report; a closed pipe (`mara log | head`) is not an error.

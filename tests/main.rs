@@ -30,5 +30,7 @@ mod packs;
 mod remote;
 #[path = "main/repos.rs"]
 mod repos;
+#[path = "main/trust.rs"]
+mod trust;
 #[path = "main/views.rs"]
 mod views;

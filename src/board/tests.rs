@@ -32,6 +32,7 @@ fn config(timeout: u64) -> RunConfig {
         lock_mode: LockMode::Ref,
         remote: None,
         outputs_pattern: None,
+        max_clock_skew_sec: None,
     }
 }
 
@@ -917,6 +918,79 @@ fn done_without_artifact_records_none_and_bad_artifact_is_invalid() {
     assert!(r.board.artifacts.is_empty());
 }
 
+/// Paths that lead out of a work tree or into git's own directory, in the
+/// spellings an attacker would try (issue 13, item 1).
+const ESCAPING_PATHS: &[&str] = &[
+    "../x",
+    "b/../../../../.git/hooks/post-commit",
+    "a/./b",
+    "a/..",
+    "/etc/passwd",
+    "//server/share",
+    "a//b",
+    ".git/hooks/pre-commit",
+    "sub/.git/config",
+    ".GIT/config",
+    "x/.Git",
+    ".git./hooks",
+    ".git /hooks",
+    "GIT~1/config",
+    "a\\..\\..\\b",
+    "C:/Windows",
+    "a\u{1b}[2Jb",
+];
+
+#[test]
+fn artifact_paths_that_escape_are_invalid_anywhere_in_the_path() {
+    for bad in ESCAPING_PATHS {
+        let mut r = abc(300);
+        r.ok(1, I1, claim("A"));
+        let why = r.invalid(2, I1, done("A", Some(bad), None));
+        assert!(why.contains("artifact path"), "{bad:?}: {why}");
+        let why = r.invalid(
+            3,
+            I1,
+            EventKind::Artifact {
+                instance: iid(I2),
+                path: (*bad).to_owned(),
+                branch: None,
+            },
+        );
+        assert!(why.contains("artifact path"), "{bad:?}: {why}");
+        assert!(r.board.artifacts.is_empty(), "{bad:?} recorded nothing");
+    }
+    // Names that merely look alike are fine.
+    let mut r = abc(300);
+    r.ok(1, I1, claim("A"));
+    r.ok(2, I1, done("A", Some("docs/.github/x..md"), None));
+    r.ok(
+        3,
+        I1,
+        EventKind::Artifact {
+            instance: iid(I2),
+            path: ".gitignore".into(),
+            branch: None,
+        },
+    );
+}
+
+#[test]
+fn task_path_globs_that_escape_are_invalid() {
+    for bad in ESCAPING_PATHS {
+        let mut r = Run::new();
+        let mut t = nt("T1", "ok", &[]);
+        t.paths = vec!["src/**".into(), (*bad).to_owned()];
+        let why = r.invalid(1, I1, EventKind::TaskAdd { task: t.clone() });
+        assert!(why.contains("path glob of T1"), "{bad:?}: {why}");
+        let why = r.invalid(1, I1, EventKind::Plan { tasks: vec![t] });
+        assert!(why.contains("path glob of T1"), "{bad:?}: {why}");
+    }
+    let mut r = Run::new();
+    let mut t = nt("T1", "ok", &[]);
+    t.paths = vec!["src/ui/".into(), "**/*.rs".into(), "docs/*.md".into()];
+    r.ok(1, I1, EventKind::TaskAdd { task: t });
+}
+
 #[test]
 fn release_puts_the_task_back_to_open() {
     let mut r = abc(300);
@@ -1171,6 +1245,7 @@ fn every_kind() -> Vec<EventKind> {
                 lock_mode: LockMode::Remote,
                 remote: Some("origin".into()),
                 outputs_pattern: None,
+                max_clock_skew_sec: None,
             },
         },
         EventKind::TaskAdd {

@@ -25,6 +25,10 @@ pub struct InitArgs {
     /// rejected push is a lost race (lock_mode "remote").
     #[arg(long, value_name = "NAME")]
     pub remote: Option<String>,
+    /// Start a run this clone has seen before anew, after its ref was deleted
+    /// (its old history is no longer required).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
@@ -60,9 +64,13 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         lock_mode,
         remote,
         outputs_pattern: seed.outputs.as_ref().map(|o| o.pattern.clone()),
+        max_clock_skew_sec: seed.coordination.max_clock_skew_sec,
     };
     let config_remote = config.write_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;
+    if args.force && repo.refname_to_id(&run.refname()).is_err() {
+        crate::ledger::marks::forget(&repo, &run);
+    }
     let (ledger, appended) = Ledger::init(repo, config, &sender)?;
     crate::context::record_current_run(ledger.repo(), &run);
     let mut report = super::written(&appended);

@@ -78,6 +78,7 @@ pub fn execute(
             lock_mode: prep.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
             remote: prep.seed.coordination.remote.clone(),
             outputs_pattern: prep.seed.outputs.as_ref().map(|o| o.pattern.clone()),
+            max_clock_skew_sec: prep.seed.coordination.max_clock_skew_sec,
         };
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.

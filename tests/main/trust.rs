@@ -1,0 +1,361 @@
+//! The trust boundary (issue 13): events appended by hand with git plumbing, the way
+//! a hostile or broken instance would, are named by `mara verify` and never built
+//! on; a clone's record of what it saw survives damage; a run this clone saw is not
+//! silently re-created.
+
+use serde_json::json;
+
+use crate::common::{git, git_env, TestRepo};
+
+/// Appends a commit to `refs/mara/<run>` by hand, as an attacker with write access
+/// to the repository would: `subject`, the event line, mara's trailers, on `tree`
+/// (default: the tip's tree), parent the current tip. Returns the new commit.
+fn forge(
+    r: &TestRepo,
+    run: &str,
+    subject: &str,
+    event: &serde_json::Value,
+    tree: Option<&str>,
+) -> String {
+    let refname = format!("refs/mara/{run}");
+    let tip = r.tip(run);
+    let tree = match tree {
+        Some(t) => t.to_owned(),
+        None => git(&r.dir, &["rev-parse", &format!("{tip}^{{tree}}")])
+            .trim()
+            .to_owned(),
+    };
+    let seq = event["seq"].as_u64().expect("a seq");
+    let mut message = format!("{subject}\n\n{event}\n\nMara-Run: {run}\nMara-Seq: {seq}\n");
+    let sender = event["sender"].as_str().expect("a sender");
+    if sender.contains('#') {
+        message.push_str(&format!("Mara-Instance: {sender}\n"));
+    }
+    if let Some(t) = event["payload"]["task"].as_str() {
+        message.push_str(&format!("Mara-Task: {t}\n"));
+    }
+    let file = r.write_outside("forged-message.txt", &message);
+    let commit = git(
+        &r.dir,
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            &tip,
+            "-F",
+            file.to_str().expect("a UTF-8 path"),
+        ],
+    )
+    .trim()
+    .to_owned();
+    git(&r.dir, &["update-ref", &refname, &commit, &tip]);
+    commit
+}
+
+/// The seq the next event gets.
+fn next_seq(r: &TestRepo) -> u64 {
+    r.board()["version"].as_u64().expect("a version") + 1
+}
+
+/// Now, as events store it.
+fn now_ts() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A tree like the tip's with one board file replaced, built in a scratch index.
+fn tree_with(r: &TestRepo, run: &str, path: &str, contents: &str) -> String {
+    let index = r.root().join("forge-index");
+    let index = index.to_str().expect("a UTF-8 path");
+    let env = [("GIT_INDEX_FILE", index)];
+    git_env(&r.dir, &["read-tree", &r.tip(run)], &env);
+    let file = r.write_outside("forged-blob.json", contents);
+    let blob = git(
+        &r.dir,
+        &["hash-object", "-w", file.to_str().expect("a UTF-8 path")],
+    )
+    .trim()
+    .to_owned();
+    git_env(
+        &r.dir,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("100644,{blob},{path}"),
+        ],
+        &env,
+    );
+    git_env(&r.dir, &["write-tree"], &env).trim().to_owned()
+}
+
+/// Every kind of write a command makes refuses with exit 1, naming `commit` and
+/// `why`, and leaves the ref where it is.
+fn writes_refuse(r: &TestRepo, run: &str, commit: &str, why: &str) {
+    let writes: [(&str, &[&str]); 5] = [
+        ("implementer#2", &["claim", "--next"]),
+        ("implementer#2", &["claim", "T1"]),
+        ("implementer#1", &["done", "T1"]),
+        ("implementer#2", &["post", "note", "hello"]),
+        ("implementer#2", &["heartbeat"]),
+    ];
+    for (who, args) in writes {
+        let o = r.mara_as(who, args);
+        o.expect_code(1, &format!("{args:?} on a forged tip"))
+            .stderr_has("refusing to build on")
+            .stderr_has(commit)
+            .stderr_has(why)
+            .stderr_has("mara verify");
+        assert_eq!(r.tip(run), commit, "{args:?} wrote nothing");
+    }
+    let o = r.mara(&["verify"]);
+    o.expect_code(1, "verify of a forged tip")
+        .stderr_has(commit)
+        .stderr_has(why);
+}
+
+fn claimed_run(run: &str) -> TestRepo {
+    let r = TestRepo::with_run(run);
+    r.mara(&["task", "add", "T1", "one"]).ok("task add T1");
+    r.mara(&["task", "add", "T2", "two"]).ok("task add T2");
+    r.mara_as("implementer#1", &["claim", "T1"]).ok("claim T1");
+    r
+}
+
+#[test]
+fn a_tree_that_does_not_match_its_event_is_never_built_on() {
+    let run = "forged-tree";
+    let r = claimed_run(run);
+    // A heartbeat of implementer#2 whose tree hands it T1.
+    let seq = next_seq(&r);
+    let ts = now_ts();
+    let task_path = git(&r.dir, &["ls-tree", "-r", "--name-only", &r.tip(run)])
+        .lines()
+        .find(|l| l.ends_with("/T1.json"))
+        .expect("T1's file")
+        .to_owned();
+    let task = git(
+        &r.dir,
+        &["cat-file", "-p", &format!("{}:{task_path}", r.tip(run))],
+    );
+    let stolen = task.replace("\"implementer#1\"", "\"implementer#2\"");
+    assert_ne!(stolen, task);
+    let tree = tree_with(&r, run, &task_path, &stolen);
+    let event = json!({"seq": seq, "ts": ts, "sender": "implementer#2", "type": "heartbeat", "payload": {}});
+    let c = forge(&r, run, "heartbeat by implementer#2", &event, Some(&tree));
+    writes_refuse(
+        &r,
+        run,
+        &c,
+        "its tree does not match the replay of its event",
+    );
+    // The forged holder never takes effect: the board still reads implementer#1
+    // once the ref is restored, and writes go on.
+    git(
+        &r.dir,
+        &[
+            "update-ref",
+            &format!("refs/mara/{run}"),
+            &format!("{c}^"),
+            &c,
+        ],
+    );
+    r.mara_as("implementer#1", &["done", "T1"])
+        .ok("the real holder completes T1");
+    r.verify_ok();
+}
+
+#[test]
+fn a_repeated_or_skipped_seq_is_never_built_on() {
+    for (what, offset) in [("repeat", 0i64), ("gap", 2)] {
+        let run = format!("forged-seq-{what}");
+        let r = claimed_run(&run);
+        let seq = (next_seq(&r) as i64 - 1 + offset) as u64;
+        let event = json!({"seq": seq, "ts": now_ts(), "sender": "operator", "type": "note", "payload": {"note": "hi"}});
+        let c = forge(&r, &run, "note by operator: hi", &event, None);
+        writes_refuse(&r, &run, &c, &format!("has seq {seq} where"));
+    }
+}
+
+#[test]
+fn an_event_the_rules_forbid_is_never_built_on() {
+    let run = "forged-rule";
+    let r = claimed_run(run);
+    // implementer#2 "claims" T1, which implementer#1 holds, tree and all.
+    let seq = next_seq(&r);
+    let event = json!({"seq": seq, "ts": now_ts(), "sender": "implementer#2", "type": "claim", "payload": {"task": "T1"}});
+    let c = forge(&r, run, "claim T1 by implementer#2", &event, None);
+    writes_refuse(
+        &r,
+        run,
+        &c,
+        "the rules forbid this event: T1 is held by implementer#1",
+    );
+}
+
+#[test]
+fn an_artifact_path_that_escapes_is_named_by_verify_and_never_built_on() {
+    for path in [
+        "b/../../../../.git/hooks/post-commit",
+        "../outside.md",
+        "/etc/passwd",
+        "docs/.GIT/config",
+        "a\\..\\..\\b",
+    ] {
+        let run = "forged-artifact";
+        let r = claimed_run(run);
+        let seq = next_seq(&r);
+        let event = json!({"seq": seq, "ts": now_ts(), "sender": "operator", "type": "artifact",
+            "payload": {"instance": "implementer#1", "path": path}});
+        let subject = format!("artifact {path} of implementer#1 by operator");
+        let c = forge(&r, run, &subject, &event, None);
+        writes_refuse(&r, run, &c, "the rules forbid this event: artifact path");
+        // Nothing was written outside the repository or into its hooks.
+        assert!(!r.dir.join(".git/hooks/post-commit").exists(), "{path}");
+    }
+}
+
+#[test]
+fn a_hand_made_event_that_replays_is_built_on() {
+    let run = "hand-made";
+    let r = claimed_run(run);
+    let seq = next_seq(&r);
+    let event = json!({"seq": seq, "ts": now_ts(), "sender": "operator", "type": "note", "payload": {"note": "made with git commit-tree"}});
+    let c = forge(
+        &r,
+        run,
+        "note by operator: made with git commit-tree",
+        &event,
+        None,
+    );
+    r.mara_as("implementer#2", &["claim", "T2"])
+        .ok("a write on a sound hand-made event");
+    let parent = git(&r.dir, &["rev-parse", &format!("refs/mara/{run}^")]);
+    assert_eq!(parent.trim(), c, "built on the hand-made event");
+    r.verify_ok();
+}
+
+#[test]
+fn an_event_from_the_future_is_not_built_on_and_time_may_not_run_backwards() {
+    let run = "future";
+    let r = claimed_run(run);
+    let seq = next_seq(&r);
+    // implementer#1 "was seen" in 2099: its lease would never run out.
+    let event = json!({"seq": seq, "ts": "2099-01-01T00:00:00.123Z", "sender": "implementer#1", "type": "heartbeat", "payload": {}});
+    let c = forge(&r, run, "heartbeat by implementer#1", &event, None);
+    writes_refuse(
+        &r,
+        run,
+        &c,
+        "2099-01-01T00:00:00.123+00:00, more than 300s ahead of this clock",
+    );
+
+    let run = "backwards";
+    let r = claimed_run(run);
+    let seq = next_seq(&r);
+    let past = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let event = json!({"seq": seq, "ts": past, "sender": "operator", "type": "note", "payload": {"note": "hi"}});
+    let c = forge(&r, run, "note by operator: hi", &event, None);
+    writes_refuse(&r, run, &c, "time went backwards");
+}
+
+#[test]
+fn a_config_may_set_the_clock_skew() {
+    let r = TestRepo::new();
+    let cfg = r.write_outside(
+        "skew.json",
+        r#"{"coordination": {"max_clock_skew_sec": 7200}}"#,
+    );
+    r.mara(&[
+        "init",
+        "--run",
+        "skew",
+        "--config",
+        cfg.to_str().expect("UTF-8"),
+    ])
+    .ok("init with a skew");
+    r.mara(&["task", "add", "T1", "one"]).ok("task add");
+    let seq = next_seq(&r);
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(30))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let event = json!({"seq": seq, "ts": soon, "sender": "operator", "type": "note", "payload": {"note": "hi"}});
+    forge(&r, "skew", "note by operator: hi", &event, None);
+    r.mara_as("implementer#1", &["claim", "T1"])
+        .ok("30 minutes ahead is within a 2-hour skew");
+    let bad = r.write_outside(
+        "bad-skew.json",
+        r#"{"coordination": {"max_clock_skew_sec": 0}}"#,
+    );
+    r.mara(&[
+        "init",
+        "--run",
+        "skew2",
+        "--config",
+        bad.to_str().expect("UTF-8"),
+    ])
+    .expect_code(1, "a zero skew")
+    .stderr_has("max_clock_skew_sec");
+}
+
+#[test]
+fn a_deleted_or_damaged_seen_marker_is_relearned_with_a_warning() {
+    let run = "marker";
+    let refname = format!("refs/mara/{run}");
+    for damage in ["delete", "garbage", "unknown commit"] {
+        let r = claimed_run(run);
+        let good = r.tip(run);
+        let marker = r.dir.join(".git/mara/seen").join(run);
+        assert!(marker.exists());
+        match damage {
+            "delete" => std::fs::remove_file(&marker).expect("deleting the marker"),
+            "garbage" => std::fs::write(&marker, "not a commit\n").expect("writing"),
+            _ => std::fs::write(&marker, format!("{}\n", "1".repeat(40))).expect("writing"),
+        }
+        // Rewind the run by hand: the rewrite must still be caught.
+        let older = git(&r.dir, &["rev-parse", &format!("{good}~1")])
+            .trim()
+            .to_owned();
+        git(&r.dir, &["update-ref", &refname, &older, &good]);
+        let o = r.mara_as("implementer#2", &["post", "note", "after the rewind"]);
+        o.expect_code(1, &format!("a write after a rewind, marker {damage}"))
+            .stderr_has("warning:")
+            .stderr_has("re-learned")
+            .stderr_has("was rewritten")
+            .stderr_has(&good);
+        assert_eq!(r.tip(run), older, "nothing written");
+        // Restoring the ref makes the run sound again, and the marker is back.
+        git(&r.dir, &["update-ref", &refname, &good, &older]);
+        r.mara_as("implementer#2", &["post", "note", "restored"])
+            .ok("after restoring");
+        let text = std::fs::read_to_string(&marker).expect("the marker is back");
+        assert!(text.starts_with(&r.tip(run)), "{text}");
+        r.verify_ok();
+    }
+}
+
+#[test]
+fn init_of_a_run_this_clone_saw_is_refused_without_force() {
+    let run = "again";
+    let r = claimed_run(run);
+    let old = r.tip(run);
+    git(&r.dir, &["update-ref", "-d", &format!("refs/mara/{run}")]);
+    let o = r.mara(&["init", "--run", run]);
+    o.expect_code(1, "init of a run this clone saw")
+        .stderr_has("was here before")
+        .stderr_has(&old)
+        .stderr_has("--force");
+    assert_eq!(
+        git(&r.dir, &["for-each-ref", "refs/mara"]),
+        "",
+        "nothing written"
+    );
+    r.mara(&["init", "--run", run, "--force"])
+        .ok("init --force");
+    r.mara(&["task", "add", "T9", "fresh"])
+        .ok("a write on the new run");
+    r.verify_ok();
+}
