@@ -15,8 +15,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // clap prints help and version to stdout with exit 0, usage errors with 2.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            output::usage_error(&e.render().to_string());
+            return ExitCode::from(2);
         }
     };
     mara::ledger::tune_libgit2();

@@ -81,6 +81,27 @@ pub fn error(msg: &str, hint: Option<&str>) {
     }
 }
 
+/// A usage error as clap renders it, on stderr. clap echoes the offending value
+/// whole; a word over 100 characters is cut to its start, so a 10,000-character
+/// id does not flood the terminal or an agent's context.
+pub fn usage_error(text: &str) {
+    let cut: Vec<String> = text
+        .split(' ')
+        .map(|w| {
+            let n = w.chars().count();
+            if n <= 100 {
+                w.to_owned()
+            } else {
+                format!(
+                    "{}… ({n} characters)",
+                    w.chars().take(64).collect::<String>()
+                )
+            }
+        })
+        .collect();
+    let _ = write!(io::stderr().lock(), "{}", scrub(&cut.join(" ")));
+}
+
 /// A progress line on stderr (the demo's narration).
 pub fn progress(msg: &str) {
     let _ = writeln!(io::stderr().lock(), "{}", scrub(msg));

@@ -359,3 +359,76 @@ fn init_of_a_run_this_clone_saw_is_refused_without_force() {
         .ok("a write on the new run");
     r.verify_ok();
 }
+
+#[test]
+fn long_ids_are_cut_in_messages_and_invisible_characters_are_escaped() {
+    let r = TestRepo::with_run("text");
+    let long = "T".repeat(10_000);
+    // Ids clap parses are usage errors (2); ids inside a plan are bad input (1).
+    let plan = r.write_outside(
+        "long.json",
+        &format!("[{{\"id\": \"{long}\", \"title\": \"x\"}}]"),
+    );
+    for (code, args) in [
+        (2, vec!["claim", long.as_str()]),
+        (2, vec!["task", "add", long.as_str(), "x"]),
+        (1, vec!["plan", plan.to_str().expect("UTF-8")]),
+    ] {
+        let o = r.mara_as("implementer#1", &args);
+        o.expect_code(code, "a 10,000-character id");
+        assert!(o.stderr.len() < 400, "the id is cut: {}", o.stderr.len());
+        o.stderr_has("10000 characters");
+    }
+    let o = r.mara(&["--as", &format!("implementer#{long}"), "heartbeat"]);
+    o.expect_code(1, "a 10,000-character instance");
+    o.stderr_has("characters");
+    assert!(
+        o.stderr.len() < 400,
+        "the instance is cut: {}",
+        o.stderr.len()
+    );
+
+    // A title that would read backwards on a terminal, and one with a hidden word.
+    let sneaky = "fix \u{202E}gnol\u{202C} bug\u{200B}s";
+    r.mara(&["task", "add", "T1", sneaky]).ok("task add");
+    let board = r.mara(&["board"]);
+    board.ok("board");
+    assert!(
+        !board.stdout.contains('\u{202E}') && !board.stdout.contains('\u{200B}'),
+        "{}",
+        board.stdout
+    );
+    assert!(
+        board.stdout.contains("\\u{202e}gnol\\u{202c}"),
+        "{}",
+        board.stdout
+    );
+    let subject = git(&r.dir, &["log", "-1", "--format=%s", "refs/mara/text"]);
+    assert!(!subject.contains('\u{202E}'), "{subject}");
+    assert!(subject.contains("\\u{202e}"), "{subject}");
+    // The stored title is the author's, unchanged.
+    let json = r.board();
+    assert_eq!(json["tasks"][0]["title"], sneaky);
+    r.verify_ok();
+}
+
+#[test]
+fn a_config_with_a_byte_order_mark_is_named() {
+    let r = TestRepo::new();
+    let cfg = r.write_outside("bom.json", "\u{feff}{\"coordination\": {}}");
+    let o = r.mara(&[
+        "init",
+        "--run",
+        "bom",
+        "--config",
+        cfg.to_str().expect("UTF-8"),
+    ]);
+    o.expect_code(1, "a config with a BOM")
+        .stderr_has("byte order mark")
+        .stderr_has("bom.json");
+    assert_eq!(
+        git(&r.dir, &["for-each-ref", "refs/mara"]),
+        "",
+        "nothing written"
+    );
+}
