@@ -85,8 +85,10 @@ impl RunConfig {
             .unwrap_or(chrono::TimeDelta::MAX)
     }
 
-    /// The remote whose ref is the lock, when writes go through one.
-    pub fn write_remote(&self) -> Option<&str> {
+    /// The name of the remote the run is shared through, as the board gives it.
+    /// Never used as is: a clone resolves it among its own remotes
+    /// (`remote::choose`), so the board cannot send a clone to a URL.
+    pub fn board_remote(&self) -> Option<&str> {
         match self.lock_mode {
             LockMode::Remote => self.remote.as_deref(),
             LockMode::Ref => None,

@@ -131,30 +131,28 @@ impl Ctx {
     }
 }
 
-/// Records `run` as the repository's current run (git config `mara.run`). The run
-/// already exists when this is called, so a failure only warns: exiting 1 would
-/// claim that nothing was written. git's config lock is retried briefly, since
-/// several processes may set it at once.
-pub fn record_current_run(repo: &Repository, run: &RunId) {
+/// Sets a git config value of the repository, retrying briefly while git's config
+/// lock is taken (several processes may set values at once). The error says why.
+pub fn set_git_config(repo: &Repository, key: &str, value: &str) -> Result<(), String> {
     for _ in 0..100 {
-        match repo
-            .config()
-            .and_then(|mut c| c.set_str("mara.run", run.as_str()))
-        {
-            Ok(()) => return,
+        match repo.config().and_then(|mut c| c.set_str(key, value)) {
+            Ok(()) => return Ok(()),
             Err(e) if e.code() == git2::ErrorCode::Locked || e.message().contains("lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            Err(e) => {
-                crate::output::warn(&format!(
-                    "run {run} exists, but recording it as the current run failed ({}); use --run {run} or `git config mara.run {run}`",
-                    e.message()
-                ));
-                return;
-            }
+            Err(e) => return Err(e.message().to_owned()),
         }
     }
-    crate::output::warn(&format!(
-        "run {run} exists, but git config stayed locked; use --run {run} or `git config mara.run {run}`"
-    ));
+    Err("git config stayed locked".to_owned())
+}
+
+/// Records `run` as the repository's current run (git config `mara.run`). The run
+/// already exists when this is called, so a failure only warns: exiting 1 would
+/// claim that nothing was written.
+pub fn record_current_run(repo: &Repository, run: &RunId) {
+    if let Err(why) = set_git_config(repo, "mara.run", run.as_str()) {
+        crate::output::warn(&format!(
+            "run {run} exists, but recording it as the current run failed ({why}); use --run {run} or `git config mara.run {run}`"
+        ));
+    }
 }

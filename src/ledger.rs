@@ -211,6 +211,8 @@ pub struct Ledger {
     email: String,
     /// Appends and reads since the object database was last opened afresh.
     uses: std::cell::Cell<u32>,
+    /// The remote this clone shares the run through, once resolved.
+    remote: std::cell::OnceCell<Option<String>>,
 }
 
 /// A long-lived process (the orchestrator, the MCP server) reopens its object
@@ -691,6 +693,7 @@ impl Ledger {
             refname,
             email,
             uses: std::cell::Cell::new(0),
+            remote: std::cell::OnceCell::new(),
         }
     }
 
@@ -713,6 +716,12 @@ impl Ledger {
                 seen.map_or(String::new(), |s| format!(" up to {s}"))
             );
         }
+        // The run is shared through the remote the user named, and only if this
+        // clone has a remote of that name.
+        let shared = config.board_remote().map(str::to_owned);
+        if let Some(name) = &shared {
+            remote::check_named(&repo, name)?;
+        }
         let event = Event {
             seq: 0,
             ts: now(),
@@ -727,8 +736,8 @@ impl Ledger {
             stage.land(&ledger.repo)?;
             Ok(commit)
         })?;
-        if let Some(remote) = ledger.config_remote(&event) {
-            match remote::push(ledger.repo.path(), &remote, commit, &ledger.refname)? {
+        if let Some(remote) = &shared {
+            match remote::push(ledger.repo.path(), remote, commit, &ledger.refname)? {
                 Push::Accepted => ledger.mark_synced(),
                 Push::Lost(why) => bail!(
                     "remote {remote} already has run {} ({why}); join it with `mara sync --run {} --remote {remote}`, or pick another id",
@@ -768,6 +777,9 @@ impl Ledger {
             }
         }
         marks::write(&ledger.repo, &ledger.run, commit, Some(commit));
+        if let Some(name) = &shared {
+            remote::record_choice(&ledger.repo, &ledger.run, name);
+        }
         Ok((
             ledger,
             Appended {
@@ -902,7 +914,7 @@ impl Ledger {
                 snap => snap?,
             };
             self.check_new_events(stage, &snap)?;
-            let remote = snap.config.write_remote().map(str::to_owned);
+            let remote = self.remote_for(&snap.config)?;
             let ts = now();
             let judged = draft(&snap, ts).and_then(|d| match d {
                 Draft::Write(kind) => {
@@ -1074,11 +1086,14 @@ impl Ledger {
         }
     }
 
-    fn config_remote(&self, event: &Event) -> Option<String> {
-        match &event.kind {
-            EventKind::Init { config } => config.write_remote().map(str::to_owned),
-            _ => None,
+    /// The remote this clone shares the run through, if it is shared: see
+    /// [`remote::choose`]. Resolved once per ledger.
+    pub fn remote_for(&self, config: &RunConfig) -> Result<Option<String>> {
+        if let Some(r) = self.remote.get() {
+            return Ok(r.clone());
         }
+        let r = remote::choose(&self.repo, &self.run, config.board_remote())?;
+        Ok(self.remote.get_or_init(|| r).clone())
     }
 
     /// Refuses to build on a tip that does not contain what this clone saw before:
@@ -1205,6 +1220,12 @@ impl Ledger {
         };
         marks::write(&self.repo, &self.run, seen, Some(snap.tip));
         Ok(())
+    }
+
+    /// Checks the events at the tip this clone has not checked before (see
+    /// `check_new_events`), as a write would before building on them.
+    pub fn check_tip(&self) -> Result<()> {
+        Staging::with(|stage| self.check_new_events(stage, &self.snapshot()?))
     }
 
     /// Fetches the run's ref from `remote` (fast-forward only).
@@ -1448,6 +1469,8 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
                     );
                 }
             }
+            // Never spread events this clone has not checked.
+            Ledger::new(Repository::open(repo.path())?, run.clone()).check_tip()?;
             match remote::push(repo.path(), remote, l, &refname)? {
                 Push::Accepted => Synced::Pushed {
                     from: theirs.unwrap_or(l),

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use git2::Oid;
+use git2::{Oid, Repository};
+
+use crate::ids::RunId;
 
 use crate::gitcmd::git_at as git;
 
@@ -146,5 +148,74 @@ pub fn explain(e: FetchError, remote: &str, refname: &str) -> anyhow::Error {
         ),
         FetchError::Busy => anyhow!("{refname} stayed locked by another process; try again"),
         FetchError::Other(msg) => anyhow!("cannot fetch {refname} from remote {remote}: {msg}"),
+    }
+}
+
+/// The git config key where a clone records the remote it shares `run` through.
+fn choice_key(run: &RunId) -> String {
+    format!("mara.{run}.remote")
+}
+
+/// Whether `name` is a remote of this clone's own git config (`remote.<name>.url`).
+/// A URL or a path is not: mara talks only to remotes the user configured.
+pub fn is_configured(repo: &Repository, name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.chars().any(char::is_control)
+        && repo.find_remote(name).is_ok()
+}
+
+/// Checks a remote the user names on the command line (`init --remote`,
+/// `sync --remote`): it must be a configured remote of this clone.
+pub fn check_named(repo: &Repository, name: &str) -> Result<()> {
+    if is_configured(repo, name) {
+        return Ok(());
+    }
+    bail!(
+        "remote {} is not a remote of this clone; mara pushes and fetches only through remotes of your git config: add it with `git remote add NAME URL` (see `git remote -v`) and pass --remote NAME",
+        crate::text::quote(name, 80)
+    )
+}
+
+/// The remote this clone shares `run` through, when the run is shared (its board
+/// names `board`): the clone's own choice (git config `mara.<run>.remote`, set by
+/// `init --remote` and `sync --remote`), else the board's name if this clone has
+/// a remote of that name. Never a URL read from the board: a board that names a
+/// remote this clone lacks is an error saying what to add.
+pub fn choose(repo: &Repository, run: &RunId, board: Option<&str>) -> Result<Option<String>> {
+    let chosen = repo
+        .config()
+        .ok()
+        .and_then(|c| c.get_string(&choice_key(run)).ok());
+    if let Some(name) = chosen {
+        if !is_configured(repo, &name) {
+            bail!(
+                "git config {} names remote {}, which this clone does not have; see `git remote -v`, then `mara sync --run {run} --remote NAME`",
+                choice_key(run),
+                crate::text::quote(&name, 80)
+            );
+        }
+        return Ok(Some(name));
+    }
+    let Some(name) = board else {
+        return Ok(None);
+    };
+    if is_configured(repo, name) {
+        return Ok(Some(name.to_owned()));
+    }
+    bail!(
+        "run {run} is shared through remote {}, which is not a remote of this clone (mara never pushes to a URL or path read from the board); add the shared remote with `git remote add NAME URL` and choose it with `mara sync --run {run} --remote NAME`",
+        crate::text::quote(name, 80)
+    )
+}
+
+/// Records `name` as the remote this clone shares `run` through. The run is
+/// already written when this is called, so a failure only warns.
+pub fn record_choice(repo: &Repository, run: &RunId, name: &str) {
+    let key = choice_key(run);
+    if let Err(why) = crate::context::set_git_config(repo, &key, name) {
+        crate::output::warn(&format!(
+            "could not record remote {name} for run {run} ({why}); set it with `git config {key} {name}`"
+        ));
     }
 }

@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         (None, None) => LockMode::Ref,
     };
     if let Some(r) = &remote {
-        check_remote_name(r)?;
+        crate::remote::check_named(&repo, r)?;
     }
     let config = RunConfig {
         run: run.clone(),
@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         outputs_pattern: seed.outputs.as_ref().map(|o| o.pattern.clone()),
         max_clock_skew_sec: seed.coordination.max_clock_skew_sec,
     };
-    let config_remote = config.write_remote().map(str::to_owned);
+    let config_remote = config.board_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;
     if args.force && repo.refname_to_id(&run.refname()).is_err() {
         crate::ledger::marks::forget(&repo, &run);
@@ -90,12 +90,4 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         "remote": config_remote,
     });
     Ok(report)
-}
-
-/// A remote is a configured name or a URL/path; it must not look like an option.
-pub fn check_remote_name(r: &str) -> Result<()> {
-    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_control()) {
-        anyhow::bail!("remote {r:?} is not a remote name or URL; see `git remote -v`");
-    }
-    Ok(())
 }

@@ -50,7 +50,7 @@ pub fn outcome(o: Outcome) -> Report {
 /// `fetch` refreshes it first, and the note says how old it is.
 pub fn reader(ctx: &Ctx, fetch: bool) -> Result<(Ledger, Option<String>)> {
     let ledger = ctx.ledger()?;
-    let remote = ledger.snapshot()?.config.write_remote().map(str::to_owned);
+    let remote = ledger.remote_for(&ledger.snapshot()?.config)?;
     let Some(remote) = remote else {
         return Ok((ledger, None));
     };

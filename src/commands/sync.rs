@@ -10,7 +10,9 @@ use crate::output::Report;
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// The remote (default: the run's own, else git config mara.remote, else origin).
+    /// The remote, a name from `git remote -v`, recorded as this clone's choice for
+    /// the run (default: the recorded choice, else the run's own remote name if
+    /// this clone has it, else git config mara.remote, else origin).
     #[arg(long, value_name = "NAME")]
     pub remote: Option<String>,
 }
@@ -22,8 +24,9 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<Report> {
         Some(r) => r,
         None => run_remote(&repo, &run)?,
     };
-    super::init::check_remote_name(&remote)?;
+    crate::remote::check_named(&repo, &remote)?;
     let result = ledger::sync(&repo, &run, &remote)?;
+    crate::remote::record_choice(&repo, &run, &remote);
     // A clone that joins a run makes it its current one, as `init` does.
     if repo.config()?.get_string("mara.run").is_err() {
         crate::context::record_current_run(&repo, &run);
@@ -62,14 +65,21 @@ fn short(s: &str) -> String {
     s.chars().take(10).collect()
 }
 
-/// The remote of a run: its config.json's, else git config `mara.remote`, else origin.
+/// The remote to sync a run with when none is named: this clone's choice, else
+/// the run's own remote name (when this clone has a remote of that name), else git
+/// config `mara.remote`, else origin.
 pub fn run_remote(repo: &git2::Repository, run: &crate::ids::RunId) -> Result<String> {
-    if repo.refname_to_id(&run.refname()).is_ok() {
+    let board = if repo.refname_to_id(&run.refname()).is_ok() {
         let ledger = Ledger::open(git2::Repository::open(repo.path())?, run.clone())?;
-        let remote = ledger.snapshot()?.config.remote.clone();
-        if let Some(r) = remote {
-            return Ok(r);
-        }
+        let config = ledger.snapshot()?.config;
+        config
+            .remote
+            .filter(|r| crate::remote::is_configured(repo, r))
+    } else {
+        None
+    };
+    if let Some(r) = crate::remote::choose(repo, run, board.as_deref())? {
+        return Ok(r);
     }
     Ok(repo
         .config()?

@@ -1247,7 +1247,7 @@ fn hostile_config_files_are_refused_and_nothing_is_created() {
         (
             "bom.json",
             b"\xef\xbb\xbf{\"coordination\": {\"claim_timeout_sec\": 30}}".to_vec(),
-            vec!["line 1 column 1"],
+            vec!["byte order mark"],
         ),
         ("binary.json", garbage(4096, 7), vec!["UTF-8"]),
         ("nul.json", b"\0\0\0\0".to_vec(), vec![]),
@@ -1600,7 +1600,8 @@ fn init_against_a_remote_that_rejects_every_push_fails_and_creates_nothing() {
     let bare_s = bare.to_str().expect("a UTF-8 path").to_owned();
     let r = TestRepo::new();
     r.git(&["remote", "add", "origin", &bare_s]);
-    for remote in [bare_s.as_str(), "origin"] {
+    r.git(&["remote", "add", "guarded", &bare_s]);
+    for remote in ["guarded", "origin"] {
         let o = refused(
             &r,
             &["init", "--run", "x", "--remote", remote],
@@ -1626,13 +1627,13 @@ fn init_against_a_remote_that_rejects_every_push_fails_and_creates_nothing() {
 fn a_refused_push_passes_on_the_hooks_words() {
     let (_tmp, bare, _deny) = guarded_remote();
     let r = TestRepo::new();
-    let o = r.mara(&[
-        "init",
-        "--run",
-        "x",
-        "--remote",
+    r.git(&[
+        "remote",
+        "add",
+        "guarded",
         bare.to_str().expect("a UTF-8 path"),
     ]);
+    let o = r.mara(&["init", "--run", "x", "--remote", "guarded"]);
     o.expect_code(1, "init against a remote that denies")
         .stderr_has("permission denied");
 }

@@ -432,3 +432,123 @@ fn a_config_with_a_byte_order_mark_is_named() {
         "nothing written"
     );
 }
+
+/// A run made by hand whose config sends every clone to `remote` (a URL or path):
+/// the init event and its tree, exactly as mara would write them, pushed to the
+/// shared `origin`.
+fn publish_run_naming(attacker: &TestRepo, run: &str, remote: &str) {
+    let config =
+        json!({"run": run, "claim_timeout_sec": 300, "lock_mode": "remote", "remote": remote});
+    let pretty = format!("{}\n", serde_json::to_string_pretty(&config).expect("JSON"));
+    let blob_file = attacker.write_outside("config.json", &pretty);
+    let blob = git(
+        &attacker.dir,
+        &["hash-object", "-w", blob_file.to_str().expect("UTF-8")],
+    )
+    .trim()
+    .to_owned();
+    let listing = attacker.write_outside("tree.txt", &format!("100644 blob {blob}\tconfig.json\n"));
+    let tree = std::process::Command::new("git")
+        .args(["mktree"])
+        .current_dir(&attacker.dir)
+        .stdin(std::fs::File::open(&listing).expect("the listing"))
+        .output()
+        .expect("git mktree");
+    let tree = String::from_utf8(tree.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    let event = json!({"seq": 0, "ts": now_ts(), "sender": "attacker", "type": "init", "payload": {"config": config}});
+    let message = format!("init {run} by attacker\n\n{event}\n\nMara-Run: {run}\nMara-Seq: 0\n");
+    let file = attacker.write_outside("init-message.txt", &message);
+    let commit = git(
+        &attacker.dir,
+        &["commit-tree", &tree, "-F", file.to_str().expect("UTF-8")],
+    )
+    .trim()
+    .to_owned();
+    git(
+        &attacker.dir,
+        &["push", "-q", "origin", &format!("{commit}:refs/mara/{run}")],
+    );
+}
+
+#[test]
+fn a_board_never_chooses_where_a_clone_pushes() {
+    let origin = crate::common::Origin::path();
+    let (_evil_tmp, _, evil) = crate::common::Origin::bare_only();
+    let evil_s = evil.to_str().expect("UTF-8").to_owned();
+    let attacker = origin.clone_repo("attacker");
+    let run = "lure";
+    publish_run_naming(&attacker, run, &evil_s);
+
+    // A clone that joins through its own origin keeps talking to origin only.
+    let a = origin.clone_repo("a");
+    a.mara(&["sync", "--run", run]).ok("sync through origin");
+    a.verify_ok();
+    a.mara(&["task", "add", "T1", "one"])
+        .ok("a write after joining");
+    a.mara_as("implementer#1", &["claim", "T1"]).ok("a claim");
+    assert_eq!(
+        git(&evil, &["for-each-ref"]),
+        "",
+        "nothing reached the board's URL"
+    );
+    assert_eq!(origin.count(run, "claim T1"), 1, "the claim went to origin");
+    assert_eq!(
+        a.git(&["config", &format!("mara.{run}.remote")]).trim(),
+        "origin",
+        "the clone recorded its own choice"
+    );
+
+    // A clone that fetched the run with plain git has chosen nothing: the board's
+    // URL is refused, naming it and what to add.
+    let b = origin.clone_repo("b");
+    b.git(&[
+        "fetch",
+        "-q",
+        "origin",
+        &format!("refs/mara/{run}:refs/mara/{run}"),
+    ]);
+    let o = b.mara(&["--run", run, "task", "add", "T2", "two"]);
+    o.expect_code(1, "a write on a board naming a URL")
+        .stderr_has(&evil_s)
+        .stderr_has("git remote add")
+        .stderr_has("not a remote of this clone");
+    for read in [vec!["board", "--fetch"], vec!["log", "--fetch"]] {
+        let mut args = vec!["--run", run];
+        args.extend(read);
+        b.mara(&args)
+            .expect_code(1, "a fetch from the board's URL")
+            .stderr_has("git remote add");
+    }
+    assert_eq!(
+        git(&evil, &["for-each-ref"]),
+        "",
+        "nothing reached the board's URL"
+    );
+    // Choosing origin by name fixes it.
+    b.mara(&["sync", "--run", run, "--remote", "origin"])
+        .ok("sync --remote origin");
+    b.mara(&["--run", run, "task", "add", "T2", "two"])
+        .ok("a write after choosing");
+
+    // init and sync take only remotes of this clone's git config.
+    let c = origin.clone_repo("c");
+    for args in [
+        vec!["init", "--run", "r2", "--remote", evil_s.as_str()],
+        vec!["sync", "--run", run, "--remote", evil_s.as_str()],
+        vec!["init", "--run", "r3", "--remote", "file:///tmp/x.git"],
+    ] {
+        c.mara(&args)
+            .expect_code(1, "a URL as --remote")
+            .stderr_has("is not a remote of this clone")
+            .stderr_has("git remote add");
+    }
+    assert_eq!(
+        git(&c.dir, &["for-each-ref", "refs/mara"]),
+        "",
+        "nothing written"
+    );
+    assert_eq!(git(&evil, &["for-each-ref"]), "", "nothing reached the URL");
+}
