@@ -28,6 +28,9 @@ pub const DEFAULT_CLAIM_TIMEOUT_SEC: u64 = 300;
 /// a writer's clock, or further behind the event before it, is not built on.
 pub const DEFAULT_MAX_CLOCK_SKEW_SEC: u64 = 300;
 
+/// Largest `max_clock_skew_sec` a run may set: a week.
+pub const MAX_CLOCK_SKEW_SEC: u64 = 7 * 24 * 3600;
+
 /// Longest task title, post text or glob we store.
 const MAX_TEXT: usize = 4096;
 
@@ -1153,6 +1156,29 @@ fn check_path(what: &str, p: &str) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// The run's settings are read by every clone: bounds that keep them harmless.
+fn check_config(c: &RunConfig) -> Result<(), RuleError> {
+    if let Some(s) = c.max_clock_skew_sec {
+        if s == 0 || s > MAX_CLOCK_SKEW_SEC {
+            return invalid(format!(
+                "max_clock_skew_sec is {s}; use 1 to {MAX_CLOCK_SKEW_SEC} seconds"
+            ));
+        }
+    }
+    if let Some(r) = &c.remote {
+        if r.is_empty() || r.len() > 256 || r.starts_with('-') || r.chars().any(char::is_control) {
+            return invalid(format!(
+                "remote {} is not a remote name",
+                crate::text::quote(r, 80)
+            ));
+        }
+    }
+    if let Some(p) = &c.outputs_pattern {
+        check_path("outputs.pattern", p)?;
+    }
+    Ok(())
+}
+
 fn check_new_task(t: &NewTask) -> Result<(), RuleError> {
     check_text(&format!("title of {}", t.id), &t.title)?;
     for p in &t.paths {
@@ -1317,6 +1343,7 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             if board.config.is_some() {
                 return invalid("the run is already initialised");
             }
+            check_config(config)?;
             changes.push(Change::Config(config.clone()));
         }
         EventKind::TaskAdd { task } => {

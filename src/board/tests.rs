@@ -2071,3 +2071,34 @@ proptest! {
         run_ops(deps_mask, plan_len, reverse, ops);
     }
 }
+
+#[test]
+fn init_configs_out_of_bounds_are_invalid() {
+    for (skew, remote, pattern) in [
+        (Some(0), None, None),
+        (Some(MAX_CLOCK_SKEW_SEC + 1), None, None),
+        (None, Some("--upload-pack=touch /tmp/x"), None),
+        (None, Some("a\nb"), None),
+        (None, None, Some("../<role>_<instance>.md")),
+        (None, None, Some(".git/hooks/<role>_<instance>")),
+    ] {
+        let mut c = config(300);
+        c.max_clock_skew_sec = skew;
+        c.remote = remote.map(str::to_owned);
+        c.outputs_pattern = pattern.map(str::to_owned);
+        let mut r = Run {
+            board: Board::default(),
+            log: vec![],
+        };
+        r.invalid(0, ORCH, EventKind::Init { config: c });
+    }
+    let mut c = config(300);
+    c.max_clock_skew_sec = Some(3600);
+    c.remote = Some("origin".into());
+    c.outputs_pattern = Some("out/<role>_<instance>.md".into());
+    let mut r = Run {
+        board: Board::default(),
+        log: vec![],
+    };
+    r.ok(0, ORCH, EventKind::Init { config: c });
+}
