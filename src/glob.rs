@@ -247,6 +247,18 @@ mod tests {
     }
 
     proptest! {
+        /// Any text is checked without a panic, and what `check` accepts is what
+        /// the hook compiles and matches.
+        #[test]
+        fn any_text_is_checked_and_matched_without_panic(
+            glob in "(\\PC|[*?/{},!a\\[\\]\\\\-]){0,24}",
+            path in "\\PC{0,24}",
+        ) {
+            let (globs, invalid) = Globs::new([glob.as_str()]);
+            prop_assert_eq!(check("glob", &glob).is_ok(), invalid.is_empty());
+            let _ = globs.first_match(Path::new(&path));
+        }
+
         /// On globs of `*`, `?`, `**`, `/` and letters, and paths of letters and
         /// folders, the new matcher says what the old one said, except that
         /// `dir/**` no longer matches a file named `dir` itself.
