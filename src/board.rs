@@ -1183,6 +1183,7 @@ fn check_new_task(t: &NewTask) -> Result<(), RuleError> {
     check_text(&format!("title of {}", t.id), &t.title)?;
     for p in &t.paths {
         check_path(&format!("path glob of {}", t.id), p)?;
+        crate::glob::check(&format!("path glob of {}", t.id), p).map_err(RuleError::Invalid)?;
     }
     if t.deps.contains(&t.id) {
         return invalid(format!("{} depends on itself", t.id));

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod context;
 pub mod gitcmd;
+pub mod glob;
 pub mod hooks;
 pub mod ids;
 pub mod integrate;

@@ -10,8 +10,22 @@
 //! the text as `content`, the `--json` value as `structuredContent`. A refusal or
 //! an error is a tool result with `isError: true` and the CLI's one-line message
 //! (naming the holder of a refused claim), never a protocol error or a crash.
+//!
+//! Whatever a client sends, the server answers and keeps serving (issue 13, item 9):
+//! * a line that is not JSON, or holds bytes that are not UTF-8 anywhere: Parse
+//!   error (-32700), id null; nothing is replaced or guessed;
+//! * JSON that is not a request object (`[]`, `42`, `null`, `"x"`), a batch (MCP
+//!   removed JSON-RPC batching in 2025-06-18), `jsonrpc` other than `"2.0"`, a
+//!   missing or non-string `method`, an `id` that is not a string or an integer
+//!   (MCP allows no null id), `params` that are not an object: Invalid Request
+//!   (-32600), with the id when it is a valid one, else null;
+//! * a line longer than [`MAX_LINE`] (1 MiB): Invalid Request, id null. The rest of
+//!   the line is read in the input buffer's chunks and dropped, so memory stays
+//!   bounded however long the line;
+//! * notifications (a valid request without id) and responses (the server sends no
+//!   requests, so nothing waits for one) are never answered.
 
-use std::io::BufRead;
+use std::io::{self, BufRead};
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -23,6 +37,20 @@ use crate::output::{self, Report};
 
 /// The protocol revision this server speaks; a client asking for another gets this.
 const PROTOCOL: &str = "2025-06-18";
+
+/// The longest line the server reads, in bytes (without the newline). A longer one
+/// is refused with Invalid Request and skipped without being held in memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+
+/// A JSON-RPC error response.
+fn error_reply(id: Value, code: i64, message: impl Into<String>) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+}
 
 fn schema(props: Value, required: &[&str]) -> Value {
     json!({
@@ -207,24 +235,51 @@ fn tool_result(outcome: Result<Report>) -> Value {
     }
 }
 
-/// Answers one JSON-RPC message; `None` for notifications.
+/// Answers one JSON-RPC message; `None` for notifications and responses.
 pub fn handle(ctx: &Ctx, msg: &Value) -> Option<Value> {
-    let id = msg.get("id").cloned();
-    let method = msg.get("method").and_then(Value::as_str);
-    let error = |code: i64, message: String| {
-        Some(
-            json!({"jsonrpc": "2.0", "id": id.clone().unwrap_or(Value::Null), "error": {"code": code, "message": message}}),
-        )
+    let Some(obj) = msg.as_object() else {
+        let what = if msg.is_array() {
+            "a batch (a JSON array) is not supported: MCP removed JSON-RPC batching in 2025-06-18; send one request per line"
+        } else {
+            "a request is a JSON object"
+        };
+        return Some(error_reply(Value::Null, INVALID_REQUEST, what));
     };
-    let Some(method) = method else {
-        // A response from the client, or garbage; answer only what had an id.
-        return id
-            .as_ref()
-            .and_then(|_| error(-32600, "not a request: no method".into()));
+    let id = obj.get("id");
+    // Errors carry the id only when it is one MCP allows: a string or an integer.
+    let valid_id = id.filter(|v| v.is_string() || v.is_i64() || v.is_u64());
+    let invalid = |why: &str| {
+        Some(error_reply(
+            valid_id.cloned().unwrap_or(Value::Null),
+            INVALID_REQUEST,
+            format!("invalid request: {why}"),
+        ))
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return invalid("\"jsonrpc\" must be \"2.0\"");
+    }
+    let Some(method) = obj.get("method") else {
+        // A response: this server sends no requests, so nothing waits for it, and a
+        // response is never answered.
+        if valid_id.is_some() && (obj.contains_key("result") != obj.contains_key("error")) {
+            return None;
+        }
+        return invalid("no \"method\"");
+    };
+    let Some(method) = method.as_str() else {
+        return invalid("\"method\" must be a string");
+    };
+    if id.is_some() && valid_id.is_none() {
+        return invalid("\"id\" must be a string or an integer (MCP allows no null id)");
+    }
+    let params = match obj.get("params") {
+        None => Value::Null,
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => return invalid("\"params\" must be an object"),
     };
     // Notifications (no id) get no answer.
-    id.as_ref()?;
-    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    let id = valid_id?.clone();
+    let error = |code: i64, message: String| Some(error_reply(id.clone(), code, message));
     let result = match method {
         "initialize" => json!({
             "protocolVersion": PROTOCOL,
@@ -236,7 +291,7 @@ pub fn handle(ctx: &Ctx, msg: &Value) -> Option<Value> {
         "tools/list" => json!({"tools": tools()}),
         "tools/call" => {
             let Some(name) = params.get("name").and_then(Value::as_str) else {
-                return error(-32602, "tools/call needs params.name".into());
+                return error(INVALID_PARAMS, "tools/call needs params.name".into());
             };
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
             if !tools()
@@ -245,13 +300,96 @@ pub fn handle(ctx: &Ctx, msg: &Value) -> Option<Value> {
                 .iter()
                 .any(|t| t["name"] == name)
             {
-                return error(-32602, format!("there is no tool {name:?}; see tools/list"));
+                return error(
+                    INVALID_PARAMS,
+                    format!("there is no tool {name:?}; see tools/list"),
+                );
             }
             tool_result(call(ctx, name, &args))
         }
-        other => return error(-32601, format!("method {other:?} is not supported")),
+        other => {
+            return error(
+                METHOD_NOT_FOUND,
+                format!("method {other:?} is not supported"),
+            )
+        }
     };
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+/// The answer to one line of input (without its newline); `None` when nothing is
+/// to be answered.
+fn answer(ctx: &Ctx, line: &[u8]) -> Option<Value> {
+    // Checked over the whole line, not left to lossy replacement: a request is
+    // taken as sent or not at all.
+    let line = match std::str::from_utf8(line) {
+        Ok(l) => l,
+        Err(e) => {
+            return Some(error_reply(
+                Value::Null,
+                PARSE_ERROR,
+                format!(
+                    "parse error: the line is not UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            ))
+        }
+    };
+    if line.trim().is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Value>(line) {
+        Ok(msg) => handle(ctx, &msg),
+        Err(e) => Some(error_reply(
+            Value::Null,
+            PARSE_ERROR,
+            format!("parse error: {e}"),
+        )),
+    }
+}
+
+/// What [`read_line`] read.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// A line of at most `max` bytes, in the buffer.
+    Read,
+    /// A longer line, read to its end and dropped; the buffer holds nothing of it.
+    TooLong,
+}
+
+/// Reads one line, without its newline, into `buf`; `None` at the end of input. A
+/// line longer than `max` bytes is consumed chunk by chunk as the reader fills its
+/// buffer, and never held: memory stays within `max` plus the reader's buffer.
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<Line>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut started = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            // The end of input; a last line without a newline still counts.
+            return Ok(started.then_some(if too_long { Line::TooLong } else { Line::Read }));
+        }
+        started = true;
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let end = newline.unwrap_or(chunk.len());
+        if !too_long {
+            if buf.len() + end > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&chunk[..end]);
+            }
+        }
+        input.consume(end + usize::from(newline.is_some()));
+        if newline.is_some() {
+            return Ok(Some(if too_long { Line::TooLong } else { Line::Read }));
+        }
+    }
 }
 
 /// Serves requests from stdin until it closes.
@@ -259,25 +397,14 @@ pub fn serve(ctx: &Ctx) -> Result<()> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
-        // Bytes that are not UTF-8 fail to parse below: a -32700, not an exit.
-        let line = String::from_utf8_lossy(&buf);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Array(batch)) => {
-                let answers: Vec<Value> = batch.iter().filter_map(|m| handle(ctx, m)).collect();
-                (!answers.is_empty()).then_some(Value::Array(answers))
-            }
-            Ok(msg) => handle(ctx, &msg),
-            Err(e) => Some(
-                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}}),
-            ),
+    while let Some(line) = read_line(&mut input, &mut buf, MAX_LINE)? {
+        let reply = match line {
+            Line::Read => answer(ctx, &buf),
+            Line::TooLong => Some(error_reply(
+                Value::Null,
+                INVALID_REQUEST,
+                format!("invalid request: the line is longer than {MAX_LINE} bytes, the limit of mara mcp; it was skipped"),
+            )),
         };
         if let Some(r) = reply {
             if output::json_line(&r).is_err() {
@@ -286,4 +413,41 @@ pub fn serve(ctx: &Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of `input`, read with a limit of `max` and a reader buffer of
+    /// `cap` bytes.
+    fn lines(input: &[u8], max: usize, cap: usize) -> Vec<(Line, Vec<u8>)> {
+        let mut r = io::BufReader::with_capacity(cap, input);
+        let mut buf = vec![];
+        let mut out = vec![];
+        while let Some(l) = read_line(&mut r, &mut buf, max).expect("reading a slice") {
+            assert!(buf.capacity() <= max.max(cap) * 2, "{}", buf.capacity());
+            out.push((l, buf.clone()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_past_the_limit_are_skipped_whatever_the_chunking() {
+        for cap in [1, 2, 3, 5, 8, 64] {
+            let got = lines(b"abcd\nabcde\n\nxyz", 4, cap);
+            assert_eq!(
+                got,
+                [
+                    (Line::Read, b"abcd".to_vec()),
+                    (Line::TooLong, vec![]),
+                    (Line::Read, vec![]),
+                    (Line::Read, b"xyz".to_vec()),
+                ],
+                "buffer of {cap}"
+            );
+            assert_eq!(lines(b"abcdefgh", 4, cap), [(Line::TooLong, vec![])]);
+            assert!(lines(b"", 4, cap).is_empty());
+        }
+    }
 }

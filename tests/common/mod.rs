@@ -324,6 +324,45 @@ impl TestRepo {
     }
 }
 
+/// Runs `cmd` with stdout and stderr piped; kills it and panics once it has run
+/// for `limit`. Returns what it printed and how long it ran.
+#[track_caller]
+pub fn output_within(mut cmd: Command, limit: Duration, what: &str) -> (Out, Duration) {
+    fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = vec![];
+            let _ = from.read_to_end(&mut buf);
+            buf
+        })
+    }
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: the process does not start: {e}"));
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("polling the child") {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}, killed");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let took = started.elapsed();
+    let out = Output {
+        status,
+        stdout: stdout.join().expect("the stdout reader"),
+        stderr: stderr.join().expect("the stderr reader"),
+    };
+    (Out::from_output(out), took)
+}
+
 /// Runs `f` and asserts that the run's ref did not move.
 #[track_caller]
 pub fn assert_ref_unchanged<T>(repo: &TestRepo, run: &str, f: impl FnOnce() -> T) -> T {

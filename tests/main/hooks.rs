@@ -9,10 +9,13 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{clean_env, subjects, Out, TestRepo, MARA};
+use crate::common::{
+    assert_ref_unchanged, clean_env, git_env, output_within, subjects, Out, TestRepo, MARA,
+};
 
 const RUN: &str = "hk";
 const HOOK_NAMES: [&str; 3] = ["commit-msg", "pre-commit", "post-commit"];
@@ -470,6 +473,174 @@ fn pre_commit_checks_the_index_git_commits_not_just_the_staged_one() {
         .expect_code(1, "a rename out of the reserved paths")
         .stderr_has("src/api/a.rs");
     assert_eq!(head(&r, &r.dir), before);
+}
+
+/// Globs that made the old backtracking matcher take exponential time on names
+/// that almost match: `*a` fourteen times then `*b` (9 s on a 30-character name),
+/// and variants with `?`, `**` folders and alternates.
+fn pathological_globs() -> Vec<String> {
+    vec![
+        format!("{}*b", "*a".repeat(14)),
+        format!("{}b", "?*".repeat(16)),
+        format!("{}*b", "*?a".repeat(12)),
+        format!("{}b", "**/a**/".repeat(10)),
+        format!("{}b", "**/a/".repeat(14)),
+        format!("{}*b", "{*a,a*}".repeat(12)),
+    ]
+}
+
+/// `mara hook pre-commit` run directly as `instance`, killed after 20 s; what it
+/// printed and how long it took.
+fn timed_pre_commit(r: &TestRepo, instance: &str) -> (Out, Duration) {
+    let cmd = r.mara_command(
+        &["hook", "pre-commit"],
+        &[("MARA_INSTANCE", instance)],
+        None,
+    );
+    output_within(cmd, Duration::from_secs(20), "mara hook pre-commit")
+}
+
+#[test]
+fn pathological_path_globs_match_in_linear_time_in_the_pre_commit_hook() {
+    let r = TestRepo::with_run(RUN);
+    let globs = pathological_globs();
+    let mut args = vec!["task", "add", "T1", "hostile globs"];
+    for g in &globs {
+        args.extend(["--paths", g.as_str()]);
+    }
+    r.mara(&args).ok("task add with pathological globs");
+    r.mara(&["task", "add", "T2", "API", "--paths", "src/api/**"])
+        .ok("task add T2");
+    r.mara_as("implementer#1", &["claim", "T1"]).ok("claim T1");
+    r.mara_as("implementer#1", &["claim", "T2"]).ok("claim T2");
+
+    // Names that almost match every glob: all a's, no b; flat and as folders.
+    let flat40 = "a".repeat(40);
+    let flat200 = "a".repeat(200);
+    let deep = vec!["a"; 100].join("/");
+    for f in [&flat40, &flat200, &deep] {
+        stage(&r, &r.dir, f, "x\n");
+    }
+    // The baseline: the same hook with the same board and nothing staged.
+    g(&r, &r.dir, &["stash", "-q"]);
+    let (base, base_took) = timed_pre_commit(&r, "implementer#2");
+    base.ok("pre-commit with nothing staged");
+    g(&r, &r.dir, &["stash", "pop", "-q", "--index"]);
+    let (out, took) = timed_pre_commit(&r, "implementer#2");
+    out.ok("pre-commit with long almost-matching names");
+    assert_eq!(out.stderr, "", "{out:?}");
+    // The matching itself is well under 100 ms; the bound is generous for a debug
+    // build on a busy machine, and the backtracking matcher took minutes here.
+    assert!(
+        took < base_took + Duration::from_secs(2),
+        "the hook took {took:?} (with nothing staged: {base_took:?})"
+    );
+
+    // The globs still reserve what they match.
+    let hit = format!("{}b", "a".repeat(14));
+    stage(&r, &r.dir, &hit, "x\n");
+    let (out, took) = timed_pre_commit(&r, "implementer#2");
+    out.expect_code(1, "a file a hostile glob matches")
+        .stderr_has(&format!("{hit} is reserved by T1"));
+    assert!(took < base_took + Duration::from_secs(2), "{took:?}");
+    g(&r, &r.dir, &["reset", "-q", "--", &hit]);
+    stage(&r, &r.dir, "src/api/users.rs", "x\n");
+    timed_pre_commit(&r, "implementer#2")
+        .0
+        .expect_code(1, "a file under src/api/")
+        .stderr_has("src/api/users.rs is reserved by T2");
+    timed_pre_commit(&r, "implementer#1")
+        .0
+        .ok("the holder commits in its own paths");
+}
+
+#[test]
+fn an_invalid_glob_is_refused_when_tasks_are_added_and_nothing_is_written() {
+    let r = TestRepo::with_run(RUN);
+    for bad in ["src/[api", "src/{a,b", "src/a}", "src/[z-a].rs"] {
+        let out = assert_ref_unchanged(&r, RUN, || {
+            r.mara(&["task", "add", "T1", "x", "--paths", "docs/", "--paths", bad])
+        });
+        out.expect_code(1, &format!("task add --paths {bad}"))
+            .stderr_has(&format!("path glob of T1 {bad:?} is invalid"));
+        assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+
+        let plan = serde_json::json!([
+            {"id": "T1", "title": "fine", "paths": ["src/**"]},
+            {"id": "T2", "title": "bad", "paths": [bad]},
+        ]);
+        let p = r.write_outside("plan.json", &plan.to_string());
+        assert_ref_unchanged(&r, RUN, || {
+            r.mara(&["plan", p.to_str().expect("a UTF-8 path")])
+        })
+        .expect_code(1, &format!("plan with {bad}"))
+        .stderr_has(&format!("path glob of T2 {bad:?} is invalid"));
+    }
+    // In classes, the same characters are a valid glob (a backslash is not: it is
+    // a separator on Windows, so board paths never carry one).
+    r.mara(&["task", "add", "T1", "x", "--paths", "src/[[]id[]].rs"])
+        .ok("a [ in a class");
+    r.mara(&["task", "add", "T2", "x", "--paths", "src/a\\"])
+        .expect_code(1, "a backslash")
+        .stderr_has("contains a backslash");
+    r.verify_ok();
+}
+
+#[test]
+fn an_invalid_glob_forged_onto_the_board_is_skipped_with_a_warning() {
+    let r = TestRepo::with_run(RUN);
+    r.mara(&["task", "add", "T1", "API", "--paths", "src/api/**"])
+        .ok("task add T1");
+    r.mara_as("implementer#1", &["claim", "T1"]).ok("claim T1");
+
+    // A hostile instance rewrites T1's file with git plumbing: an invalid glob
+    // before the valid one.
+    let tip = r.tip(RUN);
+    let file = r
+        .git(&["ls-tree", "-r", "--name-only", &tip])
+        .lines()
+        .find(|l| l.ends_with("/T1.json"))
+        .expect("T1 has a file on the board")
+        .to_owned();
+    let mut task: Value =
+        serde_json::from_str(&r.git(&["show", &format!("{tip}:{file}")])).expect("a task file");
+    task["paths"] = serde_json::json!(["src/[api", "src/api/**"]);
+    let forged = r.write_outside("T1.json", &task.to_string());
+    let blob = r
+        .git(&["hash-object", "-w", forged.to_str().expect("a UTF-8 path")])
+        .trim()
+        .to_owned();
+    let index = r.root().join("forge-index");
+    let env = [("GIT_INDEX_FILE", index.to_str().expect("a UTF-8 path"))];
+    git_env(&r.dir, &["read-tree", &tip], &env);
+    git_env(
+        &r.dir,
+        &[
+            "update-index",
+            "--cacheinfo",
+            &format!("100644,{blob},{file}"),
+        ],
+        &env,
+    );
+    let tree = git_env(&r.dir, &["write-tree"], &env).trim().to_owned();
+    // Its message is the tip's event again, so readers take it for an event.
+    let message = r.write_outside("message.txt", &r.git(&["log", "-1", "--format=%B", &tip]));
+    let message = message.to_str().expect("a UTF-8 path");
+    let commit = r
+        .git(&["commit-tree", &tree, "-p", &tip, "-F", message])
+        .trim()
+        .to_owned();
+    r.git(&["update-ref", &format!("refs/mara/{RUN}"), &commit, &tip]);
+
+    let warning = "warning: T1's path glob \"src/[api\" is invalid";
+    stage(&r, &r.dir, "docs/notes.md", "x\n");
+    let (out, _) = timed_pre_commit(&r, "implementer#2");
+    out.ok("a file outside T1's valid glob").stderr_has(warning);
+    stage(&r, &r.dir, "src/api/users.rs", "x\n");
+    let (out, _) = timed_pre_commit(&r, "implementer#2");
+    out.expect_code(1, "the valid glob still reserves")
+        .stderr_has(warning)
+        .stderr_has("src/api/users.rs is reserved by T1");
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,9 @@ use crate::common::{clean_env, held_by, TestRepo};
 /// How long a reply of `mara mcp` may take before the test calls the server hung.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The line limit of `mara mcp` (README, "MCP"): 1 MiB.
+const MAX_LINE: usize = 1 << 20;
+
 /// How long one Chromium run may take before it is killed.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -220,6 +223,35 @@ impl Mcp {
         );
         self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
         init
+    }
+
+    /// Sends `line` and a newline; the reply must be the JSON-RPC error `code` with
+    /// `id` and a message containing `needle`, and a ping afterwards still answers.
+    #[track_caller]
+    fn expect_error(&mut self, line: &[u8], code: i64, id: Value, needle: &str) {
+        let what = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+        self.send_bytes(&[line, b"\n"].concat());
+        let reply = self.recv(&what);
+        assert_eq!(reply["error"]["code"], code, "{what}: {reply}");
+        assert_eq!(reply["id"], id, "{what}: {reply}");
+        assert!(reply.get("result").is_none(), "{what}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{what}: {needle:?} not in {reply}"
+        );
+        self.assert_alive(&what);
+    }
+
+    /// The server's peak resident memory (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("reading the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {status}"))
     }
 
     /// Closes stdin and waits for the server to exit; nothing more may be written.
@@ -450,14 +482,152 @@ fn mcp_conversation_over_stdio() {
 }
 
 #[test]
-fn mcp_survives_a_line_of_invalid_utf8() {
-    let r = repo_with_tasks("utf8");
+fn mcp_answers_malformed_messages_by_json_rpc_and_keeps_serving() {
+    let r = repo_with_tasks("rpc");
     let mut c = Mcp::start(&r, "implementer#1");
     c.handshake();
-    c.send_bytes(b"\xff\xfe{}\n");
-    let reply = c.recv("a line of invalid UTF-8");
-    assert_eq!(reply["error"]["code"], -32700, "{reply}");
-    c.assert_alive("a line of invalid UTF-8");
+    let null = Value::Null;
+
+    // Not JSON, or not UTF-8 anywhere in the line (inside a string too): -32700.
+    for line in [
+        &b"{"[..],
+        b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"ping\"}}",
+        b"\xff\xfe{}",
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"x\":\"\xff\"}}",
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"x\":\"\xc3\"}}",
+        b"{\"jsonrpc\":\"2.0\",\"id\":\"\xc0\x80\",\"method\":\"ping\"}",
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"x\":\"\xed\xa0\x80\"}}",
+    ] {
+        let needle = if std::str::from_utf8(line).is_ok() {
+            "parse error"
+        } else {
+            "not UTF-8"
+        };
+        c.expect_error(line, -32700, null.clone(), needle);
+    }
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    c.expect_error(deep.as_bytes(), -32700, null.clone(), "parse error");
+
+    // JSON that is not a request object, and batches (gone from MCP since
+    // 2025-06-18): one Invalid Request each, id null, never an array of replies.
+    for line in ["[]", "42", "null", "\"x\"", "true", "-1.5", "{}"] {
+        c.expect_error(line.as_bytes(), -32600, null.clone(), "");
+    }
+    for batch in [
+        json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]),
+        json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]),
+        json!([{"jsonrpc": "2.0", "method": "notifications/initialized"}]),
+        json!([1, 2]),
+    ] {
+        c.expect_error(batch.to_string().as_bytes(), -32600, null.clone(), "batch");
+    }
+
+    // Malformed requests: -32600, with the id when it is a valid one.
+    #[rustfmt::skip]
+    let cases = [
+        (r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#, json!(7), "jsonrpc"),
+        (r#"{"id":7,"method":"ping"}"#, json!(7), "jsonrpc"),
+        (r#"{"jsonrpc":2.0,"id":"a","method":"ping"}"#, json!("a"), "jsonrpc"),
+        (r#"{"jsonrpc":"2.0 ","id":7,"method":"ping"}"#, json!(7), "jsonrpc"),
+        (r#"{"jsonrpc":"1.0","method":"notifications/initialized"}"#, json!(null), "jsonrpc"),
+        (r#"{"jsonrpc":"2.0","id":8}"#, json!(8), "method"),
+        (r#"{"jsonrpc":"2.0","id":8,"result":{},"error":{}}"#, json!(8), "method"),
+        (r#"{"jsonrpc":"2.0","id":9,"method":5}"#, json!(9), "method"),
+        (r#"{"jsonrpc":"2.0","id":9,"method":null}"#, json!(9), "method"),
+        (r#"{"jsonrpc":"2.0","method":["ping"]}"#, json!(null), "method"),
+        (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, json!(null), "id"),
+        (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, json!(null), "id"),
+        (r#"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#, json!(null), "id"),
+        (r#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#, json!(null), "id"),
+        (r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, json!(null), "id"),
+        (r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#, json!(null), "id"),
+        (r#"{"jsonrpc":"2.0","id":10,"method":"ping","params":5}"#, json!(10), "params"),
+        (r#"{"jsonrpc":"2.0","id":10,"method":"ping","params":[]}"#, json!(10), "params"),
+        (r#"{"jsonrpc":"2.0","id":10,"method":"ping","params":null}"#, json!(10), "params"),
+        (r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":"board"}"#, json!(10), "params"),
+    ];
+    for (line, id, needle) in cases {
+        c.expect_error(line.as_bytes(), -32600, id, needle);
+    }
+
+    // Valid notifications, known or not, and responses get no reply: the next
+    // line is the ping's answer.
+    for msg in [
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}}),
+        json!({"jsonrpc": "2.0", "method": "no/such/notification"}),
+        json!({"jsonrpc": "2.0", "id": 11, "result": {}}),
+        json!({"jsonrpc": "2.0", "id": "x", "error": {"code": 1, "message": "m"}}),
+    ] {
+        c.send(&msg);
+        c.assert_alive(&msg.to_string());
+    }
+    // String and negative ids are echoed as sent.
+    for id in [json!("req-1"), json!(-3), json!(u64::MAX)] {
+        c.send(&json!({"jsonrpc": "2.0", "id": id, "method": "ping"}));
+        let reply = c.recv("a ping with an unusual id");
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["result"], json!({}), "{reply}");
+    }
+    assert_eq!(
+        r.board()["version"],
+        c.call_ok("board", json!({}))["version"]
+    );
+    let status = c.finish();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", c.stderr());
+    r.verify_ok();
+}
+
+#[test]
+fn mcp_refuses_a_line_over_its_limit_keeps_serving_and_keeps_memory_bounded() {
+    let r = repo_with_tasks("limit");
+    let mut c = Mcp::start(&r, "implementer#1");
+    c.handshake();
+
+    // A ping padded with spaces to exactly the limit is answered; one byte more is
+    // refused.
+    let ping = json!({"jsonrpc": "2.0", "id": "padded", "method": "ping"}).to_string();
+    let at_limit = format!("{ping}{}", " ".repeat(MAX_LINE - ping.len()));
+    c.send_bytes(format!("{at_limit}\n").as_bytes());
+    let reply = c.recv("a ping of exactly the limit");
+    assert_eq!(reply["id"], "padded", "{reply}");
+    assert_eq!(reply["result"], json!({}), "{reply}");
+    c.expect_error(
+        format!("{at_limit} ").as_bytes(),
+        -32600,
+        Value::Null,
+        "longer than 1048576 bytes",
+    );
+
+    // 50 MB in one line, written from a thread while the server reads it.
+    let mut stdin = c.stdin.take().expect("stdin is open");
+    let writer = thread::spawn(move || {
+        let chunk = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"x\":\"{}",
+            "a".repeat(1 << 20)
+        );
+        for _ in 0..50 {
+            stdin.write_all(chunk.as_bytes()).expect("writing 50 MB");
+        }
+        stdin.write_all(b"\"}}\n").expect("ending the line");
+        stdin.flush().expect("flushing");
+        stdin
+    });
+    let reply = c.recv("a 50 MB line");
+    c.stdin = Some(writer.join().expect("the writer thread"));
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert_eq!(reply["id"], Value::Null, "{reply}");
+    c.assert_alive("a 50 MB line");
+    let peak = c.peak_rss_kib();
+    assert!(
+        peak < 24 * 1024,
+        "mara mcp peaked at {peak} KiB reading a 50 MB line"
+    );
+    // A line cut off by the end of input is still answered.
+    c.send_bytes(format!("{at_limit}  ").as_bytes());
+    drop(c.stdin.take());
+    let reply = c.recv("an overlong last line without a newline");
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
     let status = c.finish();
     assert_eq!(status.code(), Some(0), "stderr:\n{}", c.stderr());
 }
