@@ -18,8 +18,10 @@ pub mod mcp;
 pub mod orchestrator;
 pub mod output;
 pub mod packs;
+pub mod paths;
 pub mod remote;
 pub mod report;
+pub mod safepath;
 
 #[cfg(test)]
 mod parser_props;
