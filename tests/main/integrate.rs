@@ -388,6 +388,66 @@ fn the_same_lines_edited_on_both_branches_are_reported_and_nothing_is_lost() {
     assert_snapshot("integrate_conflict.md", &normalise(&r, &md));
 }
 
+/// Issue 13, part 8: a run with one instance branch. libgit2's merge base of one
+/// commit failed ("at least two commits are required"); the branch is merged with a
+/// merge commit from where it forked, as each of several branches is, and a branch
+/// already contained is up to date.
+#[test]
+fn a_single_branch_is_merged_or_up_to_date() {
+    let r = setup(&[]);
+    r.git(&["branch", "-D", I2]);
+    let main_before = rev(&r, "main");
+
+    // A branch with nothing of its own: up to date, exit 0.
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate one branch without commits");
+    assert!(
+        o.stdout
+            .contains(&format!("| `{I1}` | implementer#1 | - | up to date |")),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(rev(&r, INTEGRATION), main_before);
+    r.git(&["branch", "-D", INTEGRATION]);
+
+    // One branch ahead of main: merged, as one of several would be.
+    commit_on(&r, I1, "api", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "src/api.rs", b"fn api() {}\n")
+    });
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate one branch ahead");
+    assert!(
+        o.stdout.contains("Every branch merged cleanly."),
+        "{}",
+        o.stdout
+    );
+    let ms = merges(&r, INTEGRATION);
+    assert_eq!(ms.len(), 1, "one merge commit");
+    assert_eq!(
+        rev(&r, &format!("{}^1", ms[0])),
+        main_before,
+        "starts at the fork"
+    );
+    assert_eq!(rev(&r, &format!("{}^2", ms[0])), rev(&r, I1));
+    assert_eq!(show(&r, INTEGRATION, "src/api.rs"), "fn api() {}\n");
+    assert_eq!(report_json(&r)["branches"][0]["result"], "merged");
+
+    // Again: the branch is contained now.
+    let tip = rev(&r, INTEGRATION);
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate a contained branch");
+    assert!(o.stdout.contains("up to date"), "{}", o.stdout);
+    assert_eq!(rev(&r, INTEGRATION), tip, "nothing moved");
+
+    // Into an existing branch that lacks it, named with --branches and --into.
+    r.git(&["branch", "candidate", "main"]);
+    r.mara(&["integrate", "--branches", I1, "--into", "candidate"])
+        .ok("integrate one branch into an existing one");
+    assert_eq!(merges(&r, "candidate").len(), 1);
+    assert_eq!(show(&r, "candidate", "src/api.rs"), "fn api() {}\n");
+    r.verify_ok();
+}
+
 #[test]
 fn edit_versus_delete_keeps_the_modified_file_on_the_conflicts_branch() {
     let base = "keep me\nor not\n";

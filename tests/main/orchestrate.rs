@@ -567,6 +567,74 @@ fn an_instance_that_fails_mid_task_fails_the_run_and_loses_its_claim() {
     verify_ok(&r, run);
 }
 
+/// Issue 13, part 8, inside `mara run`: with one implementer, the integrator's
+/// `mara integrate` merges its branch; a run whose only instance integrates its own
+/// branch finds it up to date. Neither fails on "at least two commits".
+#[test]
+fn a_run_with_one_implementer_integrates_its_branch() {
+    let r = TestRepo::new();
+    copy_seed(&r);
+    agent_role(&r, "implementer", serde_json::json!({}));
+    agent_role(
+        &r,
+        "integrator",
+        serde_json::json!({ "after": ["implementer"] }),
+    );
+    let config1 = config(
+        &r,
+        "one.json",
+        &[("implementer", 1), ("integrator", 1)],
+        serde_json::json!({}),
+    );
+    let plan = write_cfg(
+        &r,
+        "tasks.json",
+        r#"[{"id": "T1", "title": "first"}, {"id": "T2", "title": "second", "deps": ["T1"]}]"#,
+    );
+    mara_run(&r, "one", &config1, Some(&plan))
+        .0
+        .ok("a run with one implementer and an integrator");
+    let files = r.git(&["ls-tree", "-r", "--name-only", "mara/one/integrator_1"]);
+    for f in [
+        "work/T1.txt",
+        "work/T2.txt",
+        "implementer_1.md",
+        "integrator.md",
+    ] {
+        assert!(
+            files.lines().any(|l| l == f),
+            "{f} is not integrated:\n{files}"
+        );
+    }
+    let report = std::fs::read_to_string(r.dir.join(".multi_agent_runs/one/integrator.md"))
+        .expect("the integrator's report");
+    assert!(
+        report.contains("| `mara/one/implementer_1` | implementer#1 | - | merged ("),
+        "{report}"
+    );
+    verify_ok(&r, "one");
+
+    script_role(
+        &r,
+        "solo",
+        "set -e\necho solo > solo.txt\ngit add solo.txt\ngit commit -q -m 'solo work'\nmara integrate\ngit merge -q --ff-only \"mara/$MARA_RUN/integration\"\n",
+        &[],
+        serde_json::json!({}),
+    );
+    let config2 = config(&r, "solo.json", &[("solo", 1)], serde_json::json!({}));
+    mara_run(&r, "solo", &config2, None)
+        .0
+        .ok("a run whose only instance integrates");
+    assert_eq!(r.git(&["show", "mara/solo/integration:solo.txt"]), "solo\n");
+    let report = std::fs::read_to_string(r.dir.join(".multi_agent_runs/solo/integrator.md"))
+        .expect("the solo report");
+    assert!(
+        report.contains("| `mara/solo/solo_1` | solo#1 | - | up to date |"),
+        "{report}"
+    );
+    verify_ok(&r, "solo");
+}
+
 /// Claims a task, then waits on a long `sleep` in the background; writes the PIDs
 /// of the shell and of the sleep into `$1`. With `$2` = `stubborn` it ignores
 /// SIGTERM (and so does its sleep), so only SIGKILL ends it.
