@@ -227,7 +227,7 @@ pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
             .iter()
             .find(|(k, _)| k == "PATH")
             .map_or_else(|| default_path.clone(), |(_, v)| v.into());
-        check_program(&argv[0], &path, &inst.worktree, &head_tree)
+        check_program(&argv[0], &path, &inst.worktree, repo, &head_tree)
             .map_err(|why| anyhow::anyhow!("role file {file}: command[0] {why}"))?;
     }
     Ok(())
@@ -236,20 +236,41 @@ pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
 /// Finds the program `prog` as `execvp` will in the instance's worktree (which does
 /// not exist yet: it will be a checkout of HEAD, so paths inside it are looked up in
 /// HEAD's tree). A name with a `/` is a path, relative to the worktree; a bare name
-/// is searched on `path`. Returns why it would not start.
+/// is searched on `path`. The file must be executable and start with `#!` or be an
+/// ELF binary. Returns why it would not start.
 fn check_program(
     prog: &str,
     path: &std::ffi::OsStr,
     worktree: &Path,
+    repo: &git2::Repository,
     head: &git2::Tree,
 ) -> std::result::Result<(), String> {
     // In the worktree-to-be: look the file up in HEAD's tree.
     let in_head = |rel: &Path| -> std::result::Result<(), String> {
-        match head.get_path(rel) {
-            Ok(e) if e.filemode() == 0o100755 || e.filemode() == 0o120000 => Ok(()),
+        let mut clean = PathBuf::new();
+        for c in rel.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::Normal(n) => clean.push(n),
+                _ => {
+                    return Err(format!(
+                        "{prog:?} leads out of the instance's worktree; give an absolute path, or one below {{config_dir}}"
+                    ))
+                }
+            }
+        }
+        match head.get_path(&clean) {
+            // A link: where it leads is the checkout's business.
+            Ok(e) if e.filemode() == 0o120000 => Ok(()),
+            Ok(e) if e.filemode() == 0o100755 => {
+                let blob = repo
+                    .find_blob(e.id())
+                    .map_err(|e| format!("{prog:?}: reading it from HEAD: {}", e.message()))?;
+                runnable(prog, &blob.content()[..blob.size().min(4)])
+            }
             Ok(e) if e.kind() == Some(git2::ObjectType::Blob) => Err(format!(
                 "{prog:?} is not executable in HEAD; `git update-index --chmod=+x {}` and commit, or start it with `sh`",
-                rel.display()
+                clean.display()
             )),
             _ => Err(format!(
                 "{prog:?} is not a file of HEAD, which the instance's worktree checks out; commit it, or give an absolute path"
@@ -273,7 +294,11 @@ fn check_program(
                 p.display()
             ));
         }
-        Ok(())
+        let mut start = [0u8; 4];
+        let n = std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut start))
+            .unwrap_or(0);
+        runnable(&p.display().to_string(), &start[..n])
     };
     if prog.is_empty() {
         return Err("is empty; give the program to start".into());
@@ -287,22 +312,39 @@ fn check_program(
         };
     }
     for dir in std::env::split_paths(path) {
-        let cand = if dir.as_os_str().is_empty() || dir.is_relative() {
-            // An empty or relative PATH entry is relative to the worktree.
-            if in_head(&dir.join(prog)).is_ok() {
+        // An empty or relative PATH entry is relative to the worktree.
+        let inside = match dir.strip_prefix(worktree) {
+            Ok(rel) => Some(rel.to_path_buf()),
+            Err(_) if dir.is_relative() => Some(dir.clone()),
+            Err(_) => None,
+        };
+        if let Some(rel) = inside {
+            if in_head(&rel.join(prog)).is_ok() {
                 return Ok(());
             }
             continue;
-        } else {
-            dir.join(prog)
-        };
+        }
+        let cand = dir.join(prog);
         if cand.is_file() && is_executable(&cand) {
-            return Ok(());
+            return on_disk(&cand);
         }
     }
     Err(format!(
         "{prog:?} is not on PATH; install it, or give its absolute path"
     ))
+}
+
+/// Whether a file starting with `start` can be exec'd: a `#!` script or an ELF
+/// binary. The kernel refuses anything else (ENOEXEC) and, unlike execvp(3), the
+/// spawn does not retry it with `/bin/sh`.
+fn runnable(what: &str, start: &[u8]) -> std::result::Result<(), String> {
+    if start.starts_with(b"#!") || start.starts_with(b"\x7fELF") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what:?} is neither a script with a `#!` line nor a program; add `#!/bin/sh` as its first line, or start it with `sh`"
+        ))
+    }
 }
 
 /// Whether this process may execute `p` (access(2) with `X_OK`).

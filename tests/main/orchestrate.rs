@@ -1049,6 +1049,108 @@ fn config_errors_name_the_file_and_write_nothing() {
     );
 }
 
+/// Issue 13, part 7: a role command that would not start (not on PATH, not
+/// executable, not a file, not in the worktree's checkout of HEAD) or a NUL byte in
+/// its argv or env, placeholders filled in, fails before the run writes anything:
+/// no run ref, branch, worktree or run folder; fixed, the same run id then runs.
+#[test]
+fn a_command_that_cannot_start_is_refused_before_anything_is_written() {
+    let r = TestRepo::new();
+    let cfg = cfg_dir(&r);
+    let config = config(&r, "agent.json", &[("agent", 1)], serde_json::json!({}));
+    let role_file = cfg.join("roles/agent.json");
+    let role_path = role_file.display().to_string();
+    write_cfg(&r, "not-exec.sh", "#!/bin/sh\nexit 0\n");
+    write_cfg(&r, "no-shebang.sh", "exit 0\n");
+    std::fs::set_permissions(
+        cfg.join("no-shebang.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod +x");
+    let not_exec = cfg.join("not-exec.sh").display().to_string();
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "a command not on PATH",
+            serde_json::json!({"command": ["mara-no-such-agent", "{prompt}"]}),
+            vec!["command[0]", "mara-no-such-agent", "not on PATH"],
+        ),
+        (
+            "a command that is not executable",
+            serde_json::json!({"command": ["{config_dir}/not-exec.sh"]}),
+            vec!["command[0]", &not_exec, "not executable", "chmod +x"],
+        ),
+        (
+            "an executable without a #! line",
+            serde_json::json!({"command": ["{config_dir}/no-shebang.sh"]}),
+            vec!["command[0]", "no-shebang.sh", "#!"],
+        ),
+        (
+            "a command that is a folder",
+            serde_json::json!({"command": ["{config_dir}"]}),
+            vec!["command[0]", "not a file"],
+        ),
+        (
+            "a relative command that HEAD does not have",
+            serde_json::json!({"command": ["./agent.sh"]}),
+            vec!["command[0]", "./agent.sh", "not a file of HEAD"],
+        ),
+        (
+            "a relative command that is not executable in HEAD",
+            serde_json::json!({"command": ["./README.md"]}),
+            vec!["command[0]", "not executable in HEAD"],
+        ),
+        (
+            "a NUL in an argument",
+            serde_json::json!({"command": ["sh", "-c", "exit 0", "a\u{0}b"]}),
+            vec!["command[3]", "NUL"],
+        ),
+        (
+            "a NUL brought in by a placeholder",
+            serde_json::json!({"command": ["sh", "-c", "exit 0", "{prompt}"], "prompt": "hi\u{0}there"}),
+            vec!["command[3]", "NUL"],
+        ),
+        (
+            "a NUL in an env value",
+            serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"AGENT_MODE": "a\u{0}b"}}),
+            vec!["env.AGENT_MODE", "NUL"],
+        ),
+        (
+            "an env key with '='",
+            serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"A=B": "x"}}),
+            vec!["env key", "A=B"],
+        ),
+        (
+            "a PATH in the role's env that lacks the command",
+            serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"PATH": "{worktree}/bin"}}),
+            vec!["command[0]", "\"sh\"", "not on PATH"],
+        ),
+    ];
+    for (what, spec, needles) in cases {
+        std::fs::write(&role_file, spec.to_string()).expect("writing the role file");
+        let mut all = vec![role_path.as_str()];
+        all.extend(needles);
+        rejected(&r, what, &config, None, &all);
+    }
+
+    // Fixed: the same run id runs.
+    write_cfg(&r, "agent.sh", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(
+        cfg.join("agent.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod +x");
+    std::fs::write(
+        &role_file,
+        serde_json::json!({"command": ["{config_dir}/agent.sh", "{prompt}"], "env": {"AGENT_MODE": "{instance}"}})
+            .to_string(),
+    )
+    .expect("writing the role file");
+    mara_run(&r, "bad", &config, None)
+        .0
+        .ok("the fixed role file runs under the refused run's id");
+    verify_ok(&r, "bad");
+}
+
 #[test]
 fn a_wrong_type_in_the_config_names_the_key() {
     let r = TestRepo::new();
