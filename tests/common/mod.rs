@@ -116,6 +116,60 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     git_env(dir, args, &[])
 }
 
+/// Runs `git args` in `dir` with `input` on its stdin (`git mktree`,
+/// `git hash-object --stdin`); returns its stdout trimmed, or panics with git's stderr.
+#[track_caller]
+pub fn git_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new("git");
+    clean_env(&mut cmd, dir);
+    let mut child = cmd
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("writing git's stdin");
+    let out = child.wait_with_output().expect("git runs");
+    assert!(
+        out.status.success(),
+        "`git {}` in {} failed ({}):\n{}",
+        args.join(" "),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("git prints UTF-8 here")
+        .trim()
+        .to_owned()
+}
+
+/// Writes a tree with git plumbing, as a hostile instance would: `entries` are
+/// `(mode, type, id, name)` lines for `git mktree`, which takes any name (`..`,
+/// `.git`) and any mode (links, submodules). Returns the tree's id.
+#[track_caller]
+pub fn mktree(dir: &Path, entries: &[(&str, &str, &str, &str)]) -> String {
+    let text: String = entries
+        .iter()
+        .map(|(mode, kind, id, name)| format!("{mode} {kind} {id}\t{name}\n"))
+        .collect();
+    git_input(dir, &["mktree", "--missing"], text.as_bytes())
+}
+
+/// Writes `data` as a blob; returns its id.
+#[track_caller]
+pub fn blob(dir: &Path, data: &[u8]) -> String {
+    git_input(dir, &["hash-object", "-w", "--stdin"], data)
+}
+
 /// The commit `refs/mara/<run>` points at.
 #[track_caller]
 pub fn ref_tip(dir: &Path, run: &str) -> String {
