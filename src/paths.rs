@@ -47,28 +47,53 @@ pub fn main_work_tree(repo: &Repository, command: &str) -> Result<PathBuf> {
     let common = repo.commondir();
     let main = Repository::open(common)
         .with_context(|| format!("opening the main repository at {}", common.display()))?;
+    if let Some(dir) = main.workdir().filter(|_| !main.is_bare()) {
+        // libgit2 takes the git directory's parent when `core.worktree` is not set.
+        // That is right only if the folder's `.git` leads back here: a
+        // `--separate-git-dir` records its work tree nowhere but in that work tree's
+        // `.git` file.
+        let explicit = main
+            .config()
+            .ok()
+            .and_then(|c| c.open_level(git2::ConfigLevel::Local).ok())
+            .and_then(|c| c.get_path("core.worktree").ok())
+            .is_some();
+        if explicit || leads_to(dir, common) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    // An instance's worktree of `mara run` knows its main work tree by where it is:
+    // `<main>/.multi_agent_runs/<run>/worktrees/<role>_<n>`. That covers the shapes
+    // whose git directory records no work tree (`--separate-git-dir`; a bare git
+    // directory used with `GIT_WORK_TREE`).
+    if let Some(dir) = repo.workdir().and_then(instance_main_dir) {
+        return Ok(dir);
+    }
     if main.is_bare() {
         return Err(bare());
-    }
-    let Some(dir) = main.workdir() else {
-        return Err(bare());
-    };
-    // libgit2 takes the git directory's parent when `core.worktree` is not set. That
-    // is right only if the folder's `.git` leads back here: a `--separate-git-dir`
-    // records its work tree nowhere but in that work tree's `.git` file.
-    let explicit = main
-        .config()
-        .ok()
-        .and_then(|c| c.open_level(git2::ConfigLevel::Local).ok())
-        .and_then(|c| c.get_path("core.worktree").ok())
-        .is_some();
-    if explicit || leads_to(dir, common) {
-        return Ok(dir.to_path_buf());
     }
     bail!(
         "cannot find the main work tree of this repository from a linked worktree (its git directory {} records none); run `mara {command}` in the main work tree",
         common.display()
     )
+}
+
+/// `<main>` when `worktree` is `<main>/.multi_agent_runs/<run>/worktrees/<stem>`.
+fn instance_main_dir(worktree: &Path) -> Option<PathBuf> {
+    let names: Vec<&std::ffi::OsStr> = worktree
+        .components()
+        .rev()
+        .take(4)
+        .map(|c| c.as_os_str())
+        .collect();
+    let [_, worktrees, _, runs] = names.as_slice() else {
+        return None;
+    };
+    if *worktrees != "worktrees" || *runs != RUNS_DIR {
+        return None;
+    }
+    let main = worktree.ancestors().nth(4)?;
+    main.join(RUNS_DIR).is_dir().then(|| main.to_path_buf())
 }
 
 /// Whether `<dir>/.git` is, or points at, the git directory `git_dir`.

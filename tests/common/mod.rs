@@ -378,6 +378,30 @@ impl TestRepo {
     }
 }
 
+/// The crate's folder: the seed's `mara.json` and `roles/` live there.
+pub const SEED: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The folder of the test's configs (outside the repository): `<tmp>/cfg`.
+pub fn cfg_dir(r: &TestRepo) -> PathBuf {
+    let d = r.root().join("cfg");
+    std::fs::create_dir_all(d.join("roles")).expect("creating the config folder");
+    d
+}
+
+/// Copies the seed's `mara.json`, role files and scripted agent into `<tmp>/cfg`;
+/// returns the copied `mara.json`.
+pub fn copy_seed(r: &TestRepo) -> PathBuf {
+    let cfg = cfg_dir(r);
+    for entry in std::fs::read_dir(Path::new(SEED).join("roles")).expect("reading roles/") {
+        let entry = entry.expect("a roles/ entry");
+        std::fs::copy(entry.path(), cfg.join("roles").join(entry.file_name()))
+            .expect("copying a role file");
+    }
+    let config = cfg.join("mara.json");
+    std::fs::copy(Path::new(SEED).join("mara.json"), &config).expect("copying mara.json");
+    config
+}
+
 /// Runs `f` and asserts that the run's ref did not move.
 #[track_caller]
 pub fn assert_ref_unchanged<T>(repo: &TestRepo, run: &str, f: impl FnOnce() -> T) -> T {

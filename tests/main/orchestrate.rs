@@ -10,31 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{count_commits_with_subject, subjects, Out, TestRepo};
-
-/// The crate's folder: the seed's `mara.json` and `roles/` live there.
-const SEED: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The folder of the test's configs (outside the repository): `<tmp>/cfg`.
-fn cfg_dir(r: &TestRepo) -> PathBuf {
-    let d = r.root().join("cfg");
-    std::fs::create_dir_all(d.join("roles")).expect("creating the config folder");
-    d
-}
-
-/// Copies the seed's `mara.json`, role files and scripted agent into `<tmp>/cfg`;
-/// returns the copied `mara.json`.
-fn copy_seed(r: &TestRepo) -> PathBuf {
-    let cfg = cfg_dir(r);
-    for entry in std::fs::read_dir(Path::new(SEED).join("roles")).expect("reading roles/") {
-        let entry = entry.expect("a roles/ entry");
-        std::fs::copy(entry.path(), cfg.join("roles").join(entry.file_name()))
-            .expect("copying a role file");
-    }
-    let config = cfg.join("mara.json");
-    std::fs::copy(Path::new(SEED).join("mara.json"), &config).expect("copying mara.json");
-    config
-}
+use crate::common::{
+    cfg_dir, copy_seed, count_commits_with_subject, subjects, Out, TestRepo, SEED,
+};
 
 /// Writes `<tmp>/cfg/<name>` and returns its path.
 fn write_cfg(r: &TestRepo, name: &str, contents: &str) -> PathBuf {
