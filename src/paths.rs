@@ -301,39 +301,33 @@ impl SafeDir {
     pub fn create(&self, name: &str) -> Result<File> {
         crate::safepath::check_component(name)
             .map_err(|why| anyhow!("the file name {name:?} {why}"))?;
-        let c = cstr(name)?;
-        // SAFETY: openat(2) relative to an fd we hold open; the result is owned.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o666 as libc::c_uint,
-            )
-        };
         let path = self.path.join(name);
-        if fd < 0 {
-            let err = last_error();
-            if err.raw_os_error() == Some(libc::ELOOP) {
-                bail!(
-                    "{} is a symbolic link; mara writes nothing through one: remove it (`rm {}`) and try again",
-                    path.display(),
-                    path.display()
-                );
-            }
-            return Err(err).with_context(|| format!("creating {}", path.display()));
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        self.open_file(&cstr(name)?, libc::O_TRUNC)
+            .map_err(|err| {
+                if err.raw_os_error() == Some(libc::ELOOP) {
+                    anyhow!(
+                        "{} is a symbolic link; mara writes nothing through one: remove it (`rm {}`) and try again",
+                        path.display(),
+                        path.display()
+                    )
+                } else {
+                    anyhow!(err).context(format!("creating {}", path.display()))
+                }
+            })
     }
 
     fn create_named(&self, name: &CString) -> std::io::Result<File> {
+        self.open_file(name, libc::O_EXCL)
+    }
+
+    /// openat(2) for writing, creating, never through a link, with `extra` flags.
+    fn open_file(&self, name: &CString, extra: libc::c_int) -> std::io::Result<File> {
         // SAFETY: openat(2) relative to an fd we hold open; the result is owned.
         let fd = unsafe {
             libc::openat(
                 self.fd.as_raw_fd(),
                 name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra,
                 0o666 as libc::c_uint,
             )
         };

@@ -98,6 +98,12 @@ pub fn git_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
         .current_dir(dir)
         .output()
         .expect("git runs");
+    git_stdout(dir, args, out)
+}
+
+/// git's stdout, or a panic with the command line and git's stderr.
+#[track_caller]
+fn git_stdout(dir: &Path, args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "`git {}` in {} failed ({}):\n{}",
@@ -138,28 +144,20 @@ pub fn git_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
         .write_all(input)
         .expect("writing git's stdin");
     let out = child.wait_with_output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "`git {}` in {} failed ({}):\n{}",
-        args.join(" "),
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("git prints UTF-8 here")
-        .trim()
-        .to_owned()
+    git_stdout(dir, args, out).trim().to_owned()
 }
 
 /// Writes a tree with git plumbing, as a hostile instance would: `entries` are
 /// `(mode, type, id, name)` lines for `git mktree`, which takes any name (`..`,
 /// `.git`) and any mode (links, submodules). Returns the tree's id.
 #[track_caller]
-pub fn mktree(dir: &Path, entries: &[(&str, &str, &str, &str)]) -> String {
+pub fn mktree<S: AsRef<str>>(dir: &Path, entries: &[(S, S, S, S)]) -> String {
     let text: String = entries
         .iter()
-        .map(|(mode, kind, id, name)| format!("{mode} {kind} {id}\t{name}\n"))
+        .map(|(mode, kind, id, name)| {
+            let [mode, kind, id, name] = [mode, kind, id, name].map(AsRef::as_ref);
+            format!("{mode} {kind} {id}\t{name}\n")
+        })
         .collect();
     git_input(dir, &["mktree", "--missing"], text.as_bytes())
 }

@@ -826,11 +826,9 @@ fn collect_copies_recorded_and_pattern_artifacts_and_records_them_once() {
     r.verify_ok();
 }
 
-/// A commit on `branch` (made from `main`) whose tree is `main`'s plus `entries`,
-/// written with git plumbing as a hostile instance would.
-fn plumb_branch(r: &TestRepo, branch: &str, entries: &[(&str, &str, &str, &str)]) {
-    let mut all: Vec<(String, String, String, String)> = r
-        .git(&["ls-tree", "main"])
+/// The entries of a tree (`mode`, `type`, `id`, `name`), as `git ls-tree` lists them.
+fn entries_of(r: &TestRepo, tree: &str) -> Vec<(String, String, String, String)> {
+    r.git(&["ls-tree", tree])
         .lines()
         .map(|l| {
             let (meta, name) = l.split_once('\t').expect("mode type id\tname");
@@ -838,17 +836,19 @@ fn plumb_branch(r: &TestRepo, branch: &str, entries: &[(&str, &str, &str, &str)]
             let mut next = || m.next().expect("a field").to_owned();
             (next(), next(), next(), name.to_owned())
         })
-        .collect();
+        .collect()
+}
+
+/// A commit on `branch` (made from `main`) whose tree is `main`'s plus `entries`,
+/// written with git plumbing as a hostile instance would.
+fn plumb_branch(r: &TestRepo, branch: &str, entries: &[(&str, &str, &str, &str)]) {
+    let mut all = entries_of(r, "main");
     all.extend(
         entries
             .iter()
             .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into())),
     );
-    let refs: Vec<(&str, &str, &str, &str)> = all
-        .iter()
-        .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
-        .collect();
-    let tree = mktree(&r.dir, &refs);
+    let tree = mktree(&r.dir, &all);
     let commit = r
         .git(&["commit-tree", &tree, "-p", "main", "-m", "hostile tree"])
         .trim()
@@ -927,19 +927,8 @@ fn collect_skips_links_submodules_and_escaping_tree_entries() {
             .as_bytes(),
     );
     let artifacts = mktree(&r.dir, &[("100644", "blob", &record, "implementer_1.json")]);
-    let mut entries: Vec<(String, String, String, String)> = r
-        .git(&["ls-tree", board_tree.trim()])
-        .lines()
-        .map(|l| {
-            let (meta, name) = l.split_once('\t').expect("mode type id\tname");
-            let m: Vec<&str> = meta.split(' ').collect();
-            (
-                m[0].to_owned(),
-                m[1].to_owned(),
-                m[2].to_owned(),
-                name.to_owned(),
-            )
-        })
+    let mut entries: Vec<_> = entries_of(&r, board_tree.trim())
+        .into_iter()
         .filter(|e| e.3 != "artifacts")
         .collect();
     entries.push((
@@ -948,11 +937,7 @@ fn collect_skips_links_submodules_and_escaping_tree_entries() {
         artifacts,
         "artifacts".into(),
     ));
-    let refs: Vec<(&str, &str, &str, &str)> = entries
-        .iter()
-        .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
-        .collect();
-    let forged_tree = mktree(&r.dir, &refs);
+    let forged_tree = mktree(&r.dir, &entries);
     let event = serde_json::json!({
         "seq": 1, "ts": "2026-01-01T00:00:00Z", "sender": "implementer#1", "type": "artifact",
         "payload": {"instance": "implementer#1", "path": evil},
