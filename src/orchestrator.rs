@@ -210,9 +210,17 @@ pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
         let role = &spec.roles[inst.role];
         let (argv, env) = command_line(&inst, role, spec, &expand_prompt(&inst, role, spec));
         let file = role.file.display();
+        let too_long = |what: &str, len: usize| {
+            anyhow::anyhow!(
+                "role file {file}: {what} is {len} bytes long (placeholders filled in); the system takes {MAX_ARG_BYTES} at most: pass a long prompt as {{prompt_file}}"
+            )
+        };
         for (i, a) in argv.iter().enumerate() {
             if a.contains('\0') {
                 bail!("role file {file}: command[{i}] contains a NUL byte (placeholders filled in); remove it");
+            }
+            if a.len() > MAX_ARG_BYTES {
+                return Err(too_long(&format!("command[{i}]"), a.len()));
             }
         }
         for (k, v) in &env {
@@ -222,6 +230,19 @@ pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
             if v.contains('\0') {
                 bail!("role file {file}: env.{k} contains a NUL byte (placeholders filled in); remove it");
             }
+            if k.len() + 1 + v.len() > MAX_ARG_BYTES {
+                return Err(too_long(&format!("env.{k}"), k.len() + 1 + v.len()));
+            }
+        }
+        let total: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>()
+            + env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if total > max_exec_bytes() {
+            bail!(
+                "role file {file}: command and env are {total} bytes together (placeholders filled in), more than the system passes to a program; pass a long prompt as {{prompt_file}}"
+            );
         }
         let path = env
             .iter()
@@ -231,6 +252,18 @@ pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
             .map_err(|why| anyhow::anyhow!("role file {file}: command[0] {why}"))?;
     }
     Ok(())
+}
+
+/// The longest single argument or `KEY=value` Linux passes to a program
+/// (`MAX_ARG_STRLEN`, 32 pages, less the NUL): longer fails the spawn with E2BIG.
+const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
+
+/// What a program's argv and env may hold together: half of `ARG_MAX`, leaving the
+/// other half to the environment the instance inherits.
+fn max_exec_bytes() -> usize {
+    // SAFETY: sysconf(3) reads a system limit.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    usize::try_from(arg_max).map_or(128 * 1024, |m| m / 2)
 }
 
 /// Finds the program `prog` as `execvp` will in the instance's worktree (which does

@@ -1093,6 +1093,11 @@ fn a_command_that_cannot_start_is_refused_before_anything_is_written() {
             vec!["env.AGENT_MODE", "NUL"],
         ),
         (
+            "a prompt too long for one argument",
+            serde_json::json!({"command": ["sh", "-c", "exit 0", "{prompt}"], "prompt": "x".repeat(200_000)}),
+            vec!["command[3]", "bytes long", "{prompt_file}"],
+        ),
+        (
             "an env key with '='",
             serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"A=B": "x"}}),
             vec!["env key", "A=B"],
