@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::board::EventKind;
@@ -121,16 +121,36 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     }
 
     // 2. Every destination's folders, as far as they exist: a symbolic link or a
-    // file on the way refuses the collect before anything is written.
+    // file on the way, a folder where a file goes, or one copy's file where another
+    // needs a folder refuses the collect before anything is written.
+    let files: BTreeSet<&[String]> = copies.iter().map(|c| c.dest.as_slice()).collect();
+    for c in &copies {
+        if let Some(depth) = (1..c.dest.len()).find(|d| files.contains(&c.dest[..*d])) {
+            bail!(
+                "outputs/{} would be a file (an artifact) and a folder (for {} of {}); rename one of them",
+                c.dest[..depth].join("/"),
+                c.path,
+                c.id
+            );
+        }
+    }
     let root = SafeDir::open(&work_tree)?;
     let outputs_rel = [RUNS_DIR, run.as_str(), "outputs"];
     if let Some(outputs) = root.descend(&outputs_rel, false)? {
         for c in &copies {
-            let folders: Vec<&str> = c.dest[..c.dest.len() - 1]
-                .iter()
-                .map(String::as_str)
-                .collect();
-            outputs.descend(&folders, false)?;
+            let (name, folders) = c.dest.split_last().expect("a path has a component");
+            let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
+            if let Some(dir) = outputs.descend(&folders, false)? {
+                let dest = dir.path().join(name);
+                if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                    bail!(
+                        "{} is a folder where {}'s artifact {} goes; move it out of the way",
+                        dest.display(),
+                        c.id,
+                        c.path
+                    );
+                }
+            }
         }
     }
 

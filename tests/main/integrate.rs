@@ -1051,5 +1051,18 @@ fn collect_export_and_integrate_never_write_through_a_planted_link() {
         std::fs::read_to_string(outputs.join("implementer_2/docs/notes.md")).expect("read"),
         "notes\n"
     );
+
+    // A folder where a copy goes: refused before anything is written.
+    std::fs::remove_dir_all(&outputs).expect("clearing outputs");
+    std::fs::create_dir_all(outputs.join("implementer_1.md").join("x")).expect("mkdir");
+    let tip = r.tip(RUN);
+    r.mara(&["collect"])
+        .expect_code(1, "collect onto a folder")
+        .stderr_has("is a folder where implementer#1's artifact implementer_1.md goes");
+    assert!(
+        !outputs.join("implementer_2").exists(),
+        "copied before refusing"
+    );
+    assert_eq!(r.tip(RUN), tip);
     r.verify_ok();
 }
