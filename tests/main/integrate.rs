@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{blob, git, mktree, TestRepo};
+use crate::common::{blob, copy_seed, git, mktree, TestRepo};
 
 const RUN: &str = "r";
 const I1: &str = "mara/r/implementer_1";
@@ -971,9 +971,9 @@ fn collect_skips_links_submodules_and_escaping_tree_entries() {
 
 /// Issue 13, part 1: a symbolic link planted anywhere on the way to `outputs/`
 /// refuses the collect before anything is written; a link where a copied file goes
-/// is replaced, never followed. `export` and `integrate` refuse the same way.
+/// is replaced, never followed. `export`, `integrate` and `run` refuse the same way.
 #[test]
-fn collect_export_and_integrate_never_write_through_a_planted_link() {
+fn collect_export_integrate_and_run_never_write_through_a_planted_link() {
     let r = setup(&[]);
     r.mara(&["task", "add", "T1", "notes"]).ok("task add");
     commit_on(&r, I1, "report", "Mara-Instance: implementer#1", || {
@@ -1016,6 +1016,21 @@ fn collect_export_and_integrate_never_write_through_a_planted_link() {
             !outputs.join("implementer_1.md").exists() || *what == "outputs/implementer_2",
             "{what}"
         );
+        if *what == ".multi_agent_runs" {
+            let refs = all_refs(&r);
+            let config = copy_seed(&r);
+            r.mara(&[
+                "--run",
+                "r2",
+                "run",
+                "--config",
+                config.to_str().expect("UTF-8"),
+            ])
+            .expect_code(1, "run through a link at .multi_agent_runs")
+            .stderr_has("is a symbolic link");
+            assert!(files_below(&outside).is_empty(), "run wrote outside");
+            assert_eq!(all_refs(&r), refs, "run wrote a ref");
+        }
         // export and integrate write into the run's folder, not outputs/.
         if what.starts_with(".multi_agent_runs") {
             for args in [&["export"][..], &["integrate"][..]] {
