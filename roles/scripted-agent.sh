@@ -2,8 +2,8 @@
 # A scripted agent: what an LLM agent does with mara, without the LLM.
 #
 # The orchestrator starts it in the instance's own worktree with MARA_RUN,
-# MARA_INSTANCE, MARA_ROLE and MARA_WORKTREE set, so plain `mara claim` needs no
-# flags. What it does depends on MARA_ROLE:
+# MARA_INSTANCE, MARA_ROLE, MARA_WORKTREE and MARA_RUN_DIR (the run's folder)
+# set, so plain `mara claim` needs no flags. What it does depends on MARA_ROLE:
 #   architect, implementer: take ready tasks until none is open: claim, post a
 #     decision, write a file, commit on the own branch, done with the artifact
 #     (<role>_<n>.md);
@@ -61,7 +61,7 @@ integrate() {
     *) exit "$rc" ;;
   esac
   git merge -q --ff-only "mara/$MARA_RUN/integration" || exit 1
-  cp "$(git rev-parse --git-common-dir)/../.multi_agent_runs/$MARA_RUN/integrator.md" integrator.md
+  cp "$MARA_RUN_DIR/integrator.md" integrator.md
   git add integrator.md && git commit -q -m "integration report of run $MARA_RUN" || exit 1
   mara post decision "$MARA_INSTANCE $verdict into mara/$MARA_RUN/integration" >/dev/null
 }

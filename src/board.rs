@@ -1111,37 +1111,16 @@ fn check_text(what: &str, s: &str) -> Result<(), RuleError> {
 ///
 /// Board paths (artifacts, task globs) were written by some instance and end up
 /// joined to a directory on another machine, so anything that could lead out of
-/// that directory or into git's own is refused: an absolute path, a `..` or `.`
-/// component, an empty component, a backslash (a separator on Windows), a control
-/// character, and a `.git` component in any spelling git itself refuses on
-/// case-insensitive or NTFS file systems (`.GIT`, `.git.`, `.git `, `git~1`).
-pub fn unsafe_path_reason(p: &str) -> Option<&'static str> {
-    if p.starts_with('/') {
-        return Some("is absolute");
+/// that directory or into git's own is refused ([`crate::safepath::check_relative`]:
+/// an absolute path, a `..`, `.` or empty component, a backslash, a control
+/// character, a `.git` component in any spelling some file system reads as `.git`),
+/// and a drive letter. A glob's trailing `/` ("everything below") is fine.
+pub fn unsafe_path_reason(p: &str) -> Option<String> {
+    if p.len() > 2 && p.as_bytes()[1] == b':' && p.as_bytes()[0].is_ascii_alphabetic() {
+        return Some("starts with a drive letter".into());
     }
-    if p.contains('\\') {
-        return Some("contains a backslash");
-    }
-    if p.chars().any(char::is_control) {
-        return Some("contains a control character");
-    }
-    if p.len() > 2 && p.as_bytes()[1] == b':' {
-        return Some("starts with a drive letter");
-    }
-    // A glob's trailing '/' means "everything below".
-    for c in p.strip_suffix('/').unwrap_or(p).split('/') {
-        match c {
-            "" => return Some("has an empty component"),
-            "." | ".." => return Some("has a '.' or '..' component"),
-            _ => {}
-        }
-        let lower = c.to_ascii_lowercase();
-        let stem = lower.trim_end_matches([' ', '.']);
-        if stem == ".git" || stem == "git~1" {
-            return Some("has a .git component");
-        }
-    }
-    None
+    let body = p.strip_suffix('/').unwrap_or(p);
+    crate::safepath::check_relative(body).err()
 }
 
 /// [`check_text`] plus [`unsafe_path_reason`].

@@ -49,12 +49,21 @@ impl Ctx {
     /// Opens the repository the way git would: `GIT_DIR`, `GIT_WORK_TREE` and the
     /// other variables a hook runs with count, then the current directory upwards.
     pub fn repo(&self) -> Result<Repository> {
-        Repository::open_from_env().map_err(|e| {
+        let repo = Repository::open_from_env().map_err(|e| {
             anyhow!(
                 "not inside a git repository ({}); cd into one, or create one with `git init`",
                 e.message()
             )
-        })
+        })?;
+        // git lets `GIT_WORK_TREE` give a bare git directory a work tree; libgit2
+        // keeps it bare. Do as git does, so the run's folder goes where the user said.
+        if repo.is_bare() {
+            if let Some(wt) = env("GIT_WORK_TREE") {
+                repo.set_workdir(std::path::Path::new(&wt), false)
+                    .with_context(|| format!("using GIT_WORK_TREE {wt}"))?;
+            }
+        }
+        Ok(repo)
     }
 
     /// The current run: `--run`, else `MARA_RUN`, else git config `mara.run`.

@@ -1,6 +1,7 @@
 //! Running the `git` command itself: for work libgit2 does not do (worktrees,
 //! pushes and fetches through the user's own transport and credential setup).
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -9,10 +10,16 @@ use anyhow::{bail, Context, Result};
 /// A `git` invocation in `dir`: stdin closed, messages in English so they can be
 /// parsed, and the exact command line in any error.
 pub fn git(dir: &Path, args: &[&str]) -> Result<Output> {
+    git_env(dir, args, &[])
+}
+
+/// Like [`git`], with `envs` set for git (`GIT_DIR`, `GIT_WORK_TREE`, ...).
+pub fn git_env(dir: &Path, args: &[&str], envs: &[(&str, &OsStr)]) -> Result<Output> {
     let line = format!("git {}", args.join(" "));
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
+        .envs(envs.iter().copied())
         .env("LC_ALL", "C")
         .env("LC_MESSAGES", "C")
         .stdin(Stdio::null())
@@ -23,7 +30,12 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<Output> {
 
 /// Like [`git`], but a non-zero exit is an error carrying git's stderr.
 pub fn git_ok(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = git(dir, args)?;
+    git_ok_env(dir, args, &[])
+}
+
+/// Like [`git_ok`], with `envs` set for git.
+pub fn git_ok_env(dir: &Path, args: &[&str], envs: &[(&str, &OsStr)]) -> Result<String> {
+    let out = git_env(dir, args, envs)?;
     if !out.status.success() {
         bail!(
             "`git {}` failed in {}: {}",

@@ -285,9 +285,19 @@ pub fn integrate(
         .then_some(())
         .ok_or_else(|| anyhow!("--into {into:?} is not a valid branch name"))?;
     let old_into = repo.refname_to_id(&into_ref).ok();
-    let base = match old_into {
-        Some(t) => t,
-        None => repo
+    let base = match (old_into, tips.as_slice()) {
+        (Some(t), _) => t,
+        // One branch has no common base with others (libgit2 wants two commits:
+        // issue 13, part 8). Start where it forked from HEAD, as a run's branches
+        // fork from HEAD, so its work still arrives as a merge commit; from its own
+        // tip (nothing to merge) when HEAD contains it or shares no history with it.
+        (None, [tip]) => repo
+            .head()
+            .ok()
+            .and_then(|h| h.target())
+            .and_then(|head| repo.merge_base(head, *tip).ok())
+            .unwrap_or(*tip),
+        (None, _) => repo
             .merge_base_many(&tips)
             .context("the branches share no history to merge from")?,
     };

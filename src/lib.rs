@@ -19,8 +19,10 @@ pub mod mcp;
 pub mod orchestrator;
 pub mod output;
 pub mod packs;
+pub mod paths;
 pub mod remote;
 pub mod report;
+pub mod safepath;
 pub mod text;
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 //! `.../prompts/<role>_<n>.md`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,10 +20,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::board::{EventKind, InstanceStatus, Place, TaskStatus};
 use crate::config::{Role, SeedConfig};
-use crate::gitcmd::git_ok;
+use crate::gitcmd::git_ok_env;
 use crate::ids::{InstanceId, RunId};
 use crate::ledger::{Draft, Ledger};
 use crate::output;
+use crate::paths::{exclude_run_dirs, open_run_dir, run_dir, SafeDir, RUNS_DIR};
 
 /// Set by SIGINT/SIGTERM; the run loop stops every instance when it sees it.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -60,6 +60,8 @@ pub struct RunSpec {
     pub mara_dir: PathBuf,
     /// Redraw a progress line on the terminal.
     pub progress: bool,
+    /// The repository's main work tree: the run's folder goes there.
+    pub work_tree: PathBuf,
 }
 
 /// How one instance ended.
@@ -105,31 +107,8 @@ struct Instance {
     role: usize,
     place: Place,
     worktree: PathBuf,
-    log: PathBuf,
     prompt_file: PathBuf,
     state: State,
-}
-
-/// The run's folder in the main worktree.
-pub fn run_dir(workdir: &Path, run: &RunId) -> PathBuf {
-    workdir.join(".multi_agent_runs").join(run.as_str())
-}
-
-/// Keeps `.multi_agent_runs/` out of `git status` without touching `.gitignore`.
-pub fn exclude_run_dirs(repo: &git2::Repository) -> Result<()> {
-    let info = repo.commondir().join("info");
-    std::fs::create_dir_all(&info)?;
-    let path = info.join("exclude");
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if !current.lines().any(|l| l.trim() == "/.multi_agent_runs/") {
-        let mut text = current;
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str("# mara: run folders (worktrees, logs)\n/.multi_agent_runs/\n");
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }
 
 fn expand(template: &str, vars: &BTreeMap<&str, String>) -> String {
@@ -192,74 +171,234 @@ fn signal_group(child: &Child, sig: libc::c_int) {
     }
 }
 
-/// Checks what would make a run fail before anything is written: a worktree to
-/// branch from, a commit at HEAD, and no instance branch of this run yet.
-pub fn preflight(repo: &git2::Repository, run: &RunId, roles: &[Role]) -> Result<()> {
-    if repo.workdir().is_none() {
-        bail!("`mara run` needs a repository with a worktree; this one is bare");
-    }
-    if repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .is_none()
-    {
-        bail!(
-            "the repository has no commit yet; commit something first: instances branch from HEAD"
-        );
-    }
-    for role in roles {
-        for id in role.instance_ids() {
-            let branch = format!("mara/{run}/{}", id.file_stem());
-            if repo.find_branch(&branch, git2::BranchType::Local).is_ok() {
-                bail!(
-                    "branch {branch} exists already: run {run} ran here before; pick another --run"
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Prepares worktrees and branches, then runs every instance to its end.
-pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
-    let started = Instant::now();
-    let repo = ledger.repo();
-    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
-        bail!("`mara run` needs a repository with a worktree; this one is bare");
-    };
-    // Linked worktrees run from the main worktree's folder, wherever `run` is called.
-    let main_dir = repo
-        .commondir()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or(workdir.clone());
+/// Checks what would make a run fail before anything is written (issue 13, part 7):
+/// a commit at HEAD to branch from, no instance branch or worktree folder of this run
+/// yet, no symbolic link on the way to the run's folder, and for every instance the
+/// command line it will get: no NUL byte in its argv or env (placeholders filled in
+/// with the values the run will use), and a program that exists and is executable.
+pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
     let head = repo
         .head()
         .ok()
         .and_then(|h| h.peel_to_commit().ok())
-        .map(|c| c.id())
         .ok_or_else(|| {
-            anyhow::anyhow!("the repository has no commit yet; commit something first: instances branch from HEAD")
+            anyhow::anyhow!(
+                "the repository has no commit yet; commit something first: instances branch from HEAD"
+            )
         })?;
-    let dir = run_dir(&main_dir, &spec.run);
-    exclude_run_dirs(repo)?;
-    for sub in ["worktrees", "logs", "prompts"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    let head_tree = head.tree()?;
+    let run = &spec.run;
+    let dir = run_dir(&spec.work_tree, run);
+    let worktrees =
+        SafeDir::open(&spec.work_tree)?.descend(&[RUNS_DIR, run.as_str(), "worktrees"], false)?;
+    for sub in ["logs", "prompts"] {
+        SafeDir::open(&spec.work_tree)?.descend(&[RUNS_DIR, run.as_str(), sub], false)?;
     }
+    let default_path = crate::context::path_with(&spec.mara_dir)?;
+    for inst in plan_instances(spec) {
+        let branch = &inst.place.branch;
+        if repo.find_branch(branch, git2::BranchType::Local).is_ok() {
+            bail!("branch {branch} exists already: run {run} ran here before; pick another --run");
+        }
+        if worktrees.is_some() && std::fs::symlink_metadata(&inst.worktree).is_ok() {
+            bail!(
+                "{} exists already: run {run} ran here before; pick another --run, or remove {}",
+                inst.worktree.display(),
+                dir.display()
+            );
+        }
+        let role = &spec.roles[inst.role];
+        let (argv, env) = command_line(&inst, role, spec, &expand_prompt(&inst, role, spec));
+        let file = role.file.display();
+        let too_long = |what: &str, len: usize| {
+            anyhow::anyhow!(
+                "role file {file}: {what} is {len} bytes long (placeholders filled in); the system takes {MAX_ARG_BYTES} at most: pass a long prompt as {{prompt_file}}"
+            )
+        };
+        for (i, a) in argv.iter().enumerate() {
+            if a.contains('\0') {
+                bail!("role file {file}: command[{i}] contains a NUL byte (placeholders filled in); remove it");
+            }
+            if a.len() > MAX_ARG_BYTES {
+                return Err(too_long(&format!("command[{i}]"), a.len()));
+            }
+        }
+        for (k, v) in &env {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                bail!("role file {file}: env key {k:?} is not a variable name; use letters, digits and '_'");
+            }
+            if v.contains('\0') {
+                bail!("role file {file}: env.{k} contains a NUL byte (placeholders filled in); remove it");
+            }
+            if k.len() + 1 + v.len() > MAX_ARG_BYTES {
+                return Err(too_long(&format!("env.{k}"), k.len() + 1 + v.len()));
+            }
+        }
+        let total: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>()
+            + env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if total > max_exec_bytes() {
+            bail!(
+                "role file {file}: command and env are {total} bytes together (placeholders filled in), more than the system passes to a program; pass a long prompt as {{prompt_file}}"
+            );
+        }
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or_else(|| default_path.clone(), |(_, v)| v.into());
+        check_program(&argv[0], &path, &inst.worktree, repo, &head_tree)
+            .map_err(|why| anyhow::anyhow!("role file {file}: command[0] {why}"))?;
+    }
+    Ok(())
+}
+
+/// The longest single argument or `KEY=value` Linux passes to a program
+/// (`MAX_ARG_STRLEN`, 32 pages, less the NUL): longer fails the spawn with E2BIG.
+const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
+
+/// What a program's argv and env may hold together: half of `ARG_MAX`, leaving the
+/// other half to the environment the instance inherits.
+fn max_exec_bytes() -> usize {
+    // SAFETY: sysconf(3) reads a system limit.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    usize::try_from(arg_max).map_or(128 * 1024, |m| m / 2)
+}
+
+/// Finds the program `prog` as `execvp` will in the instance's worktree (which does
+/// not exist yet: it will be a checkout of HEAD, so paths inside it are looked up in
+/// HEAD's tree). A name with a `/` is a path, relative to the worktree; a bare name
+/// is searched on `path`. The file must be executable and start with `#!` or be an
+/// ELF binary. Returns why it would not start.
+fn check_program(
+    prog: &str,
+    path: &std::ffi::OsStr,
+    worktree: &Path,
+    repo: &git2::Repository,
+    head: &git2::Tree,
+) -> std::result::Result<(), String> {
+    // In the worktree-to-be: look the file up in HEAD's tree.
+    let in_head = |rel: &Path| -> std::result::Result<(), String> {
+        let mut clean = PathBuf::new();
+        for c in rel.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::Normal(n) => clean.push(n),
+                _ => {
+                    return Err(format!(
+                        "{prog:?} leads out of the instance's worktree; give an absolute path, or one below {{config_dir}}"
+                    ))
+                }
+            }
+        }
+        match head.get_path(&clean) {
+            // A link: where it leads is the checkout's business.
+            Ok(e) if e.filemode() == 0o120000 => Ok(()),
+            Ok(e) if e.filemode() == 0o100755 => {
+                let blob = repo
+                    .find_blob(e.id())
+                    .map_err(|e| format!("{prog:?}: reading it from HEAD: {}", e.message()))?;
+                runnable(prog, &blob.content()[..blob.size().min(4)])
+            }
+            Ok(e) if e.kind() == Some(git2::ObjectType::Blob) => Err(format!(
+                "{prog:?} is not executable in HEAD; `git update-index --chmod=+x {}` and commit, or start it with `sh`",
+                clean.display()
+            )),
+            _ => Err(format!(
+                "{prog:?} is not a file of HEAD, which the instance's worktree checks out; commit it, or give an absolute path"
+            )),
+        }
+    };
+    let on_disk = |p: &Path| -> std::result::Result<(), String> {
+        let meta = std::fs::metadata(p).map_err(|_| {
+            format!(
+                "{prog:?} ({}) does not exist; install it, or fix the path",
+                p.display()
+            )
+        })?;
+        if !meta.is_file() {
+            return Err(format!("{prog:?} ({}) is not a file", p.display()));
+        }
+        if !is_executable(p) {
+            return Err(format!(
+                "{prog:?} ({}) is not executable; `chmod +x {}`",
+                p.display(),
+                p.display()
+            ));
+        }
+        let mut start = [0u8; 4];
+        let n = std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut start))
+            .unwrap_or(0);
+        runnable(&p.display().to_string(), &start[..n])
+    };
+    if prog.is_empty() {
+        return Err("is empty; give the program to start".into());
+    }
+    if prog.contains('/') {
+        let p = Path::new(prog);
+        return match p.strip_prefix(worktree) {
+            Ok(rel) => in_head(rel),
+            Err(_) if p.is_absolute() => on_disk(p),
+            Err(_) => in_head(p),
+        };
+    }
+    for dir in std::env::split_paths(path) {
+        // An empty or relative PATH entry is relative to the worktree.
+        let inside = match dir.strip_prefix(worktree) {
+            Ok(rel) => Some(rel.to_path_buf()),
+            Err(_) if dir.is_relative() => Some(dir.clone()),
+            Err(_) => None,
+        };
+        if let Some(rel) = inside {
+            if in_head(&rel.join(prog)).is_ok() {
+                return Ok(());
+            }
+            continue;
+        }
+        let cand = dir.join(prog);
+        if cand.is_file() && is_executable(&cand) {
+            return on_disk(&cand);
+        }
+    }
+    Err(format!(
+        "{prog:?} is not on PATH; install it, or give its absolute path"
+    ))
+}
+
+/// Whether a file starting with `start` can be exec'd: a `#!` script or an ELF
+/// binary. The kernel refuses anything else (ENOEXEC) and, unlike execvp(3), the
+/// spawn does not retry it with `/bin/sh`.
+fn runnable(what: &str, start: &[u8]) -> std::result::Result<(), String> {
+    if start.starts_with(b"#!") || start.starts_with(b"\x7fELF") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what:?} is neither a script with a `#!` line nor a program; add `#!/bin/sh` as its first line, or start it with `sh`"
+        ))
+    }
+}
+
+/// Whether this process may execute `p` (access(2) with `X_OK`).
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// Every instance of the run, with its worktree, branch, log and prompt file.
+fn plan_instances(spec: &RunSpec) -> Vec<Instance> {
+    let dir = run_dir(&spec.work_tree, &spec.run);
     let mut instances = vec![];
     for (ri, role) in spec.roles.iter().enumerate() {
         for id in role.instance_ids() {
             let stem = id.file_stem();
             let worktree = dir.join("worktrees").join(&stem);
             let branch = format!("mara/{}/{stem}", spec.run);
-            if repo.find_branch(&branch, git2::BranchType::Local).is_ok() {
-                bail!(
-                    "branch {branch} exists already: run {} ran here before; pick another --run",
-                    spec.run
-                );
-            }
             let log = dir.join("logs").join(format!("{stem}.log"));
             let prompt_file = dir.join("prompts").join(format!("{stem}.md"));
             instances.push(Instance {
@@ -271,14 +410,96 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
                 id,
                 role: ri,
                 worktree,
-                log,
                 prompt_file,
                 state: State::Waiting,
             });
         }
     }
+    instances
+}
+
+/// The placeholders of an instance's command, prompt and env (`{prompt}` aside).
+fn placeholders(inst: &Instance, role: &Role, spec: &RunSpec) -> BTreeMap<&'static str, String> {
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    vars.insert("instance", inst.id.to_string());
+    vars.insert("role", role.id.clone());
+    vars.insert("n", inst.id.number().to_string());
+    vars.insert("run", spec.run.to_string());
+    vars.insert("worktree", inst.place.worktree.clone());
+    vars.insert("branch", inst.place.branch.clone());
+    vars.insert("config_dir", spec.config_dir.to_string_lossy().into_owned());
+    vars.insert(
+        "prompt_file",
+        inst.prompt_file.to_string_lossy().into_owned(),
+    );
+    vars
+}
+
+/// The instance's prompt, placeholders filled in.
+fn expand_prompt(inst: &Instance, role: &Role, spec: &RunSpec) -> String {
+    expand(&role.spec.prompt, &placeholders(inst, role, spec))
+}
+
+/// The instance's argv and its role file's env, placeholders filled in.
+fn command_line(
+    inst: &Instance,
+    role: &Role,
+    spec: &RunSpec,
+    prompt: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut vars = placeholders(inst, role, spec);
+    vars.insert("prompt", prompt.to_owned());
+    let argv = role.spec.command.iter().map(|a| expand(a, &vars)).collect();
+    let env = role
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), expand(v, &vars)))
+        .collect();
+    (argv, env)
+}
+
+/// Prepares worktrees and branches, then runs every instance to its end.
+pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
+    let started = Instant::now();
+    let repo = ledger.repo();
+    let main_dir = spec.work_tree.clone();
+    let head = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .map(|c| c.id())
+        .ok_or_else(|| {
+            anyhow::anyhow!("the repository has no commit yet; commit something first: instances branch from HEAD")
+        })?;
+    exclude_run_dirs(repo)?;
+    let dirs = RunDirs {
+        logs: open_run_dir(&main_dir, &spec.run, &["logs"])?,
+        prompts: open_run_dir(&main_dir, &spec.run, &["prompts"])?,
+    };
+    open_run_dir(&main_dir, &spec.run, &["worktrees"])?;
+    let mut instances = plan_instances(spec);
     for inst in &instances {
-        git_ok(
+        if repo
+            .find_branch(&inst.place.branch, git2::BranchType::Local)
+            .is_ok()
+        {
+            bail!(
+                "branch {} exists already: run {} ran here before; pick another --run",
+                inst.place.branch,
+                spec.run
+            );
+        }
+    }
+    // git itself adds the worktrees, told exactly which repository and work tree
+    // (the caller's GIT_DIR may be relative, and a GIT_WORK_TREE work tree may have
+    // no `.git` of its own).
+    let git_dir = repo
+        .path()
+        .canonicalize()
+        .with_context(|| format!("finding {}", repo.path().display()))?;
+    for inst in &instances {
+        git_ok_env(
             &main_dir,
             &[
                 "worktree",
@@ -288,6 +509,10 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
                 &inst.place.branch,
                 &inst.place.worktree,
                 &head.to_string(),
+            ],
+            &[
+                ("GIT_DIR", git_dir.as_os_str()),
+                ("GIT_WORK_TREE", main_dir.as_os_str()),
             ],
         )?;
     }
@@ -326,7 +551,7 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
                 continue;
             }
             status_event(ledger, &spec.sender, inst, InstanceStatus::Starting, None)?;
-            match start(inst, role, spec, &path) {
+            match start(inst, role, spec, &path, &dirs) {
                 Ok(child) => {
                     status_event(ledger, &spec.sender, inst, InstanceStatus::Running, None)?;
                     inst.state = State::Running {
@@ -459,8 +684,8 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
     let _ = std::process::Command::new("git")
         .args(["gc", "--auto", "--quiet"])
         .current_dir(&main_dir)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
+        .env("GIT_DIR", &git_dir)
+        .env("GIT_WORK_TREE", &main_dir)
         .env_remove("GIT_INDEX_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -498,27 +723,26 @@ fn finish(
     })
 }
 
+/// The run's folders that instances' files go to, opened without following links.
+struct RunDirs {
+    logs: SafeDir,
+    prompts: SafeDir,
+}
+
 /// Spawns one instance in its worktree, in a process group of its own.
-fn start(inst: &Instance, role: &Role, spec: &RunSpec, path: &std::ffi::OsStr) -> Result<Child> {
-    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
-    vars.insert("instance", inst.id.to_string());
-    vars.insert("role", role.id.clone());
-    vars.insert("n", inst.id.number().to_string());
-    vars.insert("run", spec.run.to_string());
-    vars.insert("worktree", inst.place.worktree.clone());
-    vars.insert("branch", inst.place.branch.clone());
-    vars.insert("config_dir", spec.config_dir.to_string_lossy().into_owned());
-    vars.insert(
-        "prompt_file",
-        inst.prompt_file.to_string_lossy().into_owned(),
-    );
-    let prompt = expand(&role.spec.prompt, &vars);
-    std::fs::write(&inst.prompt_file, &prompt)
-        .with_context(|| format!("writing {}", inst.prompt_file.display()))?;
-    vars.insert("prompt", prompt);
-    let argv: Vec<String> = role.spec.command.iter().map(|a| expand(a, &vars)).collect();
-    let log =
-        File::create(&inst.log).with_context(|| format!("creating {}", inst.log.display()))?;
+fn start(
+    inst: &Instance,
+    role: &Role,
+    spec: &RunSpec,
+    path: &std::ffi::OsStr,
+    dirs: &RunDirs,
+) -> Result<Child> {
+    let prompt = expand_prompt(inst, role, spec);
+    let stem = inst.id.file_stem();
+    dirs.prompts
+        .write(&format!("{stem}.md"), prompt.as_bytes())?;
+    let (argv, env) = command_line(inst, role, spec, &prompt);
+    let log = dirs.logs.create(&format!("{stem}.log"))?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&inst.worktree)
@@ -527,6 +751,7 @@ fn start(inst: &Instance, role: &Role, spec: &RunSpec, path: &std::ffi::OsStr) -
         .env("MARA_INSTANCE", inst.id.to_string())
         .env("MARA_ROLE", &role.id)
         .env("MARA_WORKTREE", &inst.worktree)
+        .env("MARA_RUN_DIR", run_dir(&spec.work_tree, &spec.run))
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE")
@@ -536,8 +761,8 @@ fn start(inst: &Instance, role: &Role, spec: &RunSpec, path: &std::ffi::OsStr) -
         // Its own process group: a stop reaches the agent's children too, and the
         // terminal's Ctrl-C reaches only mara, which stops them in order.
         .process_group(0);
-    for (k, v) in &role.spec.env {
-        cmd.env(k, expand(v, &vars));
+    for (k, v) in &env {
+        cmd.env(k, v);
     }
     cmd.spawn()
         .with_context(|| format!("starting `{}` for {}", argv.join(" "), inst.id))

@@ -1,10 +1,19 @@
 //! `mara collect`: the output collector. Gathers each instance's artifacts from its
 //! branch, copies them to `.multi_agent_runs/<run>/outputs/`, and records every one
 //! as an Artifact on the board.
+//!
+//! Artifact paths come from the board, file names from the run's config on the ref,
+//! and the files from branches other instances wrote: all untrusted (DESIGN, "Trust";
+//! issue 13, part 1). So every path passes [`check_relative`] before it is looked up,
+//! only regular files are copied (a symbolic link, a submodule or a folder on a branch
+//! is skipped with a warning naming the branch and the path), and the copies are
+//! written through [`SafeDir`]: no symbolic link under the work tree's
+//! `.multi_agent_runs/` is followed. Every destination is checked before the first
+//! file is written, so a planted link refuses the whole collect with nothing written.
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::board::EventKind;
@@ -12,25 +21,34 @@ use crate::context::Ctx;
 use crate::ids::InstanceId;
 use crate::integrate::{branch_instance, instance_branches};
 use crate::ledger::Draft;
-use crate::orchestrator::{exclude_run_dirs, run_dir};
 use crate::output::{self, Report};
+use crate::paths::{exclude_run_dirs, main_work_tree, open_run_dir, SafeDir, RUNS_DIR};
+use crate::safepath::check_relative;
+
+/// One file to copy: where it comes from and where it goes below `outputs/`.
+struct Copy {
+    id: InstanceId,
+    branch: String,
+    path: String,
+    /// Components of the destination below `outputs/`.
+    dest: Vec<String>,
+    blob: git2::Oid,
+    size: usize,
+    /// Not on the board yet: record it.
+    new: bool,
+}
 
 pub fn run(ctx: &Ctx) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let repo = ledger.repo();
     let run = ledger.run().clone();
+    let work_tree = main_work_tree(repo, "collect")?;
     let snap = ledger.snapshot()?;
     let board = snap.full_board()?;
     let who = ctx.operator(repo)?;
-    let main_dir = repo
-        .commondir()
-        .parent()
-        .unwrap_or(repo.commondir())
-        .to_path_buf();
-    let out_dir = run_dir(&main_dir, &run).join("outputs");
-    exclude_run_dirs(repo)?;
-    let mut rows = vec![];
-    let mut text = String::new();
+
+    // 1. What to copy. Nothing is written yet.
+    let mut copies = vec![];
     for branch in instance_branches(repo, &run)? {
         let id: InstanceId = branch_instance(&run, &branch).expect("listed as an instance branch");
         let tip = repo
@@ -45,50 +63,130 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
             .unwrap_or_default();
         let pattern = snap.config.artifact_name(&id);
         let mut paths = recorded.clone();
-        if tip.get_path(std::path::Path::new(&pattern)).is_ok() {
+        if check_relative(&pattern).is_ok() && tip.get_path(std::path::Path::new(&pattern)).is_ok()
+        {
             paths.insert(pattern.clone());
+        } else if let Err(why) = check_relative(&pattern) {
+            output::warn(&format!(
+                "the run's outputs.pattern gives {id} the file name {pattern:?}, which {why}; not collected"
+            ));
         }
         for path in paths {
+            let parts = match check_relative(&path) {
+                Ok(p) => p,
+                Err(why) => {
+                    output::warn(&format!(
+                        "{id} recorded artifact {path:?}, which {why}; skipped"
+                    ));
+                    continue;
+                }
+            };
             let Ok(entry) = tip.get_path(std::path::Path::new(&path)) else {
                 output::warn(&format!(
                     "{id} recorded artifact {path}, but branch {branch} has no such file; commit it there"
                 ));
                 continue;
             };
-            let Ok(blob) = repo.find_blob(entry.id()) else {
-                continue; // a folder, not a file
+            let skip = match (entry.kind(), entry.filemode()) {
+                (Some(git2::ObjectType::Blob), 0o120000) => Some("a symbolic link"),
+                (Some(git2::ObjectType::Blob), _) => None,
+                (Some(git2::ObjectType::Commit), _) => Some("a submodule"),
+                (Some(git2::ObjectType::Tree), _) => Some("a folder"),
+                _ => Some("not a file"),
             };
-            let dest = if path == pattern {
-                out_dir.join(&path)
-            } else {
-                out_dir.join(id.file_stem()).join(&path)
-            };
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+            if let Some(what) = skip {
+                output::warn(&format!(
+                    "branch {branch}: {path} is {what}, not a file; collect copies regular files only, skipped"
+                ));
+                continue;
             }
-            std::fs::write(&dest, blob.content())
-                .with_context(|| format!("writing {}", dest.display()))?;
-            if !recorded.contains(&path) {
-                let kind = EventKind::Artifact {
-                    instance: id.clone(),
-                    path: path.clone(),
-                    branch: Some(branch.clone()),
-                };
-                ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
+            let blob = repo
+                .find_blob(entry.id())
+                .with_context(|| format!("reading {path} on branch {branch}"))?;
+            let mut dest: Vec<String> = vec![];
+            if path != pattern {
+                dest.push(id.file_stem());
             }
-            text.push_str(&format!(
-                "{:<16} {:<32} {:>7} B  -> {}\n",
-                id.to_string(),
+            dest.extend(parts.iter().map(|p| (*p).to_owned()));
+            copies.push(Copy {
+                new: !recorded.contains(&path),
+                id: id.clone(),
+                branch: branch.clone(),
                 path,
-                blob.size(),
-                dest.display()
-            ));
-            rows.push(json!({
-                "role_id": id.role(), "instance_id": id.number(), "path": path,
-                "branch": branch, "size": blob.size(), "copied_to": dest,
-            }));
+                dest,
+                blob: blob.id(),
+                size: blob.size(),
+            });
         }
+    }
+
+    // 2. Every destination's folders, as far as they exist: a symbolic link or a
+    // file on the way, a folder where a file goes, or one copy's file where another
+    // needs a folder refuses the collect before anything is written.
+    let files: BTreeSet<&[String]> = copies.iter().map(|c| c.dest.as_slice()).collect();
+    for c in &copies {
+        if let Some(depth) = (1..c.dest.len()).find(|d| files.contains(&c.dest[..*d])) {
+            bail!(
+                "outputs/{} would be a file (an artifact) and a folder (for {} of {}); rename one of them",
+                c.dest[..depth].join("/"),
+                c.path,
+                c.id
+            );
+        }
+    }
+    let root = SafeDir::open(&work_tree)?;
+    let outputs_rel = [RUNS_DIR, run.as_str(), "outputs"];
+    if let Some(outputs) = root.descend(&outputs_rel, false)? {
+        for c in &copies {
+            let (name, folders) = c.dest.split_last().expect("a path has a component");
+            let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
+            if let Some(dir) = outputs.descend(&folders, false)? {
+                let dest = dir.path().join(name);
+                if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                    bail!(
+                        "{} is a folder where {}'s artifact {} goes; move it out of the way",
+                        dest.display(),
+                        c.id,
+                        c.path
+                    );
+                }
+            }
+        }
+    }
+
+    // 3. Write, then record the artifacts the board does not have yet.
+    exclude_run_dirs(repo)?;
+    let outputs = open_run_dir(&work_tree, &run, &["outputs"])?;
+    let out_dir = outputs.path().to_path_buf();
+    let mut rows = vec![];
+    let mut text = String::new();
+    for c in &copies {
+        let (name, folders) = c.dest.split_last().expect("a path has a component");
+        let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
+        let dir = outputs
+            .descend(&folders, true)?
+            .expect("descend creates the folders");
+        let blob = repo.find_blob(c.blob)?;
+        let dest = dir.write(name, blob.content())?;
+        if c.new {
+            let kind = EventKind::Artifact {
+                instance: c.id.clone(),
+                path: c.path.clone(),
+                branch: Some(c.branch.clone()),
+            };
+            ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
+        }
+        text.push_str(&format!(
+            "{:<16} {:<32} {:>7} B  -> {}\n",
+            c.id.to_string(),
+            c.path,
+            c.size,
+            dest.display()
+        ));
+        rows.push(json!({
+            "role_id": c.id.role(), "instance_id": c.id.number(), "path": c.path,
+            "branch": c.branch, "size": c.size, "copied_to": dest,
+        }));
     }
     if rows.is_empty() {
         text.push_str(&format!(

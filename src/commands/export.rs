@@ -8,8 +8,8 @@ use clap::Args;
 use serde_json::json;
 
 use crate::context::Ctx;
-use crate::orchestrator::{exclude_run_dirs, run_dir};
 use crate::output::Report;
+use crate::paths::{exclude_run_dirs, main_work_tree, open_run_dir, SafeDir};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -21,29 +21,30 @@ pub struct ExportArgs {
 pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let repo = ledger.repo();
-    let dir = match args.dir {
-        Some(d) => d,
-        None => {
-            exclude_run_dirs(repo)?;
-            run_dir(
-                repo.commondir().parent().unwrap_or(repo.commondir()),
-                ledger.run(),
-            )
-        }
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let board = ledger.read(|s| s.full_board())?;
-    let board_path = dir.join("task_board.json");
-    std::fs::write(&board_path, format!("{:#}\n", board.to_json()))
-        .with_context(|| format!("writing {}", board_path.display()))?;
-    let log_path = dir.join("coordination.log");
     let mut lines = String::new();
     let events = ledger.events()?;
     for (_, e) in &events {
         lines.push_str(&e.to_json().to_string());
         lines.push('\n');
     }
-    std::fs::write(&log_path, lines).with_context(|| format!("writing {}", log_path.display()))?;
+    // Found before anything is written: a bare repository has no run folder.
+    let dir = match args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            SafeDir::open(&d)?
+        }
+        None => {
+            let work_tree = main_work_tree(repo, "export")?;
+            exclude_run_dirs(repo)?;
+            open_run_dir(&work_tree, ledger.run(), &[])?
+        }
+    };
+    let board_path = dir.write(
+        "task_board.json",
+        format!("{:#}\n", board.to_json()).as_bytes(),
+    )?;
+    let log_path = dir.write("coordination.log", lines.as_bytes())?;
     Ok(Report::new(
         format!(
             "wrote {} ({} tasks) and {} ({} events)",

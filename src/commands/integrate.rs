@@ -1,15 +1,15 @@
 //! `mara integrate`: merge the run's instance branches into one integration branch
 //! and write the conflict report (`integrator.md`, `integrator.json`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::board::{EventKind, Refusal};
 use crate::context::Ctx;
 use crate::integrate::{self, Integration};
 use crate::ledger::Draft;
-use crate::orchestrator::run_dir;
 use crate::output::{self, Report};
+use crate::paths::{exclude_run_dirs, main_work_tree, open_run_dir};
 
 #[derive(Args, Debug)]
 pub struct IntegrateArgs {
@@ -25,6 +25,9 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let repo = ledger.repo();
     let run = ledger.run().clone();
+    // The report goes to the main work tree: a bare repository refuses before any
+    // branch moves.
+    let work_tree = main_work_tree(repo, "integrate")?;
     let into = args
         .into
         .unwrap_or_else(|| format!("mara/{run}/integration"));
@@ -38,17 +41,13 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     };
     let who = ctx.operator(repo)?;
     let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who)?;
-    integrate::apply_updates(repo, &updates, &format!("mara integrate {run}"))?;
     let md = integrate::report_markdown(&result);
-    let dir = run_dir(repo.commondir().parent().unwrap_or(repo.commondir()), &run);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::orchestrator::exclude_run_dirs(repo)?;
-    let md_path = dir.join("integrator.md");
-    let json_path = dir.join("integrator.json");
-    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
     let json = serde_json::to_value(&result).expect("the report serialises");
-    std::fs::write(&json_path, format!("{json:#}\n"))
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    let dir = open_run_dir(&work_tree, &run, &[])?;
+    exclude_run_dirs(repo)?;
+    integrate::apply_updates(repo, &updates, &format!("mara integrate {run}"))?;
+    let md_path = dir.write("integrator.md", md.as_bytes())?;
+    let json_path = dir.write("integrator.json", format!("{json:#}\n").as_bytes())?;
     record(ctx, &ledger, &who, &result)?;
     let report = Report::new(
         format!(

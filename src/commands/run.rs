@@ -60,7 +60,24 @@ pub fn execute(
     prep: Prepared,
     sender: String,
 ) -> Result<(Ledger, Summary)> {
-    orchestrator::preflight(&repo, &run, &prep.spec_roles)?;
+    // Everything a run needs is checked before the first write: where its folder
+    // goes (a bare repository has no work tree), its branches, its command lines.
+    let work_tree = crate::paths::main_work_tree(&repo, "run")?;
+    let exe = std::env::current_exe().context("finding the mara binary")?;
+    let spec = RunSpec {
+        run: run.clone(),
+        seed: prep.seed,
+        roles: prep.spec_roles,
+        config_dir: prep.config_dir,
+        sender: sender.clone(),
+        mara_dir: exe
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("the mara binary has no folder"))?,
+        progress: live_progress(),
+        work_tree,
+    };
+    orchestrator::preflight(&repo, &spec)?;
     let in_plan = |e: anyhow::Error| match (e.downcast::<board::Invalid>(), &prep.tasks_path) {
         (Ok(board::Invalid(msg)), Some(p)) => {
             anyhow::Error::new(board::Invalid(format!("plan {}: {msg}", p.display())))
@@ -74,11 +91,11 @@ pub fn execute(
     } else {
         let config = RunConfig {
             run: run.clone(),
-            claim_timeout_sec: prep.seed.claim_timeout_sec(),
-            lock_mode: prep.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
-            remote: prep.seed.coordination.remote.clone(),
-            outputs_pattern: prep.seed.outputs.as_ref().map(|o| o.pattern.clone()),
-            max_clock_skew_sec: prep.seed.coordination.max_clock_skew_sec,
+            claim_timeout_sec: spec.seed.claim_timeout_sec(),
+            lock_mode: spec.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
+            remote: spec.seed.coordination.remote.clone(),
+            outputs_pattern: spec.seed.outputs.as_ref().map(|o| o.pattern.clone()),
+            max_clock_skew_sec: spec.seed.coordination.max_clock_skew_sec,
         };
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.
@@ -114,19 +131,6 @@ pub fn execute(
             })
             .map_err(in_plan)?;
     }
-    let exe = std::env::current_exe().context("finding the mara binary")?;
-    let spec = RunSpec {
-        run,
-        seed: prep.seed,
-        roles: prep.spec_roles,
-        config_dir: prep.config_dir,
-        sender,
-        mara_dir: exe
-            .parent()
-            .map(PathBuf::from)
-            .ok_or_else(|| anyhow!("the mara binary has no folder"))?,
-        progress: live_progress(),
-    };
     let summary = orchestrator::run(&ledger, &spec)?;
     Ok((ledger, summary))
 }

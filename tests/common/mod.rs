@@ -98,6 +98,12 @@ pub fn git_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
         .current_dir(dir)
         .output()
         .expect("git runs");
+    git_stdout(dir, args, out)
+}
+
+/// git's stdout, or a panic with the command line and git's stderr.
+#[track_caller]
+fn git_stdout(dir: &Path, args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "`git {}` in {} failed ({}):\n{}",
@@ -114,6 +120,52 @@ pub fn git_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
 #[track_caller]
 pub fn git(dir: &Path, args: &[&str]) -> String {
     git_env(dir, args, &[])
+}
+
+/// Runs `git args` in `dir` with `input` on its stdin (`git mktree`,
+/// `git hash-object --stdin`); returns its stdout trimmed, or panics with git's stderr.
+#[track_caller]
+pub fn git_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new("git");
+    clean_env(&mut cmd, dir);
+    let mut child = cmd
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("writing git's stdin");
+    let out = child.wait_with_output().expect("git runs");
+    git_stdout(dir, args, out).trim().to_owned()
+}
+
+/// Writes a tree with git plumbing, as a hostile instance would: `entries` are
+/// `(mode, type, id, name)` lines for `git mktree`, which takes any name (`..`,
+/// `.git`) and any mode (links, submodules). Returns the tree's id.
+#[track_caller]
+pub fn mktree<S: AsRef<str>>(dir: &Path, entries: &[(S, S, S, S)]) -> String {
+    let text: String = entries
+        .iter()
+        .map(|(mode, kind, id, name)| {
+            let [mode, kind, id, name] = [mode, kind, id, name].map(AsRef::as_ref);
+            format!("{mode} {kind} {id}\t{name}\n")
+        })
+        .collect();
+    git_input(dir, &["mktree", "--missing"], text.as_bytes())
+}
+
+/// Writes `data` as a blob; returns its id.
+#[track_caller]
+pub fn blob(dir: &Path, data: &[u8]) -> String {
+    git_input(dir, &["hash-object", "-w", "--stdin"], data)
 }
 
 /// The commit `refs/mara/<run>` points at.
@@ -361,6 +413,30 @@ pub fn output_within(mut cmd: Command, limit: Duration, what: &str) -> (Out, Dur
         stderr: stderr.join().expect("the stderr reader"),
     };
     (Out::from_output(out), took)
+}
+
+/// The crate's folder: the seed's `mara.json` and `roles/` live there.
+pub const SEED: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The folder of the test's configs (outside the repository): `<tmp>/cfg`.
+pub fn cfg_dir(r: &TestRepo) -> PathBuf {
+    let d = r.root().join("cfg");
+    std::fs::create_dir_all(d.join("roles")).expect("creating the config folder");
+    d
+}
+
+/// Copies the seed's `mara.json`, role files and scripted agent into `<tmp>/cfg`;
+/// returns the copied `mara.json`.
+pub fn copy_seed(r: &TestRepo) -> PathBuf {
+    let cfg = cfg_dir(r);
+    for entry in std::fs::read_dir(Path::new(SEED).join("roles")).expect("reading roles/") {
+        let entry = entry.expect("a roles/ entry");
+        std::fs::copy(entry.path(), cfg.join("roles").join(entry.file_name()))
+            .expect("copying a role file");
+    }
+    let config = cfg.join("mara.json");
+    std::fs::copy(Path::new(SEED).join("mara.json"), &config).expect("copying mara.json");
+    config
 }
 
 /// Runs `f` and asserts that the run's ref did not move.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{git, TestRepo};
+use crate::common::{blob, copy_seed, git, mktree, TestRepo};
 
 const RUN: &str = "r";
 const I1: &str = "mara/r/implementer_1";
@@ -388,6 +388,66 @@ fn the_same_lines_edited_on_both_branches_are_reported_and_nothing_is_lost() {
     assert_snapshot("integrate_conflict.md", &normalise(&r, &md));
 }
 
+/// Issue 13, part 8: a run with one instance branch. libgit2's merge base of one
+/// commit failed ("at least two commits are required"); the branch is merged with a
+/// merge commit from where it forked, as each of several branches is, and a branch
+/// already contained is up to date.
+#[test]
+fn a_single_branch_is_merged_or_up_to_date() {
+    let r = setup(&[]);
+    r.git(&["branch", "-D", I2]);
+    let main_before = rev(&r, "main");
+
+    // A branch with nothing of its own: up to date, exit 0.
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate one branch without commits");
+    assert!(
+        o.stdout
+            .contains(&format!("| `{I1}` | implementer#1 | - | up to date |")),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(rev(&r, INTEGRATION), main_before);
+    r.git(&["branch", "-D", INTEGRATION]);
+
+    // One branch ahead of main: merged, as one of several would be.
+    commit_on(&r, I1, "api", &trailers("T1", "implementer#1"), || {
+        write(&r.dir, "src/api.rs", b"fn api() {}\n")
+    });
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate one branch ahead");
+    assert!(
+        o.stdout.contains("Every branch merged cleanly."),
+        "{}",
+        o.stdout
+    );
+    let ms = merges(&r, INTEGRATION);
+    assert_eq!(ms.len(), 1, "one merge commit");
+    assert_eq!(
+        rev(&r, &format!("{}^1", ms[0])),
+        main_before,
+        "starts at the fork"
+    );
+    assert_eq!(rev(&r, &format!("{}^2", ms[0])), rev(&r, I1));
+    assert_eq!(show(&r, INTEGRATION, "src/api.rs"), "fn api() {}\n");
+    assert_eq!(report_json(&r)["branches"][0]["result"], "merged");
+
+    // Again: the branch is contained now.
+    let tip = rev(&r, INTEGRATION);
+    let o = r.mara(&["integrate"]);
+    o.ok("integrate a contained branch");
+    assert!(o.stdout.contains("up to date"), "{}", o.stdout);
+    assert_eq!(rev(&r, INTEGRATION), tip, "nothing moved");
+
+    // Into an existing branch that lacks it, named with --branches and --into.
+    r.git(&["branch", "candidate", "main"]);
+    r.mara(&["integrate", "--branches", I1, "--into", "candidate"])
+        .ok("integrate one branch into an existing one");
+    assert_eq!(merges(&r, "candidate").len(), 1);
+    assert_eq!(show(&r, "candidate", "src/api.rs"), "fn api() {}\n");
+    r.verify_ok();
+}
+
 #[test]
 fn edit_versus_delete_keeps_the_modified_file_on_the_conflicts_branch() {
     let base = "keep me\nor not\n";
@@ -763,5 +823,261 @@ fn collect_copies_recorded_and_pattern_artifacts_and_records_them_once() {
         "",
         "the outputs folder is ignored"
     );
+    r.verify_ok();
+}
+
+/// The entries of a tree (`mode`, `type`, `id`, `name`), as `git ls-tree` lists them.
+fn entries_of(r: &TestRepo, tree: &str) -> Vec<(String, String, String, String)> {
+    r.git(&["ls-tree", tree])
+        .lines()
+        .map(|l| {
+            let (meta, name) = l.split_once('\t').expect("mode type id\tname");
+            let mut m = meta.split(' ');
+            let mut next = || m.next().expect("a field").to_owned();
+            (next(), next(), next(), name.to_owned())
+        })
+        .collect()
+}
+
+/// A commit on `branch` (made from `main`) whose tree is `main`'s plus `entries`,
+/// written with git plumbing as a hostile instance would.
+fn plumb_branch(r: &TestRepo, branch: &str, entries: &[(&str, &str, &str, &str)]) {
+    let mut all = entries_of(r, "main");
+    all.extend(
+        entries
+            .iter()
+            .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into())),
+    );
+    let tree = mktree(&r.dir, &all);
+    let commit = r
+        .git(&["commit-tree", &tree, "-p", "main", "-m", "hostile tree"])
+        .trim()
+        .to_owned();
+    r.git(&["update-ref", &format!("refs/heads/{branch}"), &commit]);
+}
+
+/// Every file below `dir`, relative, sorted (links listed, not followed).
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.expect("a directory entry");
+            let ft = e.file_type().expect("a file type");
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(
+                    e.path()
+                        .strip_prefix(dir)
+                        .expect("below dir")
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 13, part 1: on a branch, the file the pattern names as a symbolic link or
+/// a submodule, and a folder chain through `..` entries (which `git mktree` takes),
+/// are skipped with a warning naming branch and path; nothing is written outside
+/// `outputs/`, and the repository's hooks stay as they were.
+#[test]
+fn collect_skips_links_submodules_and_escaping_tree_entries() {
+    let r = setup(&[]);
+    let hooks_before = files_below(&r.dir.join(".git").join("hooks"));
+    let head = rev(&r, "main");
+    let target = blob(&r.dir, b"../../../../.git/hooks/post-commit");
+    plumb_branch(&r, I1, &[("120000", "blob", &target, "implementer_1.md")]);
+    plumb_branch(&r, I2, &[("160000", "commit", &head, "implementer_2.md")]);
+
+    let o = r.mara(&["collect"]);
+    o.ok("collect with hostile branches");
+    o.stderr_has(&format!("branch {I1}: implementer_1.md is a symbolic link"))
+        .stderr_has(&format!("branch {I2}: implementer_2.md is a submodule"));
+    assert!(o.stdout.contains("no artifacts found"), "{}", o.stdout);
+    assert!(files_below(&run_dir(&r).join("outputs")).is_empty());
+    assert_eq!(files_below(&r.dir.join(".git").join("hooks")), hooks_before);
+    assert!(events_of_type(&r, "artifact").is_empty());
+
+    // A recorded artifact whose path climbs out through `..` entries of the
+    // branch's tree, on a board forged with plumbing: refused by its path, before
+    // any lookup in the tree.
+    let payload = blob(&r.dir, b"#!/bin/sh\necho pwned > \"$HOME/pwned\"\n");
+    let mut inner = mktree(&r.dir, &[("100755", "blob", &payload, "post-commit")]);
+    inner = mktree(&r.dir, &[("040000", "tree", &inner, "hooks")]);
+    inner = mktree(&r.dir, &[("040000", "tree", &inner, ".git")]);
+    for _ in 0..4 {
+        inner = mktree(&r.dir, &[("040000", "tree", &inner, "..")]);
+    }
+    plumb_branch(&r, I1, &[("040000", "tree", &inner, "b")]);
+    let evil = "b/../../../../.git/hooks/post-commit";
+    let tip = r.tip(RUN);
+    let board_tree = r.git(&["rev-parse", &format!("{tip}^{{tree}}")]);
+    let record = blob(
+        &r.dir,
+        serde_json::json!([{"role_id": "implementer", "instance_id": 1, "path": evil}])
+            .to_string()
+            .as_bytes(),
+    );
+    let artifacts = mktree(&r.dir, &[("100644", "blob", &record, "implementer_1.json")]);
+    let mut entries: Vec<_> = entries_of(&r, board_tree.trim())
+        .into_iter()
+        .filter(|e| e.3 != "artifacts")
+        .collect();
+    entries.push((
+        "040000".into(),
+        "tree".into(),
+        artifacts,
+        "artifacts".into(),
+    ));
+    let forged_tree = mktree(&r.dir, &entries);
+    let event = serde_json::json!({
+        "seq": 1, "ts": "2026-01-01T00:00:00Z", "sender": "implementer#1", "type": "artifact",
+        "payload": {"instance": "implementer#1", "path": evil},
+    });
+    let msg = format!(
+        "artifact by implementer#1\n\n{event}\n\nMara-Run: {RUN}\nMara-Seq: 1\nMara-Instance: implementer#1\n"
+    );
+    let forged = r
+        .git(&["commit-tree", &forged_tree, "-p", &tip, "-m", &msg])
+        .trim()
+        .to_owned();
+    r.git(&["update-ref", &format!("refs/mara/{RUN}"), &forged, &tip]);
+
+    let o = r.mara(&["collect"]);
+    // Whether the board's reader refuses the forged event (exit 1) or collect
+    // skips the path (exit 0), nothing may be written outside outputs/.
+    if o.code == 0 {
+        o.stderr_has(evil).stderr_has("'..'");
+    } else {
+        o.expect_code(1, "collect on a forged board");
+    }
+    assert_eq!(files_below(&r.dir.join(".git").join("hooks")), hooks_before);
+    assert!(files_below(&run_dir(&r).join("outputs")).is_empty());
+    assert!(!r.home.join("pwned").exists());
+    assert_eq!(
+        r.git(&["status", "--porcelain"]),
+        "",
+        "wrote into the work tree"
+    );
+}
+
+/// Issue 13, part 1: a symbolic link planted anywhere on the way to `outputs/`
+/// refuses the collect before anything is written; a link where a copied file goes
+/// is replaced, never followed. `export`, `integrate` and `run` refuse the same way.
+#[test]
+fn collect_export_integrate_and_run_never_write_through_a_planted_link() {
+    let r = setup(&[]);
+    r.mara(&["task", "add", "T1", "notes"]).ok("task add");
+    commit_on(&r, I1, "report", "Mara-Instance: implementer#1", || {
+        write(&r.dir, "implementer_1.md", b"# one\n")
+    });
+    commit_on(&r, I2, "notes", "Mara-Instance: implementer#2", || {
+        write(&r.dir, "docs/notes.md", b"notes\n")
+    });
+    write(&r.dir, "docs/notes.md", b"notes\n");
+    r.mara_as("implementer#2", &["claim", "T1"]).ok("claim");
+    r.mara_as(
+        "implementer#2",
+        &["done", "T1", "--artifact", "docs/notes.md"],
+    )
+    .ok("done with an artifact");
+    std::fs::remove_dir_all(r.dir.join("docs")).expect("removing docs/");
+    let outside = r.root().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir outside");
+    let runs = r.dir.join(".multi_agent_runs");
+    let outputs = run_dir(&r).join("outputs");
+
+    let planted: [(&str, PathBuf); 4] = [
+        ("outputs/implementer_2", outputs.join("implementer_2")),
+        ("outputs", outputs.clone()),
+        (".multi_agent_runs/<run>", run_dir(&r)),
+        (".multi_agent_runs", runs.clone()),
+    ];
+    for (what, link) in &planted {
+        let _ = std::fs::remove_dir_all(&runs).or_else(|_| std::fs::remove_file(&runs));
+        std::fs::create_dir_all(link.parent().expect("a parent")).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, link).expect("planting a link");
+        let tip = r.tip(RUN);
+        let o = r.mara(&["collect"]);
+        o.expect_code(1, &format!("collect through a link at {what}"))
+            .stderr_has("is a symbolic link")
+            .stderr_has(&link.display().to_string());
+        assert!(files_below(&outside).is_empty(), "{what}: wrote outside");
+        assert_eq!(r.tip(RUN), tip, "{what}: recorded an artifact");
+        assert!(
+            !outputs.join("implementer_1.md").exists() || *what == "outputs/implementer_2",
+            "{what}"
+        );
+        if *what == ".multi_agent_runs" {
+            let refs = all_refs(&r);
+            let config = copy_seed(&r);
+            r.mara(&[
+                "--run",
+                "r2",
+                "run",
+                "--config",
+                config.to_str().expect("UTF-8"),
+            ])
+            .expect_code(1, "run through a link at .multi_agent_runs")
+            .stderr_has("is a symbolic link");
+            assert!(files_below(&outside).is_empty(), "run wrote outside");
+            assert_eq!(all_refs(&r), refs, "run wrote a ref");
+        }
+        // export and integrate write into the run's folder, not outputs/.
+        if what.starts_with(".multi_agent_runs") {
+            for args in [&["export"][..], &["integrate"][..]] {
+                let refs = all_refs(&r);
+                r.mara(args)
+                    .expect_code(1, &format!("{args:?} through a link at {what}"))
+                    .stderr_has("is a symbolic link");
+                assert!(
+                    files_below(&outside).is_empty(),
+                    "{what}: {args:?} wrote outside"
+                );
+                assert_eq!(all_refs(&r), refs, "{what}: {args:?} moved a ref");
+            }
+        }
+    }
+    // With outputs/implementer_2 a link, nothing at all was copied.
+    std::fs::remove_file(&runs).expect("removing the planted link");
+
+    // A link where a copy goes is replaced by the file; its target is untouched.
+    std::fs::create_dir_all(&outputs).expect("mkdir outputs");
+    let victim = outside.join("victim");
+    std::os::unix::fs::symlink(&victim, outputs.join("implementer_1.md")).expect("ln");
+    r.mara(&["collect"])
+        .ok("collect over a link at a destination");
+    assert!(!victim.exists(), "the link was followed");
+    let meta = std::fs::symlink_metadata(outputs.join("implementer_1.md")).expect("stat");
+    assert!(meta.file_type().is_file());
+    assert_eq!(
+        std::fs::read_to_string(outputs.join("implementer_1.md")).expect("read"),
+        "# one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outputs.join("implementer_2/docs/notes.md")).expect("read"),
+        "notes\n"
+    );
+
+    // A folder where a copy goes: refused before anything is written.
+    std::fs::remove_dir_all(&outputs).expect("clearing outputs");
+    std::fs::create_dir_all(outputs.join("implementer_1.md").join("x")).expect("mkdir");
+    let tip = r.tip(RUN);
+    r.mara(&["collect"])
+        .expect_code(1, "collect onto a folder")
+        .stderr_has("is a folder where implementer#1's artifact implementer_1.md goes");
+    assert!(
+        !outputs.join("implementer_2").exists(),
+        "copied before refusing"
+    );
+    assert_eq!(r.tip(RUN), tip);
     r.verify_ok();
 }

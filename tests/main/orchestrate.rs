@@ -10,31 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{count_commits_with_subject, subjects, Out, TestRepo};
-
-/// The crate's folder: the seed's `mara.json` and `roles/` live there.
-const SEED: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The folder of the test's configs (outside the repository): `<tmp>/cfg`.
-fn cfg_dir(r: &TestRepo) -> PathBuf {
-    let d = r.root().join("cfg");
-    std::fs::create_dir_all(d.join("roles")).expect("creating the config folder");
-    d
-}
-
-/// Copies the seed's `mara.json`, role files and scripted agent into `<tmp>/cfg`;
-/// returns the copied `mara.json`.
-fn copy_seed(r: &TestRepo) -> PathBuf {
-    let cfg = cfg_dir(r);
-    for entry in std::fs::read_dir(Path::new(SEED).join("roles")).expect("reading roles/") {
-        let entry = entry.expect("a roles/ entry");
-        std::fs::copy(entry.path(), cfg.join("roles").join(entry.file_name()))
-            .expect("copying a role file");
-    }
-    let config = cfg.join("mara.json");
-    std::fs::copy(Path::new(SEED).join("mara.json"), &config).expect("copying mara.json");
-    config
-}
+use crate::common::{
+    cfg_dir, copy_seed, count_commits_with_subject, subjects, Out, TestRepo, SEED,
+};
 
 /// Writes `<tmp>/cfg/<name>` and returns its path.
 fn write_cfg(r: &TestRepo, name: &str, contents: &str) -> PathBuf {
@@ -567,6 +545,74 @@ fn an_instance_that_fails_mid_task_fails_the_run_and_loses_its_claim() {
     verify_ok(&r, run);
 }
 
+/// Issue 13, part 8, inside `mara run`: with one implementer, the integrator's
+/// `mara integrate` merges its branch; a run whose only instance integrates its own
+/// branch finds it up to date. Neither fails on "at least two commits".
+#[test]
+fn a_run_with_one_implementer_integrates_its_branch() {
+    let r = TestRepo::new();
+    copy_seed(&r);
+    agent_role(&r, "implementer", serde_json::json!({}));
+    agent_role(
+        &r,
+        "integrator",
+        serde_json::json!({ "after": ["implementer"] }),
+    );
+    let config1 = config(
+        &r,
+        "one.json",
+        &[("implementer", 1), ("integrator", 1)],
+        serde_json::json!({}),
+    );
+    let plan = write_cfg(
+        &r,
+        "tasks.json",
+        r#"[{"id": "T1", "title": "first"}, {"id": "T2", "title": "second", "deps": ["T1"]}]"#,
+    );
+    mara_run(&r, "one", &config1, Some(&plan))
+        .0
+        .ok("a run with one implementer and an integrator");
+    let files = r.git(&["ls-tree", "-r", "--name-only", "mara/one/integrator_1"]);
+    for f in [
+        "work/T1.txt",
+        "work/T2.txt",
+        "implementer_1.md",
+        "integrator.md",
+    ] {
+        assert!(
+            files.lines().any(|l| l == f),
+            "{f} is not integrated:\n{files}"
+        );
+    }
+    let report = std::fs::read_to_string(r.dir.join(".multi_agent_runs/one/integrator.md"))
+        .expect("the integrator's report");
+    assert!(
+        report.contains("| `mara/one/implementer_1` | implementer#1 | - | merged ("),
+        "{report}"
+    );
+    verify_ok(&r, "one");
+
+    script_role(
+        &r,
+        "solo",
+        "set -e\necho solo > solo.txt\ngit add solo.txt\ngit commit -q -m 'solo work'\nmara integrate\ngit merge -q --ff-only \"mara/$MARA_RUN/integration\"\n",
+        &[],
+        serde_json::json!({}),
+    );
+    let config2 = config(&r, "solo.json", &[("solo", 1)], serde_json::json!({}));
+    mara_run(&r, "solo", &config2, None)
+        .0
+        .ok("a run whose only instance integrates");
+    assert_eq!(r.git(&["show", "mara/solo/integration:solo.txt"]), "solo\n");
+    let report = std::fs::read_to_string(r.dir.join(".multi_agent_runs/solo/integrator.md"))
+        .expect("the solo report");
+    assert!(
+        report.contains("| `mara/solo/solo_1` | solo#1 | - | up to date |"),
+        "{report}"
+    );
+    verify_ok(&r, "solo");
+}
+
 /// Claims a task, then waits on a long `sleep` in the background; writes the PIDs
 /// of the shell and of the sleep into `$1`. With `$2` = `stubborn` it ignores
 /// SIGTERM (and so does its sleep), so only SIGKILL ends it.
@@ -979,6 +1025,113 @@ fn config_errors_name_the_file_and_write_nothing() {
         exclude_before,
         ".git/info/exclude changed"
     );
+}
+
+/// Issue 13, part 7: a role command that would not start (not on PATH, not
+/// executable, not a file, not in the worktree's checkout of HEAD) or a NUL byte in
+/// its argv or env, placeholders filled in, fails before the run writes anything:
+/// no run ref, branch, worktree or run folder; fixed, the same run id then runs.
+#[test]
+fn a_command_that_cannot_start_is_refused_before_anything_is_written() {
+    let r = TestRepo::new();
+    let cfg = cfg_dir(&r);
+    let config = config(&r, "agent.json", &[("agent", 1)], serde_json::json!({}));
+    let role_file = cfg.join("roles/agent.json");
+    let role_path = role_file.display().to_string();
+    write_cfg(&r, "not-exec.sh", "#!/bin/sh\nexit 0\n");
+    write_cfg(&r, "no-shebang.sh", "exit 0\n");
+    std::fs::set_permissions(
+        cfg.join("no-shebang.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod +x");
+    let not_exec = cfg.join("not-exec.sh").display().to_string();
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "a command not on PATH",
+            serde_json::json!({"command": ["mara-no-such-agent", "{prompt}"]}),
+            vec!["command[0]", "mara-no-such-agent", "not on PATH"],
+        ),
+        (
+            "a command that is not executable",
+            serde_json::json!({"command": ["{config_dir}/not-exec.sh"]}),
+            vec!["command[0]", &not_exec, "not executable", "chmod +x"],
+        ),
+        (
+            "an executable without a #! line",
+            serde_json::json!({"command": ["{config_dir}/no-shebang.sh"]}),
+            vec!["command[0]", "no-shebang.sh", "#!"],
+        ),
+        (
+            "a command that is a folder",
+            serde_json::json!({"command": ["{config_dir}"]}),
+            vec!["command[0]", "not a file"],
+        ),
+        (
+            "a relative command that HEAD does not have",
+            serde_json::json!({"command": ["./agent.sh"]}),
+            vec!["command[0]", "./agent.sh", "not a file of HEAD"],
+        ),
+        (
+            "a relative command that is not executable in HEAD",
+            serde_json::json!({"command": ["./README.md"]}),
+            vec!["command[0]", "not executable in HEAD"],
+        ),
+        (
+            "a NUL in an argument",
+            serde_json::json!({"command": ["sh", "-c", "exit 0", "a\u{0}b"]}),
+            vec!["command[3]", "NUL"],
+        ),
+        (
+            "a NUL brought in by a placeholder",
+            serde_json::json!({"command": ["sh", "-c", "exit 0", "{prompt}"], "prompt": "hi\u{0}there"}),
+            vec!["command[3]", "NUL"],
+        ),
+        (
+            "a NUL in an env value",
+            serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"AGENT_MODE": "a\u{0}b"}}),
+            vec!["env.AGENT_MODE", "NUL"],
+        ),
+        (
+            "a prompt too long for one argument",
+            serde_json::json!({"command": ["sh", "-c", "exit 0", "{prompt}"], "prompt": "x".repeat(200_000)}),
+            vec!["command[3]", "bytes long", "{prompt_file}"],
+        ),
+        (
+            "an env key with '='",
+            serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"A=B": "x"}}),
+            vec!["env key", "A=B"],
+        ),
+        (
+            "a PATH in the role's env that lacks the command",
+            serde_json::json!({"command": ["sh", "-c", "exit 0"], "env": {"PATH": "{worktree}/bin"}}),
+            vec!["command[0]", "\"sh\"", "not on PATH"],
+        ),
+    ];
+    for (what, spec, needles) in cases {
+        std::fs::write(&role_file, spec.to_string()).expect("writing the role file");
+        let mut all = vec![role_path.as_str()];
+        all.extend(needles);
+        rejected(&r, what, &config, None, &all);
+    }
+
+    // Fixed: the same run id runs.
+    write_cfg(&r, "agent.sh", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(
+        cfg.join("agent.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod +x");
+    std::fs::write(
+        &role_file,
+        serde_json::json!({"command": ["{config_dir}/agent.sh", "{prompt}"], "env": {"AGENT_MODE": "{instance}"}})
+            .to_string(),
+    )
+    .expect("writing the role file");
+    mara_run(&r, "bad", &config, None)
+        .0
+        .ok("the fixed role file runs under the refused run's id");
+    verify_ok(&r, "bad");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::common::{git, newest_subject, ref_tip, TestRepo, MARA};
+use crate::common::{
+    copy_seed, git, git_env, newest_subject, ref_tip, scratch, Origin, TestRepo, MARA,
+};
 
 fn add_tasks(r: &TestRepo, ids: &[&str]) {
     for id in ids {
@@ -222,4 +224,308 @@ echo "exit $?" >> '{logs}/'"$branch.out"
         .clone();
     assert_eq!(t2["artifact"], "t2.md");
     r.verify_ok();
+}
+
+// --- repositories of other shapes (issue 13, part 6) -----------------------------
+
+/// The instances of the seed's config, as file stems.
+const SEED_STEMS: [&str; 5] = [
+    "architect_1",
+    "implementer_1",
+    "implementer_2",
+    "reviewer_1",
+    "integrator_1",
+];
+
+/// A `TestRepo` for a repository of another shape: `dir` is where the tests run
+/// mara, `home` is made below `root`.
+fn shaped(tmp: tempfile::TempDir, root: &Path, dir: std::path::PathBuf) -> TestRepo {
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).expect("creating HOME");
+    TestRepo { tmp, dir, home }
+}
+
+/// Every file and folder below `dir` (links not followed), relative and sorted.
+fn tree_of(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("reading a folder") {
+            let e = e.expect("a folder entry");
+            out.push(
+                e.path()
+                    .strip_prefix(dir)
+                    .expect("below")
+                    .display()
+                    .to_string(),
+            );
+            if e.file_type().expect("a file type").is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `mara export` and the seed's roles (`mara run` with the seed's config and a
+/// two-task plan) as run `run`, with `envs` in `cwd`; asserts that the run's folder
+/// is in `work_tree` with every instance's worktree, log, the outputs and the
+/// integrator's report, and that the board verifies.
+#[track_caller]
+fn run_seed_in(r: &TestRepo, run: &str, envs: &[(&str, &str)], cwd: &Path, work_tree: &Path) {
+    let config = copy_seed(r);
+    let plan = r.write_outside(
+        "plan.json",
+        r#"[{"id": "T1", "title": "first"}, {"id": "T2", "title": "second", "deps": ["T1"]}]"#,
+    );
+    let out = r.mara_in(
+        &[
+            "--run",
+            run,
+            "run",
+            "--config",
+            path_str(&config),
+            "--tasks",
+            path_str(&plan),
+        ],
+        envs,
+        Some(cwd),
+    );
+    out.ok(&format!("mara run {run}"));
+    let dir = work_tree.join(".multi_agent_runs").join(run);
+    for stem in SEED_STEMS {
+        assert!(
+            dir.join("worktrees").join(stem).is_dir(),
+            "worktree {stem} in {}",
+            dir.display()
+        );
+        assert!(
+            dir.join("logs").join(format!("{stem}.log")).is_file(),
+            "log {stem}"
+        );
+    }
+    assert!(
+        dir.join("integrator.md").is_file(),
+        "the integrator's report"
+    );
+    let outputs = tree_of(&dir.join("outputs"));
+    assert!(
+        outputs.iter().any(|f| f == "reviewer_1.md"),
+        "collected outputs: {outputs:?}"
+    );
+    r.mara_in(&["--run", run, "export"], envs, Some(cwd))
+        .ok("mara export");
+    assert!(dir.join("task_board.json").is_file());
+    assert!(dir.join("coordination.log").is_file());
+    r.mara_in(&["--run", run, "verify"], envs, Some(cwd))
+        .ok("mara verify");
+}
+
+/// A bare repository: the board commands work; run, export, collect and integrate
+/// refuse with exit 1 before writing anything (no ref, branch or file).
+#[test]
+fn a_bare_repository_keeps_the_board_and_refuses_what_needs_a_work_tree() {
+    let (tmp, root, bare) = Origin::bare_only();
+    let r = shaped(tmp, &root, bare.clone());
+    // One commit on main, pushed from a scratch clone.
+    let src = root.join("src");
+    git(&root, &["init", "-q", "-b", "main", path_str(&src)]);
+    std::fs::write(src.join("README.md"), "# bare\n").expect("writing README.md");
+    git(&src, &["add", "README.md"]);
+    git(&src, &["commit", "-q", "-m", "initial commit"]);
+    git(&src, &["push", "-q", path_str(&bare), "main"]);
+    r.mara(&["init", "--run", "b"])
+        .ok("init in a bare repository");
+    r.mara(&["task", "add", "T1", "first"]).ok("task add");
+    r.mara_as("implementer#1", &["claim", "T1"]).ok("claim");
+    let board = r.board();
+    assert_eq!(board["tasks"][0]["claimed_by"], "implementer#1", "{board}");
+    r.verify_ok();
+    r.git(&["branch", "mara/b/implementer_1", "main"]);
+    let config = copy_seed(&r);
+
+    for args in [
+        vec!["run", "--config", path_str(&config)],
+        vec!["--run", "b2", "run", "--config", path_str(&config)],
+        vec!["export"],
+        vec!["collect"],
+        vec!["integrate"],
+    ] {
+        let refs = r.git(&["for-each-ref", "--format=%(refname) %(objectname)"]);
+        let files = tree_of(&root);
+        let o = r.mara(&args);
+        let cmd = args
+            .iter()
+            .find(|a| ["run", "export", "collect", "integrate"].contains(a))
+            .expect("a command");
+        o.expect_code(1, &format!("mara {args:?} in a bare repository"))
+            .stderr_has("this repository has no work tree (bare)")
+            .stderr_has(&format!("`mara {cmd}` needs one"));
+        assert_eq!(
+            o.stderr
+                .lines()
+                .filter(|l| l.starts_with("error: "))
+                .count(),
+            1,
+            "{}",
+            o.stderr
+        );
+        assert_eq!(
+            r.git(&["for-each-ref", "--format=%(refname) %(objectname)"]),
+            refs,
+            "{args:?} wrote a ref"
+        );
+        assert_eq!(tree_of(&root), files, "{args:?} wrote a file");
+    }
+}
+
+/// `git init --separate-git-dir`: the run's folder is in the work tree, not next to
+/// the git directory; a linked worktree that is not one of mara's cannot tell where
+/// the main work tree is, and says so.
+#[test]
+fn a_separate_git_dir_keeps_the_run_in_its_work_tree() {
+    let (tmp, root) = scratch("mara-it-sep-");
+    let wt = root.join("wt");
+    let gd = root.join("gd");
+    git(
+        &root,
+        &[
+            "init",
+            "-q",
+            "-b",
+            "main",
+            "--separate-git-dir",
+            path_str(&gd),
+            path_str(&wt),
+        ],
+    );
+    std::fs::write(wt.join("README.md"), "# separate\n").expect("writing README.md");
+    git(&wt, &["add", "README.md"]);
+    git(&wt, &["commit", "-q", "-m", "initial commit"]);
+    let r = shaped(tmp, &root, wt.clone());
+    r.mara(&["init", "--run", "s"]).ok("init");
+    run_seed_in(&r, "s2", &[], &wt, &wt);
+    assert!(
+        !root.join(".multi_agent_runs").exists(),
+        "wrote next to the git directory"
+    );
+
+    git(&wt, &["worktree", "add", "-q", "../linked", "-b", "linked"]);
+    let o = r.mara_in(&["--run", "s", "export"], &[], Some(&root.join("linked")));
+    o.expect_code(1, "export from a linked worktree of a separate git dir")
+        .stderr_has("cannot find the main work tree")
+        .stderr_has("run `mara export` in the main work tree");
+    assert!(!root.join(".multi_agent_runs").exists());
+}
+
+/// Inside a submodule: the run is the submodule's; the superproject gets no ref,
+/// branch, worktree or file.
+#[test]
+fn a_submodule_runs_in_its_own_work_tree_and_leaves_the_superproject_alone() {
+    let (tmp, root) = scratch("mara-it-sub-");
+    let lib = root.join("lib");
+    let sup = root.join("super");
+    for (dir, name) in [(&lib, "lib"), (&sup, "super")] {
+        git(&root, &["init", "-q", "-b", "main", path_str(dir)]);
+        std::fs::write(dir.join("README.md"), format!("# {name}\n")).expect("writing README.md");
+        git(dir, &["add", "README.md"]);
+        git(dir, &["commit", "-q", "-m", "initial commit"]);
+    }
+    git(
+        &sup,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            "../lib",
+            "sub",
+        ],
+    );
+    git(&sup, &["commit", "-q", "-m", "add the submodule"]);
+    let sub = sup.join("sub");
+    // The test's files (config, plan) go next to the superproject, not into it.
+    let r = shaped(tmp, &root, sup.clone());
+    let refs = git(&sup, &["for-each-ref", "--format=%(refname) %(objectname)"]);
+    let worktrees = git(&sup, &["worktree", "list", "--porcelain"]);
+    let super_git = tree_of(&sup.join(".git"))
+        .into_iter()
+        .filter(|p| !p.starts_with("modules"))
+        .collect::<Vec<_>>();
+
+    r.mara_in(&["init", "--run", "m"], &[], Some(&sub))
+        .ok("init in the submodule");
+    run_seed_in(&r, "m2", &[], &sub, &sub);
+
+    assert_eq!(
+        git(&sup, &["for-each-ref", "--format=%(refname) %(objectname)"]),
+        refs,
+        "refs of the superproject"
+    );
+    assert_eq!(
+        git(&sup, &["worktree", "list", "--porcelain"]),
+        worktrees,
+        "worktrees of the superproject"
+    );
+    let after = tree_of(&sup.join(".git"))
+        .into_iter()
+        .filter(|p| !p.starts_with("modules"))
+        .collect::<Vec<_>>();
+    assert_eq!(after, super_git, "the superproject's git directory");
+    assert!(!sup.join(".multi_agent_runs").exists());
+    assert!(!sup
+        .join(".git")
+        .join("modules")
+        .join(".multi_agent_runs")
+        .exists());
+    assert_eq!(
+        git(&sup, &["status", "--porcelain", "--ignore-submodules=none"]),
+        "",
+        "the superproject sees no change"
+    );
+}
+
+/// `GIT_DIR` and `GIT_WORK_TREE` from a folder outside both: the run is in the
+/// given work tree (which has no `.git` of its own), for a git directory made by
+/// `git init` with them and for a bare one used with them.
+#[test]
+fn git_dir_and_git_work_tree_put_the_run_in_the_given_work_tree() {
+    let (tmp, root) = scratch("mara-it-env-");
+    let elsewhere = root.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let r = shaped(tmp, &root, elsewhere.clone());
+    for (store, tree, bare) in [("store", "tree", false), ("store2.git", "tree2", true)] {
+        let store = root.join(store);
+        let tree = root.join(tree);
+        std::fs::create_dir_all(&tree).expect("mkdir the work tree");
+        let env = [
+            ("GIT_DIR", path_str(&store)),
+            ("GIT_WORK_TREE", path_str(&tree)),
+        ];
+        if bare {
+            git(
+                &root,
+                &["init", "-q", "--bare", "-b", "main", path_str(&store)],
+            );
+        } else {
+            git_env(&root, &["init", "-q", "-b", "main"], &env);
+        }
+        std::fs::write(tree.join("README.md"), "# env\n").expect("writing README.md");
+        git_env(&elsewhere, &["add", "README.md"], &env);
+        git_env(&elsewhere, &["commit", "-q", "-m", "initial commit"], &env);
+        r.mara_in(&["init", "--run", "e"], &env, Some(&elsewhere))
+            .ok("init");
+        run_seed_in(&r, "e2", &env, &elsewhere, &tree);
+        assert!(!tree.join(".git").exists());
+        assert!(
+            !root.join(".multi_agent_runs").exists(),
+            "wrote next to the git directory"
+        );
+        assert!(
+            !elsewhere.join(".multi_agent_runs").exists(),
+            "wrote in the current folder"
+        );
+    }
 }
