@@ -369,6 +369,29 @@ impl TestRepo {
 
     /// Writes a file below the temporary root (outside the repository) and
     /// returns its path.
+    /// The tree of `commit` with the file at `path` set to `contents`, built in a
+    /// scratch index (the way a hand-forged board commit is made).
+    pub fn tree_with(&self, commit: &str, path: &str, contents: &str) -> String {
+        let index = self.root().join("scratch-index");
+        let index = index.to_str().expect("a UTF-8 path");
+        let env = [("GIT_INDEX_FILE", index)];
+        git_env(&self.dir, &["read-tree", commit], &env);
+        let file = self.write_outside("scratch-blob", contents);
+        let blob = git(
+            &self.dir,
+            &["hash-object", "-w", file.to_str().expect("a UTF-8 path")],
+        )
+        .trim()
+        .to_owned();
+        let info = format!("100644,{blob},{path}");
+        git_env(
+            &self.dir,
+            &["update-index", "--add", "--cacheinfo", &info],
+            &env,
+        );
+        git_env(&self.dir, &["write-tree"], &env).trim().to_owned()
+    }
+
     pub fn write_outside(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.root().join(name);
         std::fs::write(&p, contents).expect("writing a file outside the repository");

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::common::{git, git_env, newest_subject, subjects, TestRepo};
+use crate::common::{git, newest_subject, subjects, TestRepo};
 
 #[test]
 fn a_stale_ref_lock_is_removed_with_a_warning() {
@@ -125,28 +125,7 @@ fn verify_detects_a_hand_rewritten_ref() {
     );
 
     // A tree with an extra file, built in a temporary index.
-    let index = r.root().join("tamper-index");
-    let index = index.to_str().expect("a UTF-8 path");
-    let env = [("GIT_INDEX_FILE", index)];
-    git_env(&r.dir, &["read-tree", &tip], &env);
-    let evil = r.write_outside("evil.json", "{\"evil\": true}\n");
-    let blob = git(
-        &r.dir,
-        &["hash-object", "-w", evil.to_str().expect("a UTF-8 path")],
-    )
-    .trim()
-    .to_owned();
-    git_env(
-        &r.dir,
-        &[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("100644,{blob},tasks/zz/EVIL.json"),
-        ],
-        &env,
-    );
-    let evil_tree = git_env(&r.dir, &["write-tree"], &env).trim().to_owned();
+    let evil_tree = r.tree_with(&tip, "tasks/zz/EVIL.json", "{\"evil\": true}\n");
     assert_ne!(evil_tree, tree);
     let c = commit_tree(&r, &evil_tree, &[&parent], &message);
     tamper(

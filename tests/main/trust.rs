@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::common::{git, git_env, TestRepo};
+use crate::common::{git, TestRepo};
 
 /// Appends a commit to `refs/mara/<run>` by hand, as an attacker with write access
 /// to the repository would: `subject`, the event line, mara's trailers, on `tree`
@@ -64,32 +64,6 @@ fn now_ts() -> String {
         .to_string()
 }
 
-/// A tree like the tip's with one board file replaced, built in a scratch index.
-fn tree_with(r: &TestRepo, run: &str, path: &str, contents: &str) -> String {
-    let index = r.root().join("forge-index");
-    let index = index.to_str().expect("a UTF-8 path");
-    let env = [("GIT_INDEX_FILE", index)];
-    git_env(&r.dir, &["read-tree", &r.tip(run)], &env);
-    let file = r.write_outside("forged-blob.json", contents);
-    let blob = git(
-        &r.dir,
-        &["hash-object", "-w", file.to_str().expect("a UTF-8 path")],
-    )
-    .trim()
-    .to_owned();
-    git_env(
-        &r.dir,
-        &[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("100644,{blob},{path}"),
-        ],
-        &env,
-    );
-    git_env(&r.dir, &["write-tree"], &env).trim().to_owned()
-}
-
 /// Every kind of write a command makes refuses with exit 1, naming `commit` and
 /// `why`, and leaves the ref where it is.
 fn writes_refuse(r: &TestRepo, run: &str, commit: &str, why: &str) {
@@ -141,7 +115,7 @@ fn a_tree_that_does_not_match_its_event_is_never_built_on() {
     );
     let stolen = task.replace("\"implementer#1\"", "\"implementer#2\"");
     assert_ne!(stolen, task);
-    let tree = tree_with(&r, run, &task_path, &stolen);
+    let tree = r.tree_with(&r.tip(run), &task_path, &stolen);
     let event = json!({"seq": seq, "ts": ts, "sender": "implementer#2", "type": "heartbeat", "payload": {}});
     let c = forge(&r, run, "heartbeat by implementer#2", &event, Some(&tree));
     writes_refuse(
