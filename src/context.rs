@@ -143,16 +143,21 @@ impl Ctx {
 /// Sets a git config value of the repository, retrying briefly while git's config
 /// lock is taken (several processes may set values at once). The error says why.
 pub fn set_git_config(repo: &Repository, key: &str, value: &str) -> Result<(), String> {
-    for _ in 0..100 {
+    // git holds its config lock for a moment; a second is plenty.
+    let mut pauses =
+        crate::backoff::Backoff::fixed(std::time::Duration::from_millis(10)).attempts(100);
+    loop {
         match repo.config().and_then(|mut c| c.set_str(key, value)) {
             Ok(()) => return Ok(()),
             Err(e) if e.code() == git2::ErrorCode::Locked || e.message().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                match pauses.next() {
+                    Some(p) => std::thread::sleep(p),
+                    None => return Err("git config stayed locked".to_owned()),
+                }
             }
             Err(e) => return Err(e.message().to_owned()),
         }
     }
-    Err("git config stayed locked".to_owned())
 }
 
 /// Records `run` as the repository's current run (git config `mara.run`). The run

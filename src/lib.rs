@@ -4,6 +4,7 @@
 //! only writer of `refs/mara/<run>`) ← [`commands`] ← [`cli`] and `main`.
 //! [`output`] alone prints; [`context`] alone reads the environment.
 
+pub mod backoff;
 pub mod board;
 pub mod cli;
 pub mod commands;
