@@ -16,6 +16,17 @@
 //!   grow with the board or the log.
 //! * An append's objects are staged in memory and land as one packfile, complete
 //!   before the ref moves; small packs are merged after the write (`packs`).
+//! * No append builds on an event this clone has not checked: the events since
+//!   the last tip it checked are replayed first, with the check `verify` runs.
+//!
+//! This file is the public face (opening and creating a run, reads); the jobs
+//! live beside it in `ledger/`: `snapshot` (the board at one commit, read
+//! lazily), `staging` (tree writing, the in-memory object area and its landing as
+//! a pack), `message` (an event's commit message and object), `append` (the
+//! append loop: one attempt at a time), `check` (what a writer checks before
+//! building on a tip, shared with `verify`), `verify` (the full replay), `sync`
+//! (fetching and `mara sync`), `locks` (stale ref locks) and `marks` (what this
+//! clone saw and checked).
 
 // This module is the sole writer of the run's ref (clippy.toml forbids the ref
 // writers everywhere else).
@@ -80,7 +91,7 @@ pub struct Ledger {
     remote: std::cell::OnceCell<Option<String>>,
 }
 
-/// A long-lived process (the orchestrator, the MCP server) reopens its object
+/// A long-lived process (the orchestrator) reopens its object
 /// database after this many appends and reads: libgit2 adds the packs it finds
 /// on a refresh but never drops the ones merged away since, so its pack list
 /// would only grow, and every lookup walks it.
