@@ -269,7 +269,7 @@ impl Ledger {
     }
 
     /// Runs a read of the board at the current tip, again on a fresh tip if an
-    /// object vanished under it (see [`is_vanished`]).
+    /// object vanished under it (see `is_vanished`).
     pub fn read<T>(&self, mut f: impl FnMut(&Snapshot<'_>) -> Result<T>) -> Result<T> {
         self.count_use()?;
         self.settled(|| f(&self.snapshot()?))

@@ -138,7 +138,7 @@ impl<'l> Snapshot<'l> {
         Ok(out)
     }
 
-    /// The part of the board `event` needs for [`apply`] to judge it.
+    /// The part of the board `event` needs for [`apply`](crate::board::apply) to judge it.
     pub fn board_for(&self, event: &EventKind, sender: &str) -> Result<Board> {
         if let Some(full) = self.full.borrow().as_ref() {
             return Ok(full.clone());

@@ -75,7 +75,7 @@ fn write_dir(
     Ok(oid)
 }
 
-/// An in-memory object database for the objects of an event. [`Staging::land`]
+/// An in-memory object database for the objects of an event. `Staging::land`
 /// writes what was staged into the repository as one packfile: two new files per
 /// event (the pack and its index) where loose objects would be one file per
 /// object, and creating a file is most of an event's cost on some file systems.

@@ -9,7 +9,7 @@ use crate::board::{self, Board, Event, EventKind};
 
 impl Ledger {
     /// Replays the log from its first commit: every commit has one parent, seq is
-    /// gapless, each event passes [`apply`], each commit's tree is the replay of its
+    /// gapless, each event passes [`apply`](crate::board::apply), each commit's tree is the replay of its
     /// event on its parent, and the replay reproduces the tip's tree. Returns the
     /// problems found (empty when the run is sound) and the number of events.
     pub fn verify(&self) -> Result<(Vec<String>, u64)> {
