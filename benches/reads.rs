@@ -47,7 +47,11 @@ fn main() {
     let rounds = knob("MARA_BENCH_N", 30);
     let events = knob("MARA_BENCH_EVENTS", 100_000);
     let dir = support::knob_path("MARA_BENCH_DIR").unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::tempdir_in(dir).expect("tempdir");
+    let mut tmp = tempfile::tempdir_in(dir).expect("tempdir");
+    // MARA_BENCH_KEEP=1 leaves the repository behind, to look into.
+    if knob("MARA_BENCH_KEEP", 0) == 1 {
+        tmp.disable_cleanup(true);
+    }
     eprintln!("building the board in {}", tmp.path().display());
     let big = repo("big", tmp.path());
     big_board(&big, events);
