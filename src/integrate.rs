@@ -21,6 +21,7 @@ use serde::Serialize;
 use similar::TextDiff;
 
 use crate::ids::{InstanceId, RunId};
+use crate::trailers;
 
 /// One conflicted file of one branch's merge.
 #[derive(Serialize, Clone, Debug)]
@@ -174,19 +175,9 @@ fn touched(
         if before == after {
             continue;
         }
-        if let Ok(trailers) = git2::message_trailers_strs(c.message().unwrap_or_default()) {
-            for (k, v) in trailers.iter() {
-                match k {
-                    "Mara-Task" => {
-                        tasks.insert(v.trim().to_owned());
-                    }
-                    "Mara-Instance" => {
-                        instances.insert(v.trim().to_owned());
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let named = trailers::parse(c.message().unwrap_or_default());
+        tasks.extend(named.tasks);
+        instances.extend(named.instances);
     }
     Ok(Touch {
         instances: instances.into_iter().collect(),
@@ -202,13 +193,7 @@ fn branch_tasks(repo: &Repository, base: Oid, tip: Oid) -> Result<Vec<String>> {
     walk.hide(base)?;
     for oid in walk {
         let c = repo.find_commit(oid?)?;
-        if let Ok(trailers) = git2::message_trailers_strs(c.message().unwrap_or_default()) {
-            for (k, v) in trailers.iter() {
-                if k == "Mara-Task" {
-                    tasks.insert(v.trim().to_owned());
-                }
-            }
-        }
+        tasks.extend(trailers::parse(c.message().unwrap_or_default()).tasks);
     }
     Ok(tasks.into_iter().collect())
 }
