@@ -205,10 +205,7 @@ pub fn conclude(ledger: &Ledger, s: &Summary, json: bool) -> Result<Report> {
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<Report> {
     let prep = prepare(&args.config, args.tasks.as_deref())?;
     let repo = ctx.repo()?;
-    let run: RunId = match &ctx.run {
-        Some(r) => r.parse().context("reading --run")?,
-        None => format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")).parse()?,
-    };
+    let run = ctx.new_run_id("reading --run")?;
     let sender = ctx
         .identity(&repo)?
         .map_or_else(|| "orchestrator#1".to_owned(), |i| i.to_string());
