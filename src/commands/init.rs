@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
     };
     let run = ctx.new_run_id("choosing the run id")?;
     let claim_timeout_sec = args.claim_timeout.unwrap_or(seed.claim_timeout_sec());
-    if claim_timeout_sec == 0 || claim_timeout_sec > crate::config::MAX_CLAIM_TIMEOUT_SEC {
+    if !crate::config::seconds_in_range(claim_timeout_sec) {
         anyhow::bail!(
             "--claim-timeout {claim_timeout_sec} is out of range; use 1 to {} seconds",
             crate::config::MAX_CLAIM_TIMEOUT_SEC
