@@ -77,7 +77,7 @@ pub fn execute(
         progress: live_progress(),
         work_tree,
     };
-    orchestrator::preflight(&repo, &spec)?;
+    let checked = orchestrator::preflight(&repo, &spec)?;
     let in_plan = |e: anyhow::Error| match (e.downcast::<board::Invalid>(), &prep.tasks_path) {
         (Ok(board::Invalid(msg)), Some(p)) => {
             anyhow::Error::new(board::Invalid(format!("plan {}: {msg}", p.display())))
@@ -131,7 +131,7 @@ pub fn execute(
             })
             .map_err(in_plan)?;
     }
-    let summary = orchestrator::run(&ledger, &spec)?;
+    let summary = orchestrator::run(&ledger, &spec, checked)?;
     Ok((ledger, summary))
 }
 
