@@ -92,6 +92,7 @@ impl ConflictKind {
         }
     }
 
+    /// The name `integrator.json` and the report use.
     pub fn as_str(self) -> &'static str {
         match self {
             ConflictKind::Content => "content",
@@ -99,12 +100,6 @@ impl ConflictKind {
             ConflictKind::DeleteModify => "delete/modify",
             ConflictKind::AddAdd => "add/add",
         }
-    }
-}
-
-impl std::fmt::Display for ConflictKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -123,18 +118,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name `integrator.json` and the report use.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Merged => "merged",
             Outcome::UpToDate => "up to date",
             Outcome::Conflicts => "conflicts",
         }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -745,7 +735,7 @@ pub fn report_markdown(i: &Integration) -> String {
             (Outcome::Conflicts, _, Some(cb)) => {
                 format!("{} conflict(s), kept on `{cb}`", b.conflicts.len())
             }
-            (r, _, _) => r.to_string(),
+            (r, _, _) => r.as_str().to_owned(),
         };
         let _ = writeln!(
             s,
@@ -771,7 +761,9 @@ pub fn report_markdown(i: &Integration) -> String {
             let _ = writeln!(
                 s,
                 "\n### `{}` ({} conflict) merging `{}`\n",
-                c.path, c.kind, b.branch
+                c.path,
+                c.kind.as_str(),
+                b.branch
             );
             let _ = writeln!(s, "- on `{}`: changed by {}", i.into, c.ours_by.describe());
             let _ = writeln!(

@@ -280,57 +280,46 @@ impl Plot {
 
     /// Instance lifetimes: a thin line from running to its end, red when it failed.
     fn draw_lifetimes(&self, svg: &mut String, spans: &[Lifetime]) {
-        for Lifetime {
-            who,
-            from,
-            to,
-            failed,
-        } in spans
-        {
-            if !self.rows.contains(who) {
-                continue;
-            }
-            let (x0, x1) = (self.x(*from), self.x(*to).max(self.x(*from) + 2.0));
+        for span in spans.iter().filter(|s| self.rows.contains(&s.who)) {
+            let (x0, x1) = (
+                self.x(span.from),
+                self.x(span.to).max(self.x(span.from) + 2.0),
+            );
             let _ = write!(
                 svg,
                 r##"<g><title>{} {} {}</title><rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="3" rx="1.5" fill="{}"/></g>"##,
-                esc(who),
-                if *failed { "ran, then failed" } else { "ran" },
-                fmt_offset((*to - *from).num_milliseconds(), self.span_ms).trim_start_matches('+'),
-                self.y(who) + Self::ROW_H - 5.0,
+                esc(&span.who),
+                if span.failed {
+                    "ran, then failed"
+                } else {
+                    "ran"
+                },
+                fmt_offset((span.to - span.from).num_milliseconds(), self.span_ms)
+                    .trim_start_matches('+'),
+                self.y(&span.who) + Self::ROW_H - 5.0,
                 x1 - x0,
-                if *failed { "#d64545" } else { "#b8c0cc" }
+                if span.failed { "#d64545" } else { "#b8c0cc" }
             );
         }
     }
 
     /// Task bars, on the holder's row.
     fn draw_bars(&self, svg: &mut String, bars: &[TaskBar]) {
-        for TaskBar {
-            who,
-            task,
-            from,
-            to,
-            held,
-        } in bars
-        {
-            if !self.rows.contains(who) {
-                continue;
-            }
-            let (x0, x1) = (self.x(*from), self.x(*to).max(self.x(*from) + 3.0));
-            let color = held.color();
-            let by = self.y(who) + 8.0;
+        for bar in bars.iter().filter(|b| self.rows.contains(&b.who)) {
+            let (x0, x1) = (self.x(bar.from), self.x(bar.to).max(self.x(bar.from) + 3.0));
+            let color = bar.held.color();
+            let by = self.y(&bar.who) + 8.0;
             let _ = write!(
                 svg,
                 r##"<g><title>{} by {} ({})</title><rect x="{x0:.1}" y="{by:.1}" width="{:.1}" height="18" rx="4" fill="{color}" opacity="0.85"/><text x="{:.1}" y="{:.1}" fill="#fff" font-size="11">{}</text></g>"##,
-                esc(task),
-                esc(who),
-                held.title(),
+                esc(&bar.task),
+                esc(&bar.who),
+                bar.held.title(),
                 x1 - x0,
                 x0 + 3.0,
                 by + 13.0,
                 if x1 - x0 > 22.0 {
-                    esc(task)
+                    esc(&bar.task)
                 } else {
                     String::new()
                 }

@@ -80,7 +80,7 @@ fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             let kind = EventKind::Conflict {
                 file: c.path.clone(),
                 branch: b.branch.clone(),
-                kind: c.kind.to_string(),
+                kind: c.kind.as_str().to_owned(),
                 instances,
                 tasks,
                 action: c.action.clone(),
