@@ -88,6 +88,15 @@ impl Ctx {
             .with_context(|| format!("reading the run id from {source}"))
     }
 
+    /// The id of a run this command starts: `--run` (an error says it was `reading`
+    /// it), else a new one from the clock, `run-YYYYmmdd-HHMMSS`.
+    pub fn new_run_id(&self, reading: &'static str) -> Result<RunId> {
+        match &self.run {
+            Some(r) => r.parse().context(reading),
+            None => format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")).parse(),
+        }
+    }
+
     /// Opens the repository and the current run's ledger.
     pub fn ledger(&self) -> Result<Ledger> {
         let repo = self.repo()?;

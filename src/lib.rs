@@ -25,6 +25,7 @@ pub mod remote;
 pub mod report;
 pub mod safepath;
 pub mod text;
+pub mod trailers;
 
 #[cfg(test)]
 mod parser_props;
