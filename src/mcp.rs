@@ -201,6 +201,7 @@ fn call(ctx: &Ctx, name: &str, args: &Value) -> Result<Report> {
                 task: str_arg(args, "task")?.map(|t| t.parse()).transpose()?,
                 fetch: false,
                 quiet_commits: true,
+                since: None,
             },
         ),
         _ => unreachable!("checked above"),
