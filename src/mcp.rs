@@ -658,19 +658,6 @@ mod tests {
     #[test]
     fn every_schema_matches_its_argument_struct() {
         let tools = table();
-        let names: Vec<&str> = tools.iter().map(|t| t.name).collect();
-        assert_eq!(
-            names,
-            [
-                "board",
-                "claim",
-                "claim_next",
-                "release",
-                "done",
-                "post",
-                "log"
-            ]
-        );
         for t in &tools {
             let props: Vec<&str> = t.props.iter().map(|p| p.name).collect();
             assert_eq!(props, t.fields, "the properties of {}", t.name);
