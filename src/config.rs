@@ -90,6 +90,12 @@ pub struct Outputs {
 /// Longest lease we accept: a week. Longer is almost surely a typo.
 pub const MAX_CLAIM_TIMEOUT_SEC: u64 = 7 * 24 * 3600;
 
+/// Whether a lease, clock skew or instance time limit of `sec` seconds is one we
+/// accept: 1 to [`MAX_CLAIM_TIMEOUT_SEC`].
+pub fn seconds_in_range(sec: u64) -> bool {
+    (1..=MAX_CLAIM_TIMEOUT_SEC).contains(&sec)
+}
+
 impl SeedConfig {
     /// Reads and checks a config file; errors name the file and the key.
     pub fn load(path: &Path) -> Result<SeedConfig> {
@@ -102,25 +108,14 @@ impl SeedConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if let Some(t) = self.coordination.claim_timeout_sec {
-            if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
-                bail!(
-                    "coordination.claim_timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds"
-                );
-            }
-        }
-        if let Some(t) = self.coordination.max_clock_skew_sec {
-            if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
-                bail!(
-                    "coordination.max_clock_skew_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds"
-                );
-            }
-        }
-        if let Some(t) = self.coordination.instance_timeout_sec {
-            if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
-                bail!(
-                    "coordination.instance_timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds"
-                );
+        let c = &self.coordination;
+        for (key, sec) in [
+            ("claim_timeout_sec", c.claim_timeout_sec),
+            ("max_clock_skew_sec", c.max_clock_skew_sec),
+            ("instance_timeout_sec", c.instance_timeout_sec),
+        ] {
+            if let Some(t) = sec.filter(|t| !seconds_in_range(*t)) {
+                bail!("coordination.{key} is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds");
             }
         }
         if let Some(o) = &self.outputs {
@@ -231,13 +226,11 @@ impl SeedConfig {
                     file.display()
                 );
             }
-            if let Some(t) = spec.timeout_sec {
-                if t == 0 || t > MAX_CLAIM_TIMEOUT_SEC {
-                    bail!(
-                        "role file {}: timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC}",
-                        file.display()
-                    );
-                }
+            if let Some(t) = spec.timeout_sec.filter(|t| !seconds_in_range(*t)) {
+                bail!(
+                    "role file {}: timeout_sec is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC}",
+                    file.display()
+                );
             }
             for k in spec.env.keys() {
                 if k.is_empty() || k.contains('=') || k.contains('\0') || k.starts_with("MARA_") {

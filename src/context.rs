@@ -88,6 +88,15 @@ impl Ctx {
             .with_context(|| format!("reading the run id from {source}"))
     }
 
+    /// The id of a run this command starts: `--run` (an error says it was `reading`
+    /// it), else a new one from the clock, `run-YYYYmmdd-HHMMSS`.
+    pub fn new_run_id(&self, reading: &'static str) -> Result<RunId> {
+        match &self.run {
+            Some(r) => r.parse().context(reading),
+            None => format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")).parse(),
+        }
+    }
+
     /// Opens the repository and the current run's ledger.
     pub fn ledger(&self) -> Result<Ledger> {
         let repo = self.repo()?;
@@ -143,16 +152,21 @@ impl Ctx {
 /// Sets a git config value of the repository, retrying briefly while git's config
 /// lock is taken (several processes may set values at once). The error says why.
 pub fn set_git_config(repo: &Repository, key: &str, value: &str) -> Result<(), String> {
-    for _ in 0..100 {
+    // git holds its config lock for a moment; a second is plenty.
+    let mut pauses =
+        crate::backoff::Backoff::fixed(std::time::Duration::from_millis(10)).attempts(100);
+    loop {
         match repo.config().and_then(|mut c| c.set_str(key, value)) {
             Ok(()) => return Ok(()),
             Err(e) if e.code() == git2::ErrorCode::Locked || e.message().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                match pauses.next() {
+                    Some(p) => std::thread::sleep(p),
+                    None => return Err("git config stayed locked".to_owned()),
+                }
             }
             Err(e) => return Err(e.message().to_owned()),
         }
     }
-    Err("git config stayed locked".to_owned())
 }
 
 /// Records `run` as the repository's current run (git config `mara.run`). The run

@@ -21,13 +21,13 @@ use serde::Serialize;
 use similar::TextDiff;
 
 use crate::ids::{InstanceId, RunId};
+use crate::trailers;
 
 /// One conflicted file of one branch's merge.
 #[derive(Serialize, Clone, Debug)]
 pub struct FileConflict {
     pub path: String,
-    /// `content`, `binary`, `delete/modify` or `add/add`.
-    pub kind: String,
+    pub kind: ConflictKind,
     /// Who touched the file on the integration side and on the merged branch.
     pub ours_by: Touch,
     pub theirs_by: Touch,
@@ -63,14 +63,78 @@ impl Touch {
     }
 }
 
+/// What kind of conflict a file is in; stored as the strings of `integrator.json`
+/// and conflict events.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// Both sides changed the same lines of a text file.
+    #[serde(rename = "content")]
+    Content,
+    /// Both sides changed a binary file.
+    #[serde(rename = "binary")]
+    Binary,
+    /// One side deleted the file, the other changed it.
+    #[serde(rename = "delete/modify")]
+    DeleteModify,
+    /// Both sides added a text file of the same name.
+    #[serde(rename = "add/add")]
+    AddAdd,
+}
+
+impl ConflictKind {
+    /// Which conflict `c` is; `binary` when any side of it is a binary file.
+    fn of(c: &git2::IndexConflict, binary: bool) -> ConflictKind {
+        match (&c.ancestor, &c.our, &c.their) {
+            (_, None, Some(_)) | (_, Some(_), None) => ConflictKind::DeleteModify,
+            (None, Some(_), Some(_)) if !binary => ConflictKind::AddAdd,
+            _ if binary => ConflictKind::Binary,
+            _ => ConflictKind::Content,
+        }
+    }
+
+    /// The name `integrator.json` and the report use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictKind::Content => "content",
+            ConflictKind::Binary => "binary",
+            ConflictKind::DeleteModify => "delete/modify",
+            ConflictKind::AddAdd => "add/add",
+        }
+    }
+}
+
+/// How merging one branch ended; stored as the strings of `integrator.json`.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A merge commit on the integration branch.
+    #[serde(rename = "merged")]
+    Merged,
+    /// The integration branch has the branch already.
+    #[serde(rename = "up to date")]
+    UpToDate,
+    /// Left out; the merge with conflict markers is on the conflicts branch.
+    #[serde(rename = "conflicts")]
+    Conflicts,
+}
+
+impl Outcome {
+    /// The name `integrator.json` and the report use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Merged => "merged",
+            Outcome::UpToDate => "up to date",
+            Outcome::Conflicts => "conflicts",
+        }
+    }
+}
+
 /// What happened to one branch.
 #[derive(Serialize, Clone, Debug)]
 pub struct BranchResult {
     pub branch: String,
     pub instance: Option<String>,
     pub tasks: Vec<String>,
-    /// `merged`, `up to date` or `conflicts`.
-    pub result: String,
+    pub result: Outcome,
     pub commit: Option<String>,
     /// The branch holding the merge with conflict markers.
     pub conflict_branch: Option<String>,
@@ -174,19 +238,9 @@ fn touched(
         if before == after {
             continue;
         }
-        if let Ok(trailers) = git2::message_trailers_strs(c.message().unwrap_or_default()) {
-            for (k, v) in trailers.iter() {
-                match k {
-                    "Mara-Task" => {
-                        tasks.insert(v.trim().to_owned());
-                    }
-                    "Mara-Instance" => {
-                        instances.insert(v.trim().to_owned());
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let named = trailers::parse(c.message().unwrap_or_default());
+        tasks.extend(named.tasks);
+        instances.extend(named.instances);
     }
     Ok(Touch {
         instances: instances.into_iter().collect(),
@@ -202,13 +256,7 @@ fn branch_tasks(repo: &Repository, base: Oid, tip: Oid) -> Result<Vec<String>> {
     walk.hide(base)?;
     for oid in walk {
         let c = repo.find_commit(oid?)?;
-        if let Ok(trailers) = git2::message_trailers_strs(c.message().unwrap_or_default()) {
-            for (k, v) in trailers.iter() {
-                if k == "Mara-Task" {
-                    tasks.insert(v.trim().to_owned());
-                }
-            }
-        }
+        tasks.extend(trailers::parse(c.message().unwrap_or_default()).tasks);
     }
     Ok(tasks.into_iter().collect())
 }
@@ -266,209 +314,22 @@ pub fn integrate(
     if branches.is_empty() {
         bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
     }
-    let mut tips = vec![];
-    for b in branches {
-        if b == into {
-            bail!("--into {into} is also listed as a branch to merge; pick another --into");
-        }
-        let r = repo
-            .find_branch(b, git2::BranchType::Local)
-            .map_err(|_| anyhow!("there is no branch {b}; list the run's branches with `git branch --list 'mara/{run}/*'`"))?;
-        let tip = r
-            .get()
-            .target()
-            .ok_or_else(|| anyhow!("branch {b} points at no commit"))?;
-        tips.push(tip);
-    }
+    let tips = branch_tips(repo, run, branches, into)?;
     let into_ref = format!("refs/heads/{into}");
     git2::Reference::is_valid_name(&into_ref)
         .then_some(())
         .ok_or_else(|| anyhow!("--into {into:?} is not a valid branch name"))?;
     let old_into = repo.refname_to_id(&into_ref).ok();
-    let base = match (old_into, tips.as_slice()) {
-        (Some(t), _) => t,
-        // One branch has no common base with others (libgit2 wants two commits:
-        // issue 13, part 8). Start where it forked from HEAD, as a run's branches
-        // fork from HEAD, so its work still arrives as a merge commit; from its own
-        // tip (nothing to merge) when HEAD contains it or shares no history with it.
-        (None, [tip]) => repo
-            .head()
-            .ok()
-            .and_then(|h| h.target())
-            .and_then(|head| repo.merge_base(head, *tip).ok())
-            .unwrap_or(*tip),
-        (None, _) => repo
-            .merge_base_many(&tips)
-            .context("the branches share no history to merge from")?,
-    };
-    let sig = Sig {
-        name: crate::board::one_line(who, 64).replace(['<', '>'], ""),
-        email: repo
-            .config()
-            .ok()
-            .and_then(|c| c.get_string("user.email").ok())
-            .unwrap_or_else(|| "mara@localhost".into()),
-    };
+    let base = starting_point(repo, old_into, &tips)?;
+    let merger = Merger::new(repo, run, into, who);
     let mut current = base;
     let mut results = vec![];
     let mut updates = vec![];
-    let mut opts = git2::MergeOptions::new();
-    opts.find_renames(true);
     for (b, tip) in branches.iter().zip(tips) {
-        let instance = branch_instance(run, b).map(|i| i.to_string());
-        let merge_base = repo.merge_base(current, tip).ok();
-        let tasks = match merge_base {
-            Some(mb) => branch_tasks(repo, mb, tip)?,
-            None => vec![],
-        };
-        let mut result = BranchResult {
-            branch: b.clone(),
-            instance: instance.clone(),
-            tasks: tasks.clone(),
-            result: "up to date".into(),
-            commit: None,
-            conflict_branch: None,
-            conflicts: vec![],
-        };
-        if current == tip || repo.graph_descendant_of(current, tip)? {
-            results.push(result);
-            continue;
-        }
-        let ours_c = repo.find_commit(current)?;
-        let theirs_c = repo.find_commit(tip)?;
-        let mut index = repo.merge_commits(&ours_c, &theirs_c, Some(&opts))?;
-        let label = instance.clone().unwrap_or_else(|| b.clone());
-        let mut msg = format!("merge {b} into {into}\n\n");
-        let _ = writeln!(
-            msg,
-            "Merges the work of {label}{}.\n",
-            if tasks.is_empty() {
-                String::new()
-            } else {
-                format!(" on {}", tasks.join(", "))
-            }
-        );
-        let _ = writeln!(msg, "Mara-Run: {run}");
-        if let Some(i) = &instance {
-            let _ = writeln!(msg, "Mara-Instance: {i}");
-        }
-        for t in &tasks {
-            let _ = writeln!(msg, "Mara-Task: {t}");
-        }
-        if !index.has_conflicts() {
-            let tree = repo.find_tree(index.write_tree_to(repo)?)?;
-            let s = signature(&sig)?;
-            let c = repo.commit(None, &s, &s, &msg, &tree, &[&ours_c, &theirs_c])?;
-            current = c;
-            result.result = "merged".into();
-            result.commit = Some(c.to_string());
-            results.push(result);
-            continue;
-        }
-        // Conflicts: report each file, and keep the merge with markers on a branch of
-        // its own so neither side is lost.
-        let stem = b.rsplit('/').next().unwrap_or(b);
-        let conflict_branch = format!("mara/{run}/conflicts/{stem}");
-        let mb = merge_base.unwrap_or(base);
-        let conflicts: Vec<git2::IndexConflict> = index.conflicts()?.collect::<Result<_, _>>()?;
-        let mut files = vec![];
-        for c in &conflicts {
-            let entry = c
-                .our
-                .as_ref()
-                .or(c.their.as_ref())
-                .or(c.ancestor.as_ref())
-                .expect("a conflict has at least one side");
-            let path = String::from_utf8_lossy(&entry.path).into_owned();
-            let base_b = blob_bytes(repo, &c.ancestor)?;
-            let ours_b = blob_bytes(repo, &c.our)?;
-            let theirs_b = blob_bytes(repo, &c.their)?;
-            let binary = [&base_b, &ours_b, &theirs_b]
-                .iter()
-                .any(|x| x.as_deref().is_some_and(is_binary));
-            let kind = match (&c.ancestor, &c.our, &c.their) {
-                (_, None, Some(_)) | (_, Some(_), None) => "delete/modify",
-                (None, Some(_), Some(_)) if !binary => "add/add",
-                _ if binary => "binary",
-                _ => "content",
-            };
-            index.conflict_remove(std::path::Path::new(&path))?;
-            let action = match (&c.our, &c.their) {
-                (Some(o), Some(t)) if !binary => {
-                    let mut fo = git2::MergeFileOptions::new();
-                    fo.ancestor_label("base")
-                        .our_label(into)
-                        .their_label(b.as_str())
-                        .style_diff3(true);
-                    let merged = repo.merge_file_from_index(
-                        c.ancestor.as_ref().unwrap_or(o),
-                        o,
-                        t,
-                        Some(&mut fo),
-                    )?;
-                    let id = repo.blob(merged.content())?;
-                    index.add(&entry_at(o, &path, id))?;
-                    format!("left out of {into}; on {conflict_branch} with conflict markers (both sides and the base)")
-                }
-                (Some(o), Some(t)) => {
-                    index.add(&entry_at(o, &path, o.id))?;
-                    let other = format!("{path}~{stem}");
-                    index.add(&entry_at(t, &other, t.id))?;
-                    format!(
-                        "left out of {into}; on {conflict_branch} ours is {path}, theirs {other}"
-                    )
-                }
-                (Some(kept), None) | (None, Some(kept)) => {
-                    index.add(&entry_at(kept, &path, kept.id))?;
-                    format!("left out of {into}; on {conflict_branch} the modified file is kept (deleting it would lose its changes)")
-                }
-                (None, None) => "nothing to keep".to_owned(),
-            };
-            let empty = Vec::new();
-            let (diff_ours, diff_theirs) = if binary {
-                (String::new(), String::new())
-            } else {
-                (
-                    unified(
-                        base_b.as_ref().unwrap_or(&empty),
-                        ours_b.as_ref().unwrap_or(&empty),
-                        &format!("base/{path}"),
-                        &format!("{into}/{path}"),
-                    ),
-                    unified(
-                        base_b.as_ref().unwrap_or(&empty),
-                        theirs_b.as_ref().unwrap_or(&empty),
-                        &format!("base/{path}"),
-                        &format!("{b}/{path}"),
-                    ),
-                )
-            };
-            let ours_by = touched(repo, run, mb, current, &path, None)?;
-            let theirs_by = touched(repo, run, mb, tip, &path, Some(b))?;
-            files.push(FileConflict {
-                path,
-                kind: kind.into(),
-                ours_by,
-                theirs_by,
-                diff_ours,
-                diff_theirs,
-                action,
-            });
-        }
-        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
-        let s = signature(&sig)?;
-        let cmsg = format!(
-            "conflicted merge of {b} into {into}\n\n{} file(s) in conflict; markers left in text files.\n\nMara-Run: {run}\n",
-            files.len()
-        );
-        let cc = repo.commit(None, &s, &s, &cmsg, &tree, &[&ours_c, &theirs_c])?;
-        let cref = format!("refs/heads/{conflict_branch}");
-        updates.push((cref.clone(), repo.refname_to_id(&cref).ok(), cc));
-        result.result = "conflicts".into();
-        result.commit = Some(cc.to_string());
-        result.conflict_branch = Some(conflict_branch);
-        result.conflicts = files;
-        results.push(result);
+        let step = merger.merge_branch(current, base, b, tip)?;
+        current = step.into_tip;
+        updates.extend(step.update);
+        results.push(step.result);
     }
     if Some(current) != old_into {
         updates.insert(0, (into_ref, old_into, current));
@@ -483,6 +344,314 @@ pub fn integrate(
         },
         updates,
     ))
+}
+
+/// The tip of every branch to merge; none may be `into` itself.
+fn branch_tips(
+    repo: &Repository,
+    run: &RunId,
+    branches: &[String],
+    into: &str,
+) -> Result<Vec<Oid>> {
+    let mut tips = vec![];
+    for b in branches {
+        if b == into {
+            bail!("--into {into} is also listed as a branch to merge; pick another --into");
+        }
+        let r = repo
+            .find_branch(b, git2::BranchType::Local)
+            .map_err(|_| anyhow!("there is no branch {b}; list the run's branches with `git branch --list 'mara/{run}/*'`"))?;
+        let tip = r
+            .get()
+            .target()
+            .ok_or_else(|| anyhow!("branch {b} points at no commit"))?;
+        tips.push(tip);
+    }
+    Ok(tips)
+}
+
+/// Where the integration branch starts: where it is now, else the branches' merge base.
+fn starting_point(repo: &Repository, old_into: Option<Oid>, tips: &[Oid]) -> Result<Oid> {
+    Ok(match (old_into, tips) {
+        (Some(t), _) => t,
+        // One branch has no common base with others (libgit2 wants two commits:
+        // issue 13, part 8). Start where it forked from HEAD, as a run's branches
+        // fork from HEAD, so its work still arrives as a merge commit; from its own
+        // tip (nothing to merge) when HEAD contains it or shares no history with it.
+        (None, [tip]) => repo
+            .head()
+            .ok()
+            .and_then(|h| h.target())
+            .and_then(|head| repo.merge_base(head, *tip).ok())
+            .unwrap_or(*tip),
+        (None, _) => repo
+            .merge_base_many(tips)
+            .context("the branches share no history to merge from")?,
+    })
+}
+
+/// What merging one branch did: its result, where the integration branch is now,
+/// and the conflicts branch to move, if any.
+struct Step {
+    result: BranchResult,
+    into_tip: Oid,
+    update: Option<RefUpdate>,
+}
+
+/// One branch being merged: its name and tip, and the integration side it meets.
+struct Merging<'b> {
+    branch: &'b str,
+    tip: Oid,
+    /// The integration branch before this merge.
+    ours: Oid,
+    /// Where the two sides forked (the integration's base when they share none).
+    fork: Oid,
+    /// The branch's last path component: `<role>_<n>` for an instance branch.
+    stem: &'b str,
+    /// Where the merge with conflict markers is kept.
+    conflict_branch: String,
+}
+
+/// Merges branch after branch into the integration branch; commits nothing to a ref.
+struct Merger<'r> {
+    repo: &'r Repository,
+    run: &'r RunId,
+    into: &'r str,
+    sig: Sig,
+    opts: git2::MergeOptions,
+}
+
+impl<'r> Merger<'r> {
+    fn new(repo: &'r Repository, run: &'r RunId, into: &'r str, who: &str) -> Self {
+        let sig = Sig {
+            name: crate::board::one_line(who, 64).replace(['<', '>'], ""),
+            email: repo
+                .config()
+                .ok()
+                .and_then(|c| c.get_string("user.email").ok())
+                .unwrap_or_else(|| "mara@localhost".into()),
+        };
+        let mut opts = git2::MergeOptions::new();
+        opts.find_renames(true);
+        Merger {
+            repo,
+            run,
+            into,
+            sig,
+            opts,
+        }
+    }
+
+    /// Merges branch `b` at `tip` into the integration branch at `current`: a merge
+    /// commit when clean, a commit with conflict markers for the conflicts branch
+    /// when not, nothing when `current` has it already.
+    fn merge_branch(&self, current: Oid, base: Oid, b: &str, tip: Oid) -> Result<Step> {
+        let (repo, run, into) = (self.repo, self.run, self.into);
+        let instance = branch_instance(run, b).map(|i| i.to_string());
+        let merge_base = repo.merge_base(current, tip).ok();
+        let tasks = match merge_base {
+            Some(mb) => branch_tasks(repo, mb, tip)?,
+            None => vec![],
+        };
+        let mut result = BranchResult {
+            branch: b.to_owned(),
+            instance: instance.clone(),
+            tasks: tasks.clone(),
+            result: Outcome::UpToDate,
+            commit: None,
+            conflict_branch: None,
+            conflicts: vec![],
+        };
+        if current == tip || repo.graph_descendant_of(current, tip)? {
+            return Ok(Step {
+                result,
+                into_tip: current,
+                update: None,
+            });
+        }
+        let ours_c = repo.find_commit(current)?;
+        let theirs_c = repo.find_commit(tip)?;
+        let mut index = repo.merge_commits(&ours_c, &theirs_c, Some(&self.opts))?;
+        if !index.has_conflicts() {
+            let msg = merge_message(run, b, into, instance.as_deref(), &tasks);
+            let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+            let s = signature(&self.sig)?;
+            let c = repo.commit(None, &s, &s, &msg, &tree, &[&ours_c, &theirs_c])?;
+            result.result = Outcome::Merged;
+            result.commit = Some(c.to_string());
+            return Ok(Step {
+                result,
+                into_tip: c,
+                update: None,
+            });
+        }
+        // Conflicts: report each file, and keep the merge with markers on a branch of
+        // its own so neither side is lost.
+        let stem = b.rsplit('/').next().unwrap_or(b);
+        let m = Merging {
+            branch: b,
+            tip,
+            ours: current,
+            fork: merge_base.unwrap_or(base),
+            stem,
+            conflict_branch: format!("mara/{run}/conflicts/{stem}"),
+        };
+        let conflicts: Vec<git2::IndexConflict> = index.conflicts()?.collect::<Result<_, _>>()?;
+        let mut files = vec![];
+        for c in &conflicts {
+            files.push(self.conflict_file(&m, &mut index, c)?);
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+        let s = signature(&self.sig)?;
+        let cmsg = format!(
+            "conflicted merge of {b} into {into}\n\n{} file(s) in conflict; markers left in text files.\n\nMara-Run: {run}\n",
+            files.len()
+        );
+        let cc = repo.commit(None, &s, &s, &cmsg, &tree, &[&ours_c, &theirs_c])?;
+        let cref = format!("refs/heads/{}", m.conflict_branch);
+        let update = (cref.clone(), repo.refname_to_id(&cref).ok(), cc);
+        result.result = Outcome::Conflicts;
+        result.commit = Some(cc.to_string());
+        result.conflict_branch = Some(m.conflict_branch);
+        result.conflicts = files;
+        Ok(Step {
+            result,
+            // A conflicted branch is left out of the integration branch.
+            into_tip: current,
+            update: Some(update),
+        })
+    }
+
+    /// Reports one conflicted file and resolves it in `index` so that nothing is
+    /// lost: markers in a text file, both versions of a binary, the modified file
+    /// of a delete/modify.
+    fn conflict_file(
+        &self,
+        m: &Merging,
+        index: &mut git2::Index,
+        c: &git2::IndexConflict,
+    ) -> Result<FileConflict> {
+        let repo = self.repo;
+        let entry = c
+            .our
+            .as_ref()
+            .or(c.their.as_ref())
+            .or(c.ancestor.as_ref())
+            .expect("a conflict has at least one side");
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        let base_b = blob_bytes(repo, &c.ancestor)?;
+        let ours_b = blob_bytes(repo, &c.our)?;
+        let theirs_b = blob_bytes(repo, &c.their)?;
+        let binary = [&base_b, &ours_b, &theirs_b]
+            .iter()
+            .any(|x| x.as_deref().is_some_and(is_binary));
+        let kind = ConflictKind::of(c, binary);
+        index.conflict_remove(std::path::Path::new(&path))?;
+        let action = self.keep_both(m, index, c, &path, binary)?;
+        let (diff_ours, diff_theirs) = if binary {
+            (String::new(), String::new())
+        } else {
+            let empty = Vec::new();
+            let base_b = base_b.as_ref().unwrap_or(&empty);
+            (
+                unified(
+                    base_b,
+                    ours_b.as_ref().unwrap_or(&empty),
+                    &format!("base/{path}"),
+                    &format!("{}/{path}", self.into),
+                ),
+                unified(
+                    base_b,
+                    theirs_b.as_ref().unwrap_or(&empty),
+                    &format!("base/{path}"),
+                    &format!("{}/{path}", m.branch),
+                ),
+            )
+        };
+        let ours_by = touched(repo, self.run, m.fork, m.ours, &path, None)?;
+        let theirs_by = touched(repo, self.run, m.fork, m.tip, &path, Some(m.branch))?;
+        Ok(FileConflict {
+            path,
+            kind,
+            ours_by,
+            theirs_by,
+            diff_ours,
+            diff_theirs,
+            action,
+        })
+    }
+
+    /// Puts what both sides have of a conflicted file into `index` (stage 0) and says
+    /// what it did.
+    fn keep_both(
+        &self,
+        m: &Merging,
+        index: &mut git2::Index,
+        c: &git2::IndexConflict,
+        path: &str,
+        binary: bool,
+    ) -> Result<String> {
+        let (into, conflict_branch) = (self.into, &m.conflict_branch);
+        Ok(match (&c.our, &c.their) {
+            (Some(o), Some(t)) if !binary => {
+                let mut fo = git2::MergeFileOptions::new();
+                fo.ancestor_label("base")
+                    .our_label(into)
+                    .their_label(m.branch)
+                    .style_diff3(true);
+                let merged = self.repo.merge_file_from_index(
+                    c.ancestor.as_ref().unwrap_or(o),
+                    o,
+                    t,
+                    Some(&mut fo),
+                )?;
+                let id = self.repo.blob(merged.content())?;
+                index.add(&entry_at(o, path, id))?;
+                format!("left out of {into}; on {conflict_branch} with conflict markers (both sides and the base)")
+            }
+            (Some(o), Some(t)) => {
+                index.add(&entry_at(o, path, o.id))?;
+                let other = format!("{path}~{}", m.stem);
+                index.add(&entry_at(t, &other, t.id))?;
+                format!("left out of {into}; on {conflict_branch} ours is {path}, theirs {other}")
+            }
+            (Some(kept), None) | (None, Some(kept)) => {
+                index.add(&entry_at(kept, path, kept.id))?;
+                format!("left out of {into}; on {conflict_branch} the modified file is kept (deleting it would lose its changes)")
+            }
+            (None, None) => "nothing to keep".to_owned(),
+        })
+    }
+}
+
+/// The message of the merge commit of branch `b`: who and which tasks it brings, as
+/// prose and as trailers.
+fn merge_message(
+    run: &RunId,
+    b: &str,
+    into: &str,
+    instance: Option<&str>,
+    tasks: &[String],
+) -> String {
+    let label = instance.unwrap_or(b);
+    let mut msg = format!("merge {b} into {into}\n\n");
+    let _ = writeln!(
+        msg,
+        "Merges the work of {label}{}.\n",
+        if tasks.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", tasks.join(", "))
+        }
+    );
+    let _ = writeln!(msg, "Mara-Run: {run}");
+    if let Some(i) = instance {
+        let _ = writeln!(msg, "{}: {i}", trailers::INSTANCE);
+    }
+    for t in tasks {
+        let _ = writeln!(msg, "{}: {t}", trailers::TASK);
+    }
+    msg
 }
 
 /// Refuses to move a branch that a worktree has checked out: its files would no
@@ -561,12 +730,12 @@ pub fn report_markdown(i: &Integration) -> String {
         "| branch | instance | tasks | result |\n| --- | --- | --- | --- |"
     );
     for b in &i.branches {
-        let result = match (b.result.as_str(), &b.commit, &b.conflict_branch) {
-            ("merged", Some(c), _) => format!("merged ({})", &c[..10]),
-            ("conflicts", _, Some(cb)) => {
+        let result = match (b.result, &b.commit, &b.conflict_branch) {
+            (Outcome::Merged, Some(c), _) => format!("merged ({})", &c[..10]),
+            (Outcome::Conflicts, _, Some(cb)) => {
                 format!("{} conflict(s), kept on `{cb}`", b.conflicts.len())
             }
-            (r, _, _) => r.to_owned(),
+            (r, _, _) => r.as_str().to_owned(),
         };
         let _ = writeln!(
             s,
@@ -592,7 +761,9 @@ pub fn report_markdown(i: &Integration) -> String {
             let _ = writeln!(
                 s,
                 "\n### `{}` ({} conflict) merging `{}`\n",
-                c.path, c.kind, b.branch
+                c.path,
+                c.kind.as_str(),
+                b.branch
             );
             let _ = writeln!(s, "- on `{}`: changed by {}", i.into, c.ours_by.describe());
             let _ = writeln!(
@@ -602,7 +773,7 @@ pub fn report_markdown(i: &Integration) -> String {
                 c.theirs_by.describe()
             );
             let _ = writeln!(s, "- what mara did: {}", c.action);
-            if c.kind == "binary" {
+            if c.kind == ConflictKind::Binary {
                 let _ = writeln!(s, "\nBinary file: no text diff; both versions are kept.");
             } else {
                 let _ = writeln!(s, "\nbase -> `{}`:\n\n```diff\n{}```", i.into, c.diff_ours);

@@ -4,6 +4,7 @@
 //! only writer of `refs/mara/<run>`) ← [`commands`] ← [`cli`] and `main`.
 //! [`output`] alone prints; [`context`] alone reads the environment.
 
+pub mod backoff;
 pub mod board;
 pub mod cli;
 pub mod commands;
@@ -24,6 +25,7 @@ pub mod remote;
 pub mod report;
 pub mod safepath;
 pub mod text;
+pub mod trailers;
 
 #[cfg(test)]
 mod parser_props;

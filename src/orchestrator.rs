@@ -171,12 +171,20 @@ fn signal_group(child: &Child, sig: libc::c_int) {
     }
 }
 
+/// What [`preflight`] found and [`run`] goes on from, so that each check runs once.
+pub struct Checked {
+    /// The commit at HEAD: every instance branches from it.
+    head: git2::Oid,
+    /// `PATH` for the instances: the mara binary's folder first.
+    path: std::ffi::OsString,
+}
+
 /// Checks what would make a run fail before anything is written (issue 13, part 7):
 /// a commit at HEAD to branch from, no instance branch or worktree folder of this run
 /// yet, no symbolic link on the way to the run's folder, and for every instance the
 /// command line it will get: no NUL byte in its argv or env (placeholders filled in
 /// with the values the run will use), and a program that exists and is executable.
-pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
+pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<Checked> {
     let head = repo
         .head()
         .ok()
@@ -207,50 +215,68 @@ pub fn preflight(repo: &git2::Repository, spec: &RunSpec) -> Result<()> {
                 dir.display()
             );
         }
-        let role = &spec.roles[inst.role];
-        let (argv, env) = command_line(&inst, role, spec, &expand_prompt(&inst, role, spec));
-        let file = role.file.display();
-        let too_long = |what: &str, len: usize| {
-            anyhow::anyhow!(
-                "role file {file}: {what} is {len} bytes long (placeholders filled in); the system takes {MAX_ARG_BYTES} at most: pass a long prompt as {{prompt_file}}"
-            )
-        };
-        for (i, a) in argv.iter().enumerate() {
-            if a.contains('\0') {
-                bail!("role file {file}: command[{i}] contains a NUL byte (placeholders filled in); remove it");
-            }
-            if a.len() > MAX_ARG_BYTES {
-                return Err(too_long(&format!("command[{i}]"), a.len()));
-            }
+        check_command_line(&inst, spec, repo, &head_tree, &default_path)?;
+    }
+    Ok(Checked {
+        head: head.id(),
+        path: default_path,
+    })
+}
+
+/// Checks the command line `inst` will get: no NUL byte and no oversized argument in
+/// its argv or env, placeholders filled in, and a program that will start.
+fn check_command_line(
+    inst: &Instance,
+    spec: &RunSpec,
+    repo: &git2::Repository,
+    head_tree: &git2::Tree,
+    default_path: &std::ffi::OsStr,
+) -> Result<()> {
+    let role = &spec.roles[inst.role];
+    let (argv, env) = command_line(inst, role, spec, &expand_prompt(inst, role, spec));
+    let file = role.file.display();
+    let too_long = |what: &str, len: usize| {
+        anyhow::anyhow!(
+            "role file {file}: {what} is {len} bytes long (placeholders filled in); the system takes {MAX_ARG_BYTES} at most: pass a long prompt as {{prompt_file}}"
+        )
+    };
+    for (i, a) in argv.iter().enumerate() {
+        if a.contains('\0') {
+            bail!("role file {file}: command[{i}] contains a NUL byte (placeholders filled in); remove it");
         }
-        for (k, v) in &env {
-            if k.is_empty() || k.contains(['=', '\0']) {
-                bail!("role file {file}: env key {k:?} is not a variable name; use letters, digits and '_'");
-            }
-            if v.contains('\0') {
-                bail!("role file {file}: env.{k} contains a NUL byte (placeholders filled in); remove it");
-            }
-            if k.len() + 1 + v.len() > MAX_ARG_BYTES {
-                return Err(too_long(&format!("env.{k}"), k.len() + 1 + v.len()));
-            }
+        if a.len() > MAX_ARG_BYTES {
+            return Err(too_long(&format!("command[{i}]"), a.len()));
         }
-        let total: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>()
-            + env
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>();
-        if total > max_exec_bytes() {
+    }
+    for (k, v) in &env {
+        if k.is_empty() || k.contains(['=', '\0']) {
+            bail!("role file {file}: env key {k:?} is not a variable name; use letters, digits and '_'");
+        }
+        if v.contains('\0') {
             bail!(
-                "role file {file}: command and env are {total} bytes together (placeholders filled in), more than the system passes to a program; pass a long prompt as {{prompt_file}}"
+                "role file {file}: env.{k} contains a NUL byte (placeholders filled in); remove it"
             );
         }
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map_or_else(|| default_path.clone(), |(_, v)| v.into());
-        check_program(&argv[0], &path, &inst.worktree, repo, &head_tree)
-            .map_err(|why| anyhow::anyhow!("role file {file}: command[0] {why}"))?;
+        if k.len() + 1 + v.len() > MAX_ARG_BYTES {
+            return Err(too_long(&format!("env.{k}"), k.len() + 1 + v.len()));
+        }
     }
+    let total: usize = argv.iter().map(|a| a.len() + 1).sum::<usize>()
+        + env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    if total > max_exec_bytes() {
+        bail!(
+            "role file {file}: command and env are {total} bytes together (placeholders filled in), more than the system passes to a program; pass a long prompt as {{prompt_file}}"
+        );
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or_else(|| default_path.to_owned(), |(_, v)| v.into());
+    check_program(&argv[0], &path, &inst.worktree, repo, head_tree)
+        .map_err(|why| anyhow::anyhow!("role file {file}: command[0] {why}"))?;
     Ok(())
 }
 
@@ -459,38 +485,14 @@ fn command_line(
     (argv, env)
 }
 
-/// Prepares worktrees and branches, then runs every instance to its end.
-pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
+/// Prepares worktrees and branches, then runs every instance to its end. `checked`
+/// is what [`preflight`] found for this `spec`.
+pub fn run(ledger: &Ledger, spec: &RunSpec, checked: Checked) -> Result<Summary> {
     let started = Instant::now();
     let repo = ledger.repo();
-    let main_dir = spec.work_tree.clone();
-    let head = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .map(|c| c.id())
-        .ok_or_else(|| {
-            anyhow::anyhow!("the repository has no commit yet; commit something first: instances branch from HEAD")
-        })?;
     exclude_run_dirs(repo)?;
-    let dirs = RunDirs {
-        logs: open_run_dir(&main_dir, &spec.run, &["logs"])?,
-        prompts: open_run_dir(&main_dir, &spec.run, &["prompts"])?,
-    };
-    open_run_dir(&main_dir, &spec.run, &["worktrees"])?;
-    let mut instances = plan_instances(spec);
-    for inst in &instances {
-        if repo
-            .find_branch(&inst.place.branch, git2::BranchType::Local)
-            .is_ok()
-        {
-            bail!(
-                "branch {} exists already: run {} ran here before; pick another --run",
-                inst.place.branch,
-                spec.run
-            );
-        }
-    }
+    let dirs = RunDirs::create(spec)?;
+    let instances = plan_instances(spec);
     // git itself adds the worktrees, told exactly which repository and work tree
     // (the caller's GIT_DIR may be relative, and a GIT_WORK_TREE work tree may have
     // no `.git` of its own).
@@ -498,9 +500,35 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
         .path()
         .canonicalize()
         .with_context(|| format!("finding {}", repo.path().display()))?;
-    for inst in &instances {
+    add_worktrees(&spec.work_tree, &git_dir, checked.head, &instances)?;
+    install_signal_handlers();
+    let runner = Runner {
+        ledger,
+        spec,
+        path: checked.path,
+        dirs,
+    };
+    let (ended, interrupted) = runner.supervise(instances, started)?;
+    output::progress_clear(spec.progress);
+    record_own_end(ledger, spec, interrupted)?;
+    tidy_up(&spec.work_tree, &git_dir);
+    Ok(Summary {
+        instances: ended,
+        interrupted,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Adds every instance's worktree on its new branch at `head`.
+fn add_worktrees(
+    main_dir: &Path,
+    git_dir: &Path,
+    head: git2::Oid,
+    instances: &[Instance],
+) -> Result<()> {
+    for inst in instances {
         git_ok_env(
-            &main_dir,
+            main_dir,
             &[
                 "worktree",
                 "add",
@@ -516,154 +544,11 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
             ],
         )?;
     }
-    install_signal_handlers();
-    let path = crate::context::path_with(&spec.mara_dir)?;
-    let mut ended: Vec<Ended> = vec![];
-    let mut last_progress = Instant::now() - Duration::from_secs(1);
-    let mut interrupted = false;
-    loop {
-        if INTERRUPTED.load(Ordering::SeqCst) && !interrupted {
-            interrupted = true;
-            output::progress_clear(spec.progress);
-            output::progress("mara run: interrupted; stopping every instance");
-        }
-        // Start every waiting instance whose role's predecessors have all ended.
-        let ended_roles: Vec<usize> = (0..spec.roles.len())
-            .filter(|r| {
-                instances
-                    .iter()
-                    .filter(|i| i.role == *r)
-                    .all(|i| matches!(i.state, State::Ended))
-            })
-            .collect();
-        for inst in instances.iter_mut() {
-            if interrupted || !matches!(inst.state, State::Waiting) {
-                continue;
-            }
-            let role = &spec.roles[inst.role];
-            let ready = role.spec.after.iter().all(|a| {
-                spec.roles
-                    .iter()
-                    .position(|r| &r.id == a)
-                    .is_some_and(|ri| ended_roles.contains(&ri))
-            });
-            if !ready {
-                continue;
-            }
-            status_event(ledger, &spec.sender, inst, InstanceStatus::Starting, None)?;
-            match start(inst, role, spec, &path, &dirs) {
-                Ok(child) => {
-                    status_event(ledger, &spec.sender, inst, InstanceStatus::Running, None)?;
-                    inst.state = State::Running {
-                        child,
-                        started: Instant::now(),
-                        stopping: None,
-                    };
-                }
-                Err(e) => {
-                    let why = format!("could not start: {e:#}");
-                    inst.state = State::Ended;
-                    ended.push(finish(
-                        ledger,
-                        spec,
-                        inst,
-                        InstanceStatus::Failed,
-                        Some(why),
-                    )?);
-                }
-            }
-        }
-        // Reap, time out, or stop what runs. Stopping is SIGTERM to the group, then
-        // SIGKILL after the grace period; all instances get their grace at once.
-        for inst in instances.iter_mut() {
-            let State::Running {
-                child,
-                started,
-                stopping,
-            } = &mut inst.state
-            else {
-                continue;
-            };
-            let limit = spec.seed.instance_timeout(&spec.roles[inst.role]);
-            if stopping.is_none() {
-                let why = if interrupted {
-                    Some("stopped: the run was interrupted".to_owned())
-                } else if limit.is_some_and(|l| started.elapsed() > Duration::from_secs(l)) {
-                    Some(format!(
-                        "stopped at its time limit of {}s",
-                        limit.unwrap_or(0)
-                    ))
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    signal_group(child, libc::SIGTERM);
-                    *stopping = Some((Instant::now() + GRACE, why));
-                }
-            }
-            let outcome = match (child.try_wait()?, stopping.as_ref()) {
-                (Some(_), Some((_, why))) => {
-                    signal_group(child, libc::SIGKILL);
-                    Some((InstanceStatus::Failed, Some(why.clone())))
-                }
-                (Some(status), None) => {
-                    // The leader is done; its helpers must not outlive it.
-                    signal_group(child, libc::SIGKILL);
-                    Some(if status.success() {
-                        (InstanceStatus::Exited, None)
-                    } else {
-                        (
-                            InstanceStatus::Failed,
-                            Some(format!("exited with {status}")),
-                        )
-                    })
-                }
-                (None, Some((deadline, why))) if Instant::now() >= *deadline => {
-                    signal_group(child, libc::SIGKILL);
-                    let _ = child.wait();
-                    Some((InstanceStatus::Failed, Some(why.clone())))
-                }
-                (None, _) => None,
-            };
-            if let Some((status, reason)) = outcome {
-                inst.state = State::Ended;
-                ended.push(finish(ledger, spec, inst, status, reason)?);
-            }
-        }
-        if interrupted {
-            // Never-started instances are simply not run.
-            for inst in instances.iter_mut() {
-                if matches!(inst.state, State::Waiting) {
-                    inst.state = State::Ended;
-                }
-            }
-        }
-        if instances.iter().all(|i| matches!(i.state, State::Ended)) {
-            break;
-        }
-        if spec.progress && last_progress.elapsed() > Duration::from_millis(200) {
-            last_progress = Instant::now();
-            let running = instances
-                .iter()
-                .filter(|i| matches!(i.state, State::Running { .. }))
-                .count();
-            let board = ledger.read(|s| s.full_board())?;
-            let count = |s| board.tasks.values().filter(|t| t.status == s).count();
-            output::progress_line(&format!(
-                "mara run {}: {running} running, {} ended, {} waiting | tasks {} open, {} claimed, {} done | {:.0}s",
-                spec.run,
-                ended.len(),
-                instances.len() - running - ended.len(),
-                count(TaskStatus::Open),
-                count(TaskStatus::Claimed),
-                count(TaskStatus::Done),
-                started.elapsed().as_secs_f64()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    output::progress_clear(spec.progress);
-    // The orchestrator is an instance on the board too: record that it is done.
+    Ok(())
+}
+
+/// The orchestrator is an instance on the board too: records that it is done.
+fn record_own_end(ledger: &Ledger, spec: &RunSpec, interrupted: bool) -> Result<()> {
     if let Ok(me) = spec.sender.parse::<InstanceId>() {
         let (status, reason) = if interrupted {
             (InstanceStatus::Failed, Some("interrupted".to_owned()))
@@ -678,24 +563,217 @@ pub fn run(ledger: &Ledger, spec: &RunSpec) -> Result<Summary> {
         };
         ledger.append(&spec.sender, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    // The instances' own commits leave loose objects, and mara's events small
-    // packs. Let git tidy up now that no instance writes, off every claim's path
-    // (`--auto` does nothing until there is enough to do).
+    Ok(())
+}
+
+/// The instances' own commits leave loose objects, and mara's events small packs.
+/// Lets git tidy up now that no instance writes, off every claim's path (`--auto`
+/// does nothing until there is enough to do).
+fn tidy_up(main_dir: &Path, git_dir: &Path) {
     let _ = std::process::Command::new("git")
         .args(["gc", "--auto", "--quiet"])
-        .current_dir(&main_dir)
-        .env("GIT_DIR", &git_dir)
-        .env("GIT_WORK_TREE", &main_dir)
+        .current_dir(main_dir)
+        .env("GIT_DIR", git_dir)
+        .env("GIT_WORK_TREE", main_dir)
         .env_remove("GIT_INDEX_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    Ok(Summary {
-        instances: ended,
-        interrupted,
-        elapsed: started.elapsed(),
-    })
+}
+
+/// What the run loop starts, stops and records instances with.
+struct Runner<'a> {
+    ledger: &'a Ledger,
+    spec: &'a RunSpec,
+    /// `PATH` for the instances.
+    path: std::ffi::OsString,
+    dirs: RunDirs,
+}
+
+impl Runner<'_> {
+    /// Runs every instance to its end: starts the ready, reaps the ended, stops all
+    /// of them on an interrupt. Returns how each ended, and whether the run was
+    /// interrupted.
+    fn supervise(
+        &self,
+        mut instances: Vec<Instance>,
+        started: Instant,
+    ) -> Result<(Vec<Ended>, bool)> {
+        let mut ended: Vec<Ended> = vec![];
+        let mut last_progress = Instant::now() - Duration::from_secs(1);
+        let mut interrupted = false;
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) && !interrupted {
+                interrupted = true;
+                output::progress_clear(self.spec.progress);
+                output::progress("mara run: interrupted; stopping every instance");
+            }
+            if !interrupted {
+                self.start_ready(&mut instances, &mut ended)?;
+            }
+            for inst in instances.iter_mut() {
+                ended.extend(self.reap(inst, interrupted)?);
+            }
+            if interrupted {
+                // Never-started instances are simply not run.
+                for inst in instances.iter_mut() {
+                    if matches!(inst.state, State::Waiting) {
+                        inst.state = State::Ended;
+                    }
+                }
+            }
+            if instances.iter().all(|i| matches!(i.state, State::Ended)) {
+                break;
+            }
+            if self.spec.progress && last_progress.elapsed() > Duration::from_millis(200) {
+                last_progress = Instant::now();
+                self.draw_progress(&instances, ended.len(), started)?;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((ended, interrupted))
+    }
+
+    /// Starts every waiting instance whose role's predecessors (`after`) have all
+    /// ended; one that cannot start ends failed.
+    fn start_ready(&self, instances: &mut [Instance], ended: &mut Vec<Ended>) -> Result<()> {
+        let roles = &self.spec.roles;
+        let ended_roles: Vec<usize> = (0..roles.len())
+            .filter(|r| {
+                instances
+                    .iter()
+                    .filter(|i| i.role == *r)
+                    .all(|i| matches!(i.state, State::Ended))
+            })
+            .collect();
+        for inst in instances.iter_mut() {
+            if !matches!(inst.state, State::Waiting) {
+                continue;
+            }
+            let ready = roles[inst.role].spec.after.iter().all(|a| {
+                roles
+                    .iter()
+                    .position(|r| &r.id == a)
+                    .is_some_and(|ri| ended_roles.contains(&ri))
+            });
+            if ready {
+                ended.extend(self.launch(inst)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one instance, with its status events; returns how it ended when it
+    /// could not start.
+    fn launch(&self, inst: &mut Instance) -> Result<Option<Ended>> {
+        let (ledger, spec) = (self.ledger, self.spec);
+        let role = &spec.roles[inst.role];
+        status_event(ledger, &spec.sender, inst, InstanceStatus::Starting, None)?;
+        match start(inst, role, spec, &self.path, &self.dirs) {
+            Ok(child) => {
+                status_event(ledger, &spec.sender, inst, InstanceStatus::Running, None)?;
+                inst.state = State::Running {
+                    child,
+                    started: Instant::now(),
+                    stopping: None,
+                };
+                Ok(None)
+            }
+            Err(e) => {
+                let why = format!("could not start: {e:#}");
+                inst.state = State::Ended;
+                Ok(Some(finish(
+                    ledger,
+                    spec,
+                    inst,
+                    InstanceStatus::Failed,
+                    Some(why),
+                )?))
+            }
+        }
+    }
+
+    /// Reaps, times out or stops a running instance; returns how it ended once it
+    /// has. Stopping is SIGTERM to the group, then SIGKILL after the grace period;
+    /// all instances get their grace at once.
+    fn reap(&self, inst: &mut Instance, interrupted: bool) -> Result<Option<Ended>> {
+        let State::Running {
+            child,
+            started,
+            stopping,
+        } = &mut inst.state
+        else {
+            return Ok(None);
+        };
+        let limit = self.spec.seed.instance_timeout(&self.spec.roles[inst.role]);
+        if stopping.is_none() {
+            let why = if interrupted {
+                Some("stopped: the run was interrupted".to_owned())
+            } else if limit.is_some_and(|l| started.elapsed() > Duration::from_secs(l)) {
+                Some(format!(
+                    "stopped at its time limit of {}s",
+                    limit.unwrap_or(0)
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                signal_group(child, libc::SIGTERM);
+                *stopping = Some((Instant::now() + GRACE, why));
+            }
+        }
+        let outcome = match (child.try_wait()?, stopping.as_ref()) {
+            (Some(_), Some((_, why))) => {
+                signal_group(child, libc::SIGKILL);
+                Some((InstanceStatus::Failed, Some(why.clone())))
+            }
+            (Some(status), None) => {
+                // The leader is done; its helpers must not outlive it.
+                signal_group(child, libc::SIGKILL);
+                Some(if status.success() {
+                    (InstanceStatus::Exited, None)
+                } else {
+                    (
+                        InstanceStatus::Failed,
+                        Some(format!("exited with {status}")),
+                    )
+                })
+            }
+            (None, Some((deadline, why))) if Instant::now() >= *deadline => {
+                signal_group(child, libc::SIGKILL);
+                let _ = child.wait();
+                Some((InstanceStatus::Failed, Some(why.clone())))
+            }
+            (None, _) => None,
+        };
+        let Some((status, reason)) = outcome else {
+            return Ok(None);
+        };
+        inst.state = State::Ended;
+        Ok(Some(finish(self.ledger, self.spec, inst, status, reason)?))
+    }
+
+    /// Redraws the progress line: instances running, ended and waiting, the board's
+    /// tasks, the time so far.
+    fn draw_progress(&self, instances: &[Instance], ended: usize, started: Instant) -> Result<()> {
+        let running = instances
+            .iter()
+            .filter(|i| matches!(i.state, State::Running { .. }))
+            .count();
+        let board = self.ledger.read(|s| s.full_board())?;
+        let count = |s| board.tasks.values().filter(|t| t.status == s).count();
+        output::progress_line(&format!(
+            "mara run {}: {running} running, {ended} ended, {} waiting | tasks {} open, {} claimed, {} done | {:.0}s",
+            self.spec.run,
+            instances.len() - running - ended,
+            count(TaskStatus::Open),
+            count(TaskStatus::Claimed),
+            count(TaskStatus::Done),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
 }
 
 /// Records how an instance ended and releases what it still held.
@@ -727,6 +805,19 @@ fn finish(
 struct RunDirs {
     logs: SafeDir,
     prompts: SafeDir,
+}
+
+impl RunDirs {
+    /// Creates the run's folders for logs, prompts and worktrees.
+    fn create(spec: &RunSpec) -> Result<RunDirs> {
+        let (main_dir, run) = (&spec.work_tree, &spec.run);
+        let dirs = RunDirs {
+            logs: open_run_dir(main_dir, run, &["logs"])?,
+            prompts: open_run_dir(main_dir, run, &["prompts"])?,
+        };
+        open_run_dir(main_dir, run, &["worktrees"])?;
+        Ok(dirs)
+    }
 }
 
 /// Spawns one instance in its worktree, in a process group of its own.

@@ -106,7 +106,19 @@ pub enum FetchError {
 /// Fetches `refname` from `remote` into the same local ref, fast-forward only, so a
 /// remote whose history was rewritten is noticed instead of followed.
 pub fn fetch(git_dir: &Path, remote: &str, refname: &str) -> Result<Result<(), FetchError>> {
-    let spec = format!("{refname}:{refname}");
+    fetch_into(git_dir, remote, refname, refname, false)
+}
+
+/// Fetches `refname` from `remote` into the local ref `into`; `force` takes
+/// whatever the remote has (for a scratch ref that is compared afterwards).
+pub fn fetch_into(
+    git_dir: &Path,
+    remote: &str,
+    refname: &str,
+    into: &str,
+    force: bool,
+) -> Result<Result<(), FetchError>> {
+    let spec = format!("{}{refname}:{into}", if force { "+" } else { "" });
     // Not --quiet: a rejected (non-fast-forward) update is only reported in the
     // ref-update lines that --quiet suppresses.
     let args = [

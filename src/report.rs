@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::board::{one_line, Board, Event, EventKind, TaskStatus, Ts};
+use crate::board::{one_line, Board, Event, EventKind, InstanceStatus, TaskStatus, Ts};
 
 /// HTML-escapes text (also quotes, for attributes).
 pub fn esc(s: &str) -> String {
@@ -60,7 +60,26 @@ fn timeline(events: &[Event], board: &Board) -> String {
         return "<p class=empty>no events</p>".into();
     };
     let last = events.last().map_or(first, |e| e.ts);
-    let span_ms = (last - first).num_milliseconds().max(1) as f64;
+    let rows = timeline_rows(events, board);
+    if rows.is_empty() {
+        return "<p class=empty>no instance wrote an event yet</p>".into();
+    }
+    let plot = Plot {
+        first,
+        span_ms: (last - first).num_milliseconds().max(1) as f64,
+        rows,
+    };
+    let mut svg = String::new();
+    plot.draw_axes(&mut svg);
+    plot.draw_lifetimes(&mut svg, &lifetimes(events, last));
+    plot.draw_bars(&mut svg, &task_bars(events, last));
+    plot.draw_marks(&mut svg, events);
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The timeline's rows: every instance on the board or that wrote an event, sorted.
+fn timeline_rows(events: &[Event], board: &Board) -> Vec<String> {
     let mut rows: Vec<String> = board.instances.keys().map(|i| i.to_string()).collect();
     for e in events {
         if e.sender.parse::<crate::ids::InstanceId>().is_ok() && !rows.contains(&e.sender) {
@@ -68,44 +87,20 @@ fn timeline(events: &[Event], board: &Board) -> String {
         }
     }
     rows.sort();
-    if rows.is_empty() {
-        return "<p class=empty>no instance wrote an event yet</p>".into();
-    }
-    let (label_w, plot_w, row_h, top) = (150.0, 850.0, 34.0, 28.0);
-    let width = label_w + plot_w + 20.0;
-    let height = top + row_h * rows.len() as f64 + 10.0;
-    let x = |t: Ts| label_w + plot_w * ((t - first).num_milliseconds() as f64 / span_ms);
-    let y = |who: &str| top + row_h * rows.iter().position(|r| r == who).unwrap_or(0) as f64;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg viewBox="0 0 {width} {height}" role="img" aria-label="timeline of every instance" font-family="system-ui,sans-serif" font-size="12">"#
-    );
-    // Time axis: five ticks.
-    for k in 0..=4 {
-        let t = first + chrono::TimeDelta::milliseconds((span_ms * k as f64 / 4.0) as i64);
-        let tx = x(t);
-        let label = fmt_offset((t - first).num_milliseconds(), span_ms);
-        let _ = write!(
-            svg,
-            r##"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{height}" stroke="#dfe3ea"/><text x="{tx:.1}" y="14" text-anchor="middle" fill="#5b6678">{label}</text>"##,
-            top - 6.0
-        );
-    }
-    for (i, who) in rows.iter().enumerate() {
-        let ry = top + row_h * i as f64;
-        let _ = write!(
-            svg,
-            r##"<text x="6" y="{:.1}" fill="#1d2430" font-weight="600">{}</text><line x1="{label_w}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#eef0f4"/>"##,
-            ry + row_h / 2.0 + 4.0,
-            esc(who),
-            ry + row_h / 2.0,
-            label_w + plot_w,
-            ry + row_h / 2.0
-        );
-    }
-    // Instance lifetimes (from the orchestrator's status events): a thin line from
-    // running to its end, red when it failed.
+    rows
+}
+
+/// How long an instance ran (from the orchestrator's status events).
+struct Lifetime {
+    who: String,
+    from: Ts,
+    to: Ts,
+    failed: bool,
+}
+
+/// Every instance's lifetime, from starting or running to exited or failed; one
+/// still running lasts to `last`.
+fn lifetimes(events: &[Event], last: Ts) -> Vec<Lifetime> {
     let mut alive: BTreeMap<String, Ts> = BTreeMap::new();
     let mut spans = vec![];
     for e in events {
@@ -115,127 +110,253 @@ fn timeline(events: &[Event], board: &Board) -> String {
         {
             let who = instance.to_string();
             match status {
-                crate::board::InstanceStatus::Starting | crate::board::InstanceStatus::Running => {
+                InstanceStatus::Starting | InstanceStatus::Running => {
                     alive.entry(who).or_insert(e.ts);
                 }
-                crate::board::InstanceStatus::Exited | crate::board::InstanceStatus::Failed => {
+                InstanceStatus::Exited | InstanceStatus::Failed => {
                     if let Some(from) = alive.remove(&who) {
-                        let failed = *status == crate::board::InstanceStatus::Failed;
-                        spans.push((who, from, e.ts, failed));
+                        let failed = *status == InstanceStatus::Failed;
+                        spans.push(Lifetime {
+                            who,
+                            from,
+                            to: e.ts,
+                            failed,
+                        });
                     }
                 }
             }
         }
     }
-    spans.extend(
-        alive
-            .into_iter()
-            .map(|(who, from)| (who, from, last, false)),
-    );
-    for (who, from, to, failed) in &spans {
-        if !rows.contains(who) {
-            continue;
+    spans.extend(alive.into_iter().map(|(who, from)| Lifetime {
+        who,
+        from,
+        to: last,
+        failed: false,
+    }));
+    spans
+}
+
+/// How a task's claim ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Done,
+    /// Released, or claimed again by another instance.
+    Released,
+    /// Still held at the last event.
+    Still,
+}
+
+impl Held {
+    fn color(self) -> &'static str {
+        match self {
+            Held::Done => "#1f9d55",
+            Held::Released => "#d9822b",
+            Held::Still => "#2f6fde",
         }
-        let (x0, x1) = (x(*from), x(*to).max(x(*from) + 2.0));
-        let _ = write!(
-            svg,
-            r##"<g><title>{} {} {}</title><rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="3" rx="1.5" fill="{}"/></g>"##,
-            esc(who),
-            if *failed { "ran, then failed" } else { "ran" },
-            fmt_offset((*to - *from).num_milliseconds(), span_ms).trim_start_matches('+'),
-            y(who) + row_h - 5.0,
-            x1 - x0,
-            if *failed { "#d64545" } else { "#b8c0cc" }
-        );
     }
-    // Task bars: claim .. done/release/reclaim on the holder's row.
+
+    fn title(self) -> &'static str {
+        match self {
+            Held::Done => "claimed, then done",
+            Held::Released => "claimed, then released",
+            Held::Still => "still held",
+        }
+    }
+}
+
+/// One claim of a task: who held it, from when to when, and how it ended.
+struct TaskBar {
+    who: String,
+    task: String,
+    from: Ts,
+    to: Ts,
+    held: Held,
+}
+
+/// Every claim of a task, from claim to done, release or reclaim; one still held
+/// lasts to `last`.
+fn task_bars(events: &[Event], last: Ts) -> Vec<TaskBar> {
     let mut open: BTreeMap<String, (String, Ts)> = BTreeMap::new();
     let mut bars = vec![];
+    let mut close = |open: &mut BTreeMap<String, (String, Ts)>, task: &str, to: Ts, held| {
+        if let Some((who, from)) = open.remove(task) {
+            bars.push(TaskBar {
+                who,
+                task: task.to_owned(),
+                from,
+                to,
+                held,
+            });
+        }
+    };
     for e in events {
         match &e.kind {
             EventKind::Claim { task } | EventKind::Reclaim { task, .. } => {
-                if let Some((who, since)) = open.remove(task.as_str()) {
-                    bars.push((who, task.to_string(), since, e.ts, "warn"));
-                }
+                close(&mut open, task.as_str(), e.ts, Held::Released);
                 open.insert(task.to_string(), (e.sender.clone(), e.ts));
             }
-            EventKind::Done { task, .. } => {
-                if let Some((who, since)) = open.remove(task.as_str()) {
-                    bars.push((who, task.to_string(), since, e.ts, "done"));
-                }
-            }
+            EventKind::Done { task, .. } => close(&mut open, task.as_str(), e.ts, Held::Done),
             EventKind::Release { task, .. } => {
-                if let Some((who, since)) = open.remove(task.as_str()) {
-                    bars.push((who, task.to_string(), since, e.ts, "warn"));
-                }
+                close(&mut open, task.as_str(), e.ts, Held::Released)
             }
             _ => {}
         }
     }
-    for (task, (who, since)) in open {
-        bars.push((who, task, since, last, "claimed"));
+    for (task, (who, from)) in open {
+        bars.push(TaskBar {
+            who,
+            task,
+            from,
+            to: last,
+            held: Held::Still,
+        });
     }
-    for (who, task, from, to, kind) in &bars {
-        if !rows.contains(who) {
-            continue;
-        }
-        let (x0, x1) = (x(*from), x(*to).max(x(*from) + 3.0));
-        let color = match *kind {
-            "done" => "#1f9d55",
-            "warn" => "#d9822b",
-            _ => "#2f6fde",
-        };
-        let by = y(who) + 8.0;
+    bars
+}
+
+/// The timeline's geometry: rows of instances against a time axis.
+struct Plot {
+    first: Ts,
+    span_ms: f64,
+    rows: Vec<String>,
+}
+
+impl Plot {
+    const LABEL_W: f64 = 150.0;
+    const PLOT_W: f64 = 850.0;
+    const ROW_H: f64 = 34.0;
+    const TOP: f64 = 28.0;
+
+    fn width(&self) -> f64 {
+        Self::LABEL_W + Self::PLOT_W + 20.0
+    }
+
+    fn height(&self) -> f64 {
+        Self::TOP + Self::ROW_H * self.rows.len() as f64 + 10.0
+    }
+
+    /// Where time `t` is across.
+    fn x(&self, t: Ts) -> f64 {
+        Self::LABEL_W + Self::PLOT_W * ((t - self.first).num_milliseconds() as f64 / self.span_ms)
+    }
+
+    /// Where the row of `who` starts down.
+    fn y(&self, who: &str) -> f64 {
+        Self::TOP + Self::ROW_H * self.rows.iter().position(|r| r == who).unwrap_or(0) as f64
+    }
+
+    /// The SVG's opening tag, the time axis with five ticks, and a labelled line per
+    /// row.
+    fn draw_axes(&self, svg: &mut String) {
+        let (label_w, plot_w, row_h, top) = (Self::LABEL_W, Self::PLOT_W, Self::ROW_H, Self::TOP);
+        let (width, height, span_ms) = (self.width(), self.height(), self.span_ms);
         let _ = write!(
             svg,
-            r##"<g><title>{} by {} ({})</title><rect x="{x0:.1}" y="{by:.1}" width="{:.1}" height="18" rx="4" fill="{color}" opacity="0.85"/><text x="{:.1}" y="{:.1}" fill="#fff" font-size="11">{}</text></g>"##,
-            esc(task),
-            esc(who),
-            match *kind {
-                "done" => "claimed, then done",
-                "warn" => "claimed, then released",
-                _ => "still held",
-            },
-            x1 - x0,
-            x0 + 3.0,
-            by + 13.0,
-            if x1 - x0 > 22.0 {
-                esc(task)
-            } else {
-                String::new()
-            }
+            r#"<svg viewBox="0 0 {width} {height}" role="img" aria-label="timeline of every instance" font-family="system-ui,sans-serif" font-size="12">"#
         );
-    }
-    // Marks: decisions and other messages, conflicts, instance failures.
-    for e in events {
-        if !rows.contains(&e.sender) {
-            continue;
+        for k in 0..=4 {
+            let t = self.first + chrono::TimeDelta::milliseconds((span_ms * k as f64 / 4.0) as i64);
+            let tx = self.x(t);
+            let label = fmt_offset((t - self.first).num_milliseconds(), span_ms);
+            let _ = write!(
+                svg,
+                r##"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{height}" stroke="#dfe3ea"/><text x="{tx:.1}" y="14" text-anchor="middle" fill="#5b6678">{label}</text>"##,
+                top - 6.0
+            );
         }
-        let (mx, my) = (x(e.ts), y(&e.sender) + row_h / 2.0);
-        let mark = match &e.kind {
-            EventKind::Message { kind, text } => Some((
-                format!(
-                    r##"<path d="M{mx:.1} {:.1} l4 4 l-4 4 l-4 -4z" fill="#7a5af8"/>"##,
-                    my - 15.0
-                ),
-                format!("{kind}: {}", one_line(text, 120)),
-            )),
-            EventKind::Conflict { file, branch, .. } => Some((
-                format!(
-                    r##"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8" stroke="#d64545" stroke-width="2.5"/>"##,
-                    mx - 4.0,
-                    my - 4.0
-                ),
-                format!("conflict in {file} merging {branch}"),
-            )),
-            _ => None,
-        };
-        if let Some((shape, title)) = mark {
-            let _ = write!(svg, "<g><title>{}</title>{shape}</g>", esc(&title));
+        for (i, who) in self.rows.iter().enumerate() {
+            let ry = top + row_h * i as f64;
+            let _ = write!(
+                svg,
+                r##"<text x="6" y="{:.1}" fill="#1d2430" font-weight="600">{}</text><line x1="{label_w}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#eef0f4"/>"##,
+                ry + row_h / 2.0 + 4.0,
+                esc(who),
+                ry + row_h / 2.0,
+                label_w + plot_w,
+                ry + row_h / 2.0
+            );
         }
     }
-    svg.push_str("</svg>");
-    svg
+
+    /// Instance lifetimes: a thin line from running to its end, red when it failed.
+    fn draw_lifetimes(&self, svg: &mut String, spans: &[Lifetime]) {
+        for span in spans.iter().filter(|s| self.rows.contains(&s.who)) {
+            let (x0, x1) = (
+                self.x(span.from),
+                self.x(span.to).max(self.x(span.from) + 2.0),
+            );
+            let _ = write!(
+                svg,
+                r##"<g><title>{} {} {}</title><rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="3" rx="1.5" fill="{}"/></g>"##,
+                esc(&span.who),
+                if span.failed {
+                    "ran, then failed"
+                } else {
+                    "ran"
+                },
+                fmt_offset((span.to - span.from).num_milliseconds(), self.span_ms)
+                    .trim_start_matches('+'),
+                self.y(&span.who) + Self::ROW_H - 5.0,
+                x1 - x0,
+                if span.failed { "#d64545" } else { "#b8c0cc" }
+            );
+        }
+    }
+
+    /// Task bars, on the holder's row.
+    fn draw_bars(&self, svg: &mut String, bars: &[TaskBar]) {
+        for bar in bars.iter().filter(|b| self.rows.contains(&b.who)) {
+            let (x0, x1) = (self.x(bar.from), self.x(bar.to).max(self.x(bar.from) + 3.0));
+            let color = bar.held.color();
+            let by = self.y(&bar.who) + 8.0;
+            let _ = write!(
+                svg,
+                r##"<g><title>{} by {} ({})</title><rect x="{x0:.1}" y="{by:.1}" width="{:.1}" height="18" rx="4" fill="{color}" opacity="0.85"/><text x="{:.1}" y="{:.1}" fill="#fff" font-size="11">{}</text></g>"##,
+                esc(&bar.task),
+                esc(&bar.who),
+                bar.held.title(),
+                x1 - x0,
+                x0 + 3.0,
+                by + 13.0,
+                if x1 - x0 > 22.0 {
+                    esc(&bar.task)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
+    /// Marks: decisions and other messages, conflicts.
+    fn draw_marks(&self, svg: &mut String, events: &[Event]) {
+        for e in events {
+            if !self.rows.contains(&e.sender) {
+                continue;
+            }
+            let (mx, my) = (self.x(e.ts), self.y(&e.sender) + Self::ROW_H / 2.0);
+            let mark = match &e.kind {
+                EventKind::Message { kind, text } => Some((
+                    format!(
+                        r##"<path d="M{mx:.1} {:.1} l4 4 l-4 4 l-4 -4z" fill="#7a5af8"/>"##,
+                        my - 15.0
+                    ),
+                    format!("{kind}: {}", one_line(text, 120)),
+                )),
+                EventKind::Conflict { file, branch, .. } => Some((
+                    format!(
+                        r##"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8" stroke="#d64545" stroke-width="2.5"/>"##,
+                        mx - 4.0,
+                        my - 4.0
+                    ),
+                    format!("conflict in {file} merging {branch}"),
+                )),
+                _ => None,
+            };
+            if let Some((shape, title)) = mark {
+                let _ = write!(svg, "<g><title>{}</title>{shape}</g>", esc(&title));
+            }
+        }
+    }
 }
 
 /// A time offset, as precise as the run's length asks for.
@@ -254,7 +375,6 @@ fn fmt_offset(ms: i64, span_ms: f64) -> String {
 
 /// Renders the whole page.
 pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String {
-    let count = |s| board.tasks.values().filter(|t| t.status == s).count();
     let mut h = String::new();
     let _ = write!(
         h,
@@ -273,6 +393,26 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Conflict { .. }))
         .collect();
+    stats(&mut h, board, conflicts.len());
+    h.push_str(r#"<h2>Timeline</h2><div class="legend"><span><i style="background:#2f6fde"></i>held</span><span><i style="background:#1f9d55"></i>claimed &rarr; done</span><span><i style="background:#d9822b"></i>claimed &rarr; released</span><span><i style="background:#7a5af8"></i>decision / message</span><span><i style="background:#d64545"></i>conflict / failed</span><span><i style="background:#b8c0cc"></i>instance running</span></div><div class="scroll" id="timeline">"#);
+    h.push_str(&timeline(events, board));
+    h.push_str("</div>");
+    board_table(&mut h, board);
+    instances_table(&mut h, board);
+    conflicts_table(&mut h, &conflicts);
+    channel_table(&mut h, events);
+    let _ = write!(
+        h,
+        r#"<p class="sub" style="margin-top:1.5rem">Every row above is a commit on <code>refs/mara/{}</code>: <code>git log refs/mara/{}</code>.</p></main></body></html>"#,
+        esc(run),
+        esc(run)
+    );
+    h
+}
+
+/// The counts at the top: tasks by status, instances, conflicts.
+fn stats(h: &mut String, board: &Board, conflicts: usize) {
+    let count = |s| board.tasks.values().filter(|t| t.status == s).count();
     let _ = write!(
         h,
         r#"<div class="stats"><div class="stat"><b>{}</b>tasks</div><div class="stat"><b>{}</b>open</div><div class="stat"><b>{}</b>claimed</div><div class="stat"><b>{}</b>done</div><div class="stat"><b>{}</b>instances</div><div class="stat"><b>{}</b>conflicts</div></div>"#,
@@ -281,12 +421,12 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         count(TaskStatus::Claimed),
         count(TaskStatus::Done),
         board.instances.len(),
-        conflicts.len()
+        conflicts
     );
-    h.push_str(r#"<h2>Timeline</h2><div class="legend"><span><i style="background:#2f6fde"></i>held</span><span><i style="background:#1f9d55"></i>claimed &rarr; done</span><span><i style="background:#d9822b"></i>claimed &rarr; released</span><span><i style="background:#7a5af8"></i>decision / message</span><span><i style="background:#d64545"></i>conflict / failed</span><span><i style="background:#b8c0cc"></i>instance running</span></div><div class="scroll" id="timeline">"#);
-    h.push_str(&timeline(events, board));
-    h.push_str("</div>");
+}
 
+/// The board: one row per task.
+fn board_table(h: &mut String, board: &Board) {
     h.push_str(r#"<h2>Board</h2><div class="scroll"><table id="board"><thead><tr><th>task</th><th>status</th><th>holder</th><th>deps</th><th>title</th><th>artifact</th></tr></thead><tbody>"#);
     for t in board.ordered_tasks() {
         let _ = write!(
@@ -314,7 +454,10 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         );
     }
     h.push_str("</tbody></table></div>");
+}
 
+/// The instances: status, what each holds, when last seen, its branch.
+fn instances_table(h: &mut String, board: &Board) {
     h.push_str(r#"<h2>Instances</h2><div class="scroll"><table id="instances"><thead><tr><th>instance</th><th>status</th><th>holds</th><th>last seen</th><th>branch</th><th>note</th></tr></thead><tbody>"#);
     for i in board.instances.values() {
         let holds: Vec<&str> = board
@@ -341,37 +484,43 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         );
     }
     h.push_str("</tbody></table></div>");
+}
 
+/// The integrator's conflicts, from its conflict events.
+fn conflicts_table(h: &mut String, conflicts: &[&Event]) {
     h.push_str(r#"<h2>Conflicts</h2>"#);
     if conflicts.is_empty() {
         h.push_str(r#"<p class="empty" id="conflicts">The integrator reported no conflicts.</p>"#);
-    } else {
-        h.push_str(r#"<div class="scroll"><table id="conflicts"><thead><tr><th>file</th><th>kind</th><th>branch</th><th>touched by</th><th>what mara did</th></tr></thead><tbody>"#);
-        for e in &conflicts {
-            if let EventKind::Conflict {
-                file,
-                branch,
-                kind,
-                instances,
-                tasks,
-                action,
-            } = &e.kind
-            {
-                let _ = write!(
-                    h,
-                    "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td></tr>",
-                    esc(file),
-                    esc(kind),
-                    esc(branch),
-                    esc(&instances.join(", ")),
-                    if tasks.is_empty() { String::new() } else { format!(" ({})", esc(&tasks.join(", "))) },
-                    esc(action)
-                );
-            }
-        }
-        h.push_str("</tbody></table></div>");
+        return;
     }
+    h.push_str(r#"<div class="scroll"><table id="conflicts"><thead><tr><th>file</th><th>kind</th><th>branch</th><th>touched by</th><th>what mara did</th></tr></thead><tbody>"#);
+    for e in conflicts {
+        if let EventKind::Conflict {
+            file,
+            branch,
+            kind,
+            instances,
+            tasks,
+            action,
+        } = &e.kind
+        {
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td></tr>",
+                esc(file),
+                esc(kind),
+                esc(branch),
+                esc(&instances.join(", ")),
+                if tasks.is_empty() { String::new() } else { format!(" ({})", esc(&tasks.join(", "))) },
+                esc(action)
+            );
+        }
+    }
+    h.push_str("</tbody></table></div>");
+}
 
+/// The channel: decisions and other messages, oldest first.
+fn channel_table(h: &mut String, events: &[Event]) {
     h.push_str(r#"<h2>Decisions and messages</h2><div class="scroll"><table id="channel"><thead><tr><th>#</th><th>time</th><th>from</th><th>type</th><th>text</th></tr></thead><tbody>"#);
     for e in events {
         if let EventKind::Message { kind, text } = &e.kind {
@@ -387,11 +536,4 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         }
     }
     h.push_str("</tbody></table></div>");
-    let _ = write!(
-        h,
-        r#"<p class="sub" style="margin-top:1.5rem">Every row above is a commit on <code>refs/mara/{}</code>: <code>git log refs/mara/{}</code>.</p></main></body></html>"#,
-        esc(run),
-        esc(run)
-    );
-    h
 }

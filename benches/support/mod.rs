@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 pub const MARA: &str = env!("CARGO_BIN_EXE_mara");
 
+use mara::board::{EventKind, NewTask};
+use mara::ids::{InstanceId, TaskId};
+use mara::ledger::{Draft, Ledger};
+
 /// Runs git in `dir`; panics with git's stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -97,3 +101,97 @@ pub fn plan_file(dir: &Path, n: usize) -> std::path::PathBuf {
 pub fn knob_path(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os(name).map(std::path::PathBuf::from)
 }
+
+/// Tasks `T<i>` for `i` in `range`, each reserving its own folder.
+pub fn tasks(range: std::ops::Range<usize>) -> Vec<NewTask> {
+    range
+        .map(|i| NewTask {
+            id: format!("T{i}").parse().expect("valid id"),
+            title: format!("task number {i}"),
+            deps: vec![],
+            paths: vec![format!("src/mod{i}/**")],
+            status: None,
+            claimed_by: None,
+        })
+        .collect()
+}
+
+/// Appends one event through the real append path; panics if it is refused.
+pub fn append(ledger: &Ledger, sender: &str, kind: EventKind) {
+    ledger
+        .append(sender, |_, _| Ok(Draft::Write(kind.clone())))
+        .expect("fixture event appends");
+}
+
+/// Builds the big board in-process: 10,000 tasks and 100,000 events, each landing
+/// as a pack and the packs merged as mara merges them (no `git gc`): the object
+/// database a long run leaves.
+pub fn big_board(dir: &Path, events: usize) {
+    let started = Instant::now();
+    assert!(Command::new(MARA)
+        .args(["init", "--run", "bench"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("mara init")
+        .success());
+    let repo = git2::Repository::open(dir).expect("open");
+    let ledger = Ledger::open(repo, "bench".parse().expect("run id")).expect("ledger");
+    for chunk in 0..10 {
+        append(
+            &ledger,
+            "planner#1",
+            EventKind::Plan {
+                tasks: tasks(chunk * 1000..(chunk + 1) * 1000),
+            },
+        );
+    }
+    let mut n = 10;
+    let mut cycle = 0usize;
+    while n < events {
+        let who: InstanceId = format!("implementer#{}", cycle % 16 + 1)
+            .parse()
+            .expect("valid");
+        let sender = who.to_string();
+        // The first 1,000 tasks get done; the rest cycle through claim and release.
+        let index = if cycle < 1000 {
+            cycle
+        } else {
+            1000 + (cycle - 1000) % 9000
+        };
+        let task: TaskId = format!("T{index}").parse().expect("valid");
+        append(&ledger, &sender, EventKind::Claim { task: task.clone() });
+        append(
+            &ledger,
+            &sender,
+            EventKind::Message {
+                kind: "decision".into(),
+                text: format!("{who} works on {task}"),
+            },
+        );
+        let last = if cycle < 1000 {
+            EventKind::Done {
+                task,
+                artifact: None,
+                forced: None,
+            }
+        } else {
+            EventKind::Release {
+                task,
+                forced: None,
+                reason: None,
+            }
+        };
+        append(&ledger, &sender, last);
+        append(&ledger, &sender, EventKind::Heartbeat);
+        n += 4;
+        cycle += 1;
+        if n % 10_000 < 4 {
+            eprintln!(
+                "  fixture: {n} events ({:.0}s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+

@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
 use crate::board::{LockMode, RunConfig};
 use crate::config::SeedConfig;
 use crate::context::Ctx;
-use crate::ids::RunId;
 use crate::ledger::Ledger;
 use crate::output::Report;
 
@@ -37,13 +36,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         Some(p) => SeedConfig::load(p)?,
         None => SeedConfig::default(),
     };
-    let raw = ctx
-        .run
-        .clone()
-        .unwrap_or_else(|| format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
-    let run: RunId = raw.parse().context("choosing the run id")?;
+    let run = ctx.new_run_id("choosing the run id")?;
     let claim_timeout_sec = args.claim_timeout.unwrap_or(seed.claim_timeout_sec());
-    if claim_timeout_sec == 0 || claim_timeout_sec > crate::config::MAX_CLAIM_TIMEOUT_SEC {
+    if !crate::config::seconds_in_range(claim_timeout_sec) {
         anyhow::bail!(
             "--claim-timeout {claim_timeout_sec} is out of range; use 1 to {} seconds",
             crate::config::MAX_CLAIM_TIMEOUT_SEC

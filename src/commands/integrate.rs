@@ -80,7 +80,7 @@ fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             let kind = EventKind::Conflict {
                 file: c.path.clone(),
                 branch: b.branch.clone(),
-                kind: c.kind.clone(),
+                kind: c.kind.as_str().to_owned(),
                 instances,
                 tasks,
                 action: c.action.clone(),
@@ -91,7 +91,7 @@ fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration
     let merged: Vec<&str> = r
         .branches
         .iter()
-        .filter(|b| b.result == "merged")
+        .filter(|b| b.result == integrate::Outcome::Merged)
         .map(|b| b.branch.as_str())
         .collect();
     if !merged.is_empty() {

@@ -53,12 +53,10 @@ pub fn commits_naming(
             if !msg.contains("Mara-Task:") {
                 continue;
             }
-            let Ok(trailers) = git2::message_trailers_strs(msg) else {
-                continue;
-            };
-            if trailers
+            if crate::trailers::parse(msg)
+                .tasks
                 .iter()
-                .any(|(k, v)| k == "Mara-Task" && v.trim() == task.as_str())
+                .any(|t| t == task.as_str())
             {
                 out.push((
                     oid.to_string(),

@@ -77,7 +77,7 @@ pub fn execute(
         progress: live_progress(),
         work_tree,
     };
-    orchestrator::preflight(&repo, &spec)?;
+    let checked = orchestrator::preflight(&repo, &spec)?;
     let in_plan = |e: anyhow::Error| match (e.downcast::<board::Invalid>(), &prep.tasks_path) {
         (Ok(board::Invalid(msg)), Some(p)) => {
             anyhow::Error::new(board::Invalid(format!("plan {}: {msg}", p.display())))
@@ -131,7 +131,7 @@ pub fn execute(
             })
             .map_err(in_plan)?;
     }
-    let summary = orchestrator::run(&ledger, &spec)?;
+    let summary = orchestrator::run(&ledger, &spec, checked)?;
     Ok((ledger, summary))
 }
 
@@ -205,10 +205,7 @@ pub fn conclude(ledger: &Ledger, s: &Summary, json: bool) -> Result<Report> {
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<Report> {
     let prep = prepare(&args.config, args.tasks.as_deref())?;
     let repo = ctx.repo()?;
-    let run: RunId = match &ctx.run {
-        Some(r) => r.parse().context("reading --run")?,
-        None => format!("run-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")).parse()?,
-    };
+    let run = ctx.new_run_id("reading --run")?;
     let sender = ctx
         .identity(&repo)?
         .map_or_else(|| "orchestrator#1".to_owned(), |i| i.to_string());

@@ -9,7 +9,14 @@ use git2::{Commit, Repository, Tree};
 use crate::board::{apply, Board, Change, Event, Ts};
 use crate::ids::RunId;
 
-use super::{event_of_message, message_of_event, write_changes};
+use anyhow::{anyhow, bail, Result};
+use git2::Oid;
+
+use super::{
+    event_of_message, marks, message_of_event, now, write_changes, Ledger, Snapshot, Staging,
+};
+use crate::board::EventKind;
+use crate::output;
 
 /// What a check needs besides the commit.
 pub struct Checker<'a> {
@@ -151,5 +158,139 @@ impl Checker<'_> {
             ));
         }
         None
+    }
+}
+
+impl Ledger {
+    /// Refuses to build on a tip that does not contain what this clone saw before:
+    /// the run's history was rewritten (a reset, a forced update, a restore from an
+    /// old backup), and appending would bury that. Returns whether `tip` contains
+    /// what was seen (false: the snapshot is merely stale).
+    fn check_not_rewritten(&self, tip: Oid, seen: Option<Oid>) -> Result<bool> {
+        let Some(seen) = seen else {
+            return Ok(true);
+        };
+        if seen == tip || self.repo.graph_descendant_of(tip, seen)? {
+            return Ok(true);
+        }
+        // Another writer may have moved the ref (and recorded it as seen) after
+        // this snapshot was read: then the snapshot is merely stale, and the
+        // compare-and-swap will fail and retry on the new tip.
+        if self.repo.refname_to_id(&self.refname)? != tip {
+            return Ok(false);
+        }
+        bail!(
+            "{} was rewritten: this clone last saw {seen}, and the ref now points at {tip}, which does not contain it; nothing was written. See `mara verify`; restore with `git update-ref {} {seen}`, or if the rewrite is intended, `rm {}`",
+            self.refname,
+            self.refname,
+            marks::path(&self.repo, &self.run).display()
+        )
+    }
+
+    /// Checks, before anything is built on `snap`, every event this clone has not
+    /// checked before: those after the last tip it checked, a few in the common
+    /// case, all of them on first contact. Each must replay exactly as `mara
+    /// verify` replays it ([`Checker::check`]); the first that does not stops the
+    /// write, naming the commit. The tip's time is checked against this clock
+    /// every time.
+    pub(super) fn check_new_events(&self, stage: &Staging<'_>, snap: &Snapshot<'_>) -> Result<()> {
+        let marks = marks::load(&self.repo, &self.run);
+        let contains_seen = self.check_not_rewritten(snap.tip, marks.seen)?;
+        let refuse = |problem: &str| {
+            anyhow!(
+                "refusing to build on {}: {problem}; nothing was written. `mara verify` lists every problem",
+                self.refname
+            )
+        };
+        if marks.checked == Some(snap.tip) {
+            let skew = snap.config.max_clock_skew();
+            if snap.ts - now() > skew {
+                return Err(refuse(&format!(
+                    "its tip {} (seq {}) is stamped {}, more than {}s ahead of this clock; set the clocks right (NTP), or raise coordination.max_clock_skew_sec",
+                    snap.tip,
+                    snap.seq,
+                    snap.ts.to_rfc3339(),
+                    skew.num_seconds()
+                )));
+            }
+            return Ok(());
+        }
+        let mut todo = vec![];
+        let mut cur = snap.tip;
+        let base = loop {
+            if Some(cur) == marks.checked {
+                break Some(cur);
+            }
+            todo.push(cur);
+            let commit = self.repo.find_commit(cur)?;
+            match commit.parent_count() {
+                0 => break None,
+                1 => cur = commit.parent_id(0)?,
+                n => {
+                    return Err(refuse(&format!(
+                        "commit {cur} has {n} parents; an event has one"
+                    )))
+                }
+            }
+        };
+        if todo.len() >= 1000 {
+            output::warn(&format!(
+                "checking {} events of run {} that this clone has not checked before",
+                todo.len(),
+                self.run
+            ));
+        }
+        let mut parent: Option<(Snapshot<'_>, Event)> = match base {
+            Some(b) => {
+                let s = self.snapshot_at(b)?;
+                let e = event_of_message(self.repo.find_commit(b)?.message().unwrap_or_default())?;
+                Some((s, e))
+            }
+            None => None,
+        };
+        let mut checker = Checker {
+            read: &self.repo,
+            write: stage.area,
+            run: &self.run,
+            now: now(),
+            skew: parent.as_ref().map_or(
+                chrono::TimeDelta::seconds(crate::board::DEFAULT_MAX_CLOCK_SKEW_SEC as i64),
+                |(s, _)| s.config.max_clock_skew(),
+            ),
+        };
+        for oid in todo.into_iter().rev() {
+            let commit = self.repo.find_commit(oid)?;
+            let (replayed, problems) = checker.check(
+                &commit,
+                parent.as_ref().map(|(_, e)| e),
+                parent.as_ref().map(|(s, _)| &s.tree),
+                |e| match &parent {
+                    Some((s, _)) => s.board_for(&e.kind, &e.sender),
+                    None => Ok(Board::default()),
+                },
+            );
+            stage.discard()?;
+            if let Some(p) = problems.first() {
+                return Err(refuse(p));
+            }
+            let event = replayed.expect("a check without problems replays").event;
+            if let EventKind::Init { config } = &event.kind {
+                checker.skew = config.max_clock_skew();
+            }
+            parent = Some((self.snapshot_at(oid)?, event));
+        }
+        let seen = if contains_seen {
+            snap.tip
+        } else {
+            marks.seen.unwrap_or(snap.tip)
+        };
+        marks::write(&self.repo, &self.run, seen, Some(snap.tip));
+        Ok(())
+    }
+
+    /// Checks the events at the tip this clone has not checked before (see
+    /// `check_new_events`), as a write would before building on them.
+    pub fn check_tip(&self) -> Result<()> {
+        Staging::with(|stage| self.check_new_events(stage, &self.snapshot()?))
     }
 }

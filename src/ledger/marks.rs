@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use git2::{Oid, Repository};
 
+use crate::backoff::Backoff;
 use crate::ids::RunId;
 use crate::output;
 
@@ -91,7 +92,9 @@ fn read_raw(repo: &Repository, run: &RunId) -> Raw {
 /// is re-learned from the reflog and written back, with a warning.
 pub fn load(repo: &Repository, run: &RunId) -> Marks {
     let mut why = None;
-    for tries in 0..3 {
+    for pause in
+        Backoff::exponential(Duration::from_millis(2), Duration::from_millis(8)).attempts(4)
+    {
         match read_raw(repo, run) {
             Raw::Read(m) => return m,
             Raw::Missing => {
@@ -101,7 +104,7 @@ pub fn load(repo: &Repository, run: &RunId) -> Marks {
             Raw::Damaged(w) => {
                 why = Some(w);
                 // Perhaps another writer's rewrite was caught halfway.
-                std::thread::sleep(Duration::from_millis(2 << tries));
+                std::thread::sleep(pause);
             }
         }
     }

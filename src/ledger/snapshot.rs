@@ -1,0 +1,234 @@
+//! The board at one commit of the run, read lazily: an append loads only the
+//! files its event needs.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
+use serde::de::DeserializeOwned;
+
+use super::{event_of_message, Ledger};
+use crate::board::{self, Artifact, Board, EventKind, RoleInstance, RunConfig, Task, Ts};
+use crate::ids::{InstanceId, TaskId};
+
+/// The board at one commit of the run; reads its files lazily.
+pub struct Snapshot<'l> {
+    repo: &'l Repository,
+    pub tip: Oid,
+    pub seq: u64,
+    /// The time of the event at the tip.
+    pub ts: Ts,
+    pub config: RunConfig,
+    pub(super) tree: Tree<'l>,
+    full: RefCell<Option<Board>>,
+    /// Tasks read so far: the command's draft and the rule check read the same ones.
+    tasks: RefCell<BTreeMap<TaskId, Option<Task>>>,
+    /// Instance records read so far, for the same reason.
+    instances: RefCell<BTreeMap<InstanceId, Option<RoleInstance>>>,
+}
+
+impl<'l> Snapshot<'l> {
+    fn read_json<T: DeserializeOwned>(&self, path: &[String]) -> Result<Option<T>> {
+        let p: PathBuf = path.iter().collect();
+        let entry = match self.tree.get_path(&p) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .with_context(|| format!("reading {} at {}", p.display(), self.tip))?;
+        let v = serde_json::from_slice(blob.content())
+            .with_context(|| format!("board file {} at {} is damaged", p.display(), self.tip))?;
+        Ok(Some(v))
+    }
+
+    /// One task, if it is on the board.
+    pub fn task(&self, id: &TaskId) -> Result<Option<Task>> {
+        if let Some(t) = self.tasks.borrow().get(id) {
+            return Ok(t.clone());
+        }
+        let t: Option<Task> = self.read_json(&id.board_path())?;
+        self.tasks.borrow_mut().insert(id.clone(), t.clone());
+        Ok(t)
+    }
+
+    /// One instance record, if the instance ever wrote an event.
+    pub fn instance(&self, id: &InstanceId) -> Result<Option<RoleInstance>> {
+        if let Some(i) = self.instances.borrow().get(id) {
+            return Ok(i.clone());
+        }
+        let i: Option<RoleInstance> =
+            self.read_json(&["instances".to_owned(), format!("{}.json", id.file_stem())])?;
+        self.instances.borrow_mut().insert(id.clone(), i.clone());
+        Ok(i)
+    }
+
+    fn artifacts(&self, id: &InstanceId) -> Result<Option<Vec<Artifact>>> {
+        self.read_json(&["artifacts".to_owned(), format!("{}.json", id.file_stem())])
+    }
+
+    fn empty_board(&self) -> Board {
+        Board {
+            config: Some(self.config.clone()),
+            seq: Some(self.seq),
+            ..Board::default()
+        }
+    }
+
+    /// The whole board: every task, instance and artifact record.
+    pub fn full_board(&self) -> Result<Board> {
+        if let Some(b) = self.full.borrow().as_ref() {
+            return Ok(b.clone());
+        }
+        let mut board = self.empty_board();
+        for blob in self.blobs_under("tasks")? {
+            let t: Task = serde_json::from_slice(&blob.1)
+                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+            board.tasks.insert(t.id.clone(), t);
+        }
+        for blob in self.blobs_under("instances")? {
+            let i: RoleInstance = serde_json::from_slice(&blob.1)
+                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+            board.instances.insert(i.id.clone(), i);
+        }
+        for (name, bytes) in self.blobs_under("artifacts")? {
+            let a: Vec<Artifact> = serde_json::from_slice(&bytes)
+                .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
+            let stem = name
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".json"))
+                .unwrap_or_default();
+            board.artifacts.insert(InstanceId::from_file_stem(stem)?, a);
+        }
+        *self.full.borrow_mut() = Some(board.clone());
+        Ok(board)
+    }
+
+    /// Every blob below a top-level directory, with its path.
+    fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(entry) = self.tree.get_name(dir) else {
+            return Ok(vec![]);
+        };
+        let tree = self.repo.find_tree(entry.id())?;
+        let mut out = vec![];
+        let mut err = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
+            if e.kind() == Some(ObjectType::Blob) {
+                match self.repo.find_blob(e.id()) {
+                    Ok(b) => out.push((
+                        format!("{dir}/{root}{}", e.name().unwrap_or("?")),
+                        b.content().to_vec(),
+                    )),
+                    Err(e) => {
+                        err = Some(e);
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
+    /// The part of the board `event` needs for [`apply`](crate::board::apply) to judge it.
+    pub fn board_for(&self, event: &EventKind, sender: &str) -> Result<Board> {
+        if let Some(full) = self.full.borrow().as_ref() {
+            return Ok(full.clone());
+        }
+        let mut board = self.empty_board();
+        let (tasks, mut instances) = board::needs(event);
+        self.load(&mut board, &tasks)?;
+        let (more_tasks, more_instances) = board::needs_after(event, &board);
+        self.load(&mut board, &more_tasks)?;
+        instances.extend(more_instances);
+        if let EventKind::Artifact { instance, .. } = event {
+            if let Some(a) = self.artifacts(instance)? {
+                board.artifacts.insert(instance.clone(), a);
+            }
+        }
+        if let Ok(me) = sender.parse::<InstanceId>() {
+            // Only a completion with an artifact appends to the sender's list.
+            if matches!(
+                event,
+                EventKind::Done {
+                    artifact: Some(_),
+                    ..
+                }
+            ) {
+                if let Some(a) = self.artifacts(&me)? {
+                    board.artifacts.insert(me.clone(), a);
+                }
+            }
+            instances.push(me);
+        }
+        for id in instances {
+            if let Some(i) = self.instance(&id)? {
+                board.instances.insert(id, i);
+            }
+        }
+        Ok(board)
+    }
+
+    fn load(&self, board: &mut Board, ids: &[TaskId]) -> Result<()> {
+        for id in ids {
+            if !board.tasks.contains_key(id) {
+                if let Some(t) = self.task(id)? {
+                    board.tasks.insert(id.clone(), t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Ledger {
+    /// The board at the current tip.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>> {
+        let tip = self
+            .repo
+            .refname_to_id(&self.refname)
+            .with_context(|| format!("reading {}", self.refname))?;
+        self.snapshot_at(tip)
+    }
+
+    /// The board at one commit of the run.
+    pub fn snapshot_at(&self, tip: Oid) -> Result<Snapshot<'_>> {
+        let commit = self
+            .repo
+            .find_commit(tip)
+            .with_context(|| format!("{} points at {tip}, which is not a commit", self.refname))?;
+        let event = event_of_message(commit.message().unwrap_or_default())
+            .with_context(|| format!("reading the event of {tip} on {}", self.refname))?;
+        let tree = commit.tree()?;
+        let snap = Snapshot {
+            repo: &self.repo,
+            tip,
+            seq: event.seq,
+            ts: event.ts,
+            config: RunConfig {
+                run: self.run.clone(),
+                claim_timeout_sec: 0,
+                lock_mode: Default::default(),
+                remote: None,
+                outputs_pattern: None,
+                max_clock_skew_sec: None,
+            },
+            tree,
+            full: RefCell::new(None),
+            tasks: RefCell::new(BTreeMap::new()),
+            instances: RefCell::new(BTreeMap::new()),
+        };
+        let config: RunConfig = snap
+            .read_json(&["config.json".to_owned()])?
+            .ok_or_else(|| anyhow!("{tip} on {} has no config.json", self.refname))?;
+        Ok(Snapshot { config, ..snap })
+    }
+}
