@@ -64,7 +64,12 @@ fn main() {
 
     let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>, &str)> = vec![
         ("log --json", vec![], vec![], "git log --format=%B"),
-        ("board --json", vec![], vec![], "git ls-tree -r | git cat-file --batch"),
+        (
+            "board --json",
+            vec![],
+            vec![],
+            "git ls-tree -r | git cat-file --batch",
+        ),
         ("status", vec![], vec![], "mara claim T<n>"),
         ("claim --next", vec![], vec![], "mara claim T<n>"),
     ];
@@ -91,7 +96,15 @@ fn main() {
             (
                 {
                     let d = mara(&big, &["claim", "--next"]);
-                    let next = support::git(&big, &["log", "-1", "--format=%(trailers:key=Mara-Task,valueonly)", "refs/mara/bench"]);
+                    let next = support::git(
+                        &big,
+                        &[
+                            "log",
+                            "-1",
+                            "--format=%(trailers:key=Mara-Task,valueonly)",
+                            "refs/mara/bench",
+                        ],
+                    );
                     release(&big, next.trim());
                     d
                 },

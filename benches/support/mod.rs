@@ -194,4 +194,3 @@ pub fn big_board(dir: &Path, events: usize) {
         }
     }
 }
-
