@@ -352,6 +352,7 @@ fn table() -> Vec<Tool> {
                     task: a.task.map(|t| t.parse()).transpose()?,
                     fetch: false,
                     quiet_commits: true,
+                    since: None,
                 };
                 log::run(ctx, args)
             },

@@ -14,6 +14,8 @@ pub struct Report {
     pub json: Value,
     /// Print `json` (an array) as JSON lines, one element per line.
     pub lines: bool,
+    /// JSON lines printed as they are (already JSON, as stored), after `json`'s.
+    pub raw_lines: Vec<String>,
 }
 
 impl Report {
@@ -23,6 +25,7 @@ impl Report {
             text: text.into(),
             json,
             lines: false,
+            raw_lines: vec![],
         }
     }
 }
@@ -55,6 +58,9 @@ pub fn print(report: &Report, json: bool) -> io::Result<()> {
                 }
             }
             (v, _) => writeln!(out, "{v}")?,
+        }
+        for line in &report.raw_lines {
+            writeln!(out, "{line}")?;
         }
     } else if !report.text.is_empty() {
         let text = scrub(&report.text);

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::Value;
 
@@ -22,6 +22,9 @@ pub struct LogArgs {
     /// Fetch the run's ref from its remote first (remote mode).
     #[arg(long)]
     pub fetch: bool,
+    /// Only events from this seq on (`mara log --since 120`): reads just those.
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
     /// With --task: leave out the code commits that name the task.
     #[arg(long = "no-commits", requires = "task")]
     pub quiet_commits: bool,
@@ -102,8 +105,21 @@ pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
         crate::output::progress(&n);
     }
     let mut text = String::new();
+    // In JSON the stored lines are printed as they are (they are the events as
+    // mara writes them), so a read costs about what `git log` costs.
+    let mut raw = vec![];
     let mut json: Vec<Value> = vec![];
-    for (_, e) in ledger.events()? {
+    let filtered = args.kind.is_some() || args.task.is_some();
+    for (oid, stored) in ledger.event_lines(args.since.unwrap_or(0))? {
+        if ctx.json && !filtered {
+            // Checked to be JSON, not parsed: the line is the event as stored.
+            serde_json::from_str::<serde::de::IgnoredAny>(&stored)
+                .with_context(|| format!("the event of {oid} is not JSON"))?;
+            raw.push(stored);
+            continue;
+        }
+        let e = Event::from_json(&stored)
+            .with_context(|| format!("reading the event of {oid} on {}", ledger.refname()))?;
         if args
             .kind
             .as_deref()
@@ -116,12 +132,21 @@ pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
                 continue;
             }
         }
-        let _ = writeln!(text, "{}", line(&e));
-        json.push(e.to_json());
+        if ctx.json {
+            raw.push(stored);
+        } else {
+            // Callers that take the value (the MCP server) get the events too.
+            let _ = writeln!(text, "{}", line(&e));
+            json.push(e.to_json());
+        }
     }
-    if let Some(t) = &args.task {
+    if let Some(t) = args
+        .task
+        .as_ref()
+        .filter(|_| !ctx.json && !args.quiet_commits)
+    {
         let commits = commits_naming(ledger.repo(), t)?;
-        if !args.quiet_commits && !commits.is_empty() {
+        if !commits.is_empty() {
             let _ = writeln!(
                 text,
                 "\ncommits naming {t} (Mara-Task trailer, local branches):"
@@ -137,9 +162,8 @@ pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
             }
         }
     }
-    Ok(Report {
-        text,
-        json: Value::Array(json),
-        lines: true,
-    })
+    let mut report = Report::new(text, Value::Array(json));
+    report.lines = true;
+    report.raw_lines = raw;
+    Ok(report)
 }

@@ -37,6 +37,35 @@ pub fn message_of_event(run: &RunId, event: &Event) -> String {
     msg
 }
 
+/// A raw commit object of the run: its first parent and its event's line, read
+/// without building a commit object (a log read touches every commit once).
+pub(super) fn parse_raw_commit(data: &[u8]) -> Result<(Option<Oid>, &str)> {
+    let text = std::str::from_utf8(data).map_err(|_| anyhow!("the commit is not UTF-8"))?;
+    let (header, message) = text
+        .split_once("\n\n")
+        .ok_or_else(|| anyhow!("the commit has no message"))?;
+    let parent = header
+        .lines()
+        .find_map(|l| l.strip_prefix("parent "))
+        .map(Oid::from_str)
+        .transpose()?;
+    let line = message
+        .lines()
+        .skip(1)
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| anyhow!("the commit message holds no event"))?;
+    Ok((parent, line))
+}
+
+/// The seq of a stored event line, which starts `{"seq":N,` (the event's first
+/// field), without parsing the rest.
+pub(super) fn seq_of_line(line: &str) -> Result<u64> {
+    line.strip_prefix("{\"seq\":")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("the event line does not start with its seq"))
+}
+
 impl Ledger {
     /// Writes the commit object of an event. The object is formatted here rather
     /// than through `git_commit_create`, which would read the tree and the parent

@@ -207,3 +207,39 @@ fn export_writes_the_seeds_board_and_channel_files() {
         "the run folder is excluded from git status"
     );
 }
+
+#[test]
+fn log_json_prints_the_stored_events_and_since_reads_only_the_newest() {
+    let r = TestRepo::with_run("since");
+    r.mara(&["task", "add", "T1", "one"]).ok("task add");
+    for i in 0..5 {
+        r.mara_as("implementer#1", &["post", "note", &format!("note {i}")])
+            .ok("post");
+    }
+    // The lines git keeps in the commits, oldest first.
+    let stored: Vec<String> = crate::common::git(
+        &r.dir,
+        &["log", "--reverse", "--format=%b", "refs/mara/since"],
+    )
+    .lines()
+    .filter(|l| l.starts_with('{'))
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(stored.len(), 7, "init, task add, five notes");
+    let all = r.mara(&["log", "--json"]);
+    all.ok("log --json");
+    assert_eq!(all.stdout.lines().collect::<Vec<_>>(), stored);
+    let since = r.mara(&["log", "--json", "--since", "4"]);
+    since.ok("log --json --since 4");
+    assert_eq!(since.stdout.lines().collect::<Vec<_>>(), stored[4..]);
+    let text = r.mara(&["log", "--since", "6"]);
+    text.ok("log --since 6");
+    assert_eq!(text.stdout.lines().count(), 1, "{}", text.stdout);
+    assert!(text.stdout.contains("note 4"), "{}", text.stdout);
+    let typed = r.mara(&["log", "--json", "--since", "2", "--type", "note"]);
+    typed.ok("log --json --since 2 --type note");
+    assert_eq!(typed.stdout.lines().count(), 5);
+    let none = r.mara(&["log", "--json", "--since", "99"]);
+    none.ok("log --since past the tip");
+    assert_eq!(none.stdout, "");
+}
