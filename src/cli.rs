@@ -1,12 +1,13 @@
 //! The command line: clap parses, a command runs, `output` prints.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::*;
 use crate::commands::{
     board::BoardArgs,
     claim::ClaimArgs,
+    completions::CompletionsArgs,
     demo::DemoArgs,
     done::DoneArgs,
     export::ExportArgs,
@@ -15,6 +16,7 @@ use crate::commands::{
     init::InitArgs,
     integrate::IntegrateArgs,
     log::LogArgs,
+    man::ManArgs,
     plan::PlanArgs,
     post::PostArgs,
     release::ReleaseArgs,
@@ -94,6 +96,10 @@ pub enum Cmd {
     Run(RunArgs),
     /// Run a demo with scripted agents in a scratch repository.
     Demo(DemoArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one per command with --dir.
+    Man(ManArgs),
 }
 
 impl Cli {
@@ -134,6 +140,8 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Gc(a) => gc::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Demo(a) => demo::run(&ctx, a),
+        Cmd::Completions(a) => completions::run(Cli::command(), a),
+        Cmd::Man(a) => man::run(Cli::command(), a),
     }
 }
 

@@ -11,6 +11,12 @@
 //! an error is a tool result with `isError: true` and the CLI's one-line message
 //! (naming the holder of a refused claim), never a protocol error or a crash.
 //!
+//! Each tool is one entry of [`table`]: name, description, input schema and the
+//! handler, which receives its arguments as a struct serde read with
+//! `deny_unknown_fields`. The schema is written next to the handler rather than
+//! derived (that would take schemars and its derive for seven flat objects); a unit
+//! test checks every schema against its struct's fields, so the two cannot drift.
+//!
 //! Whatever a client sends, the server answers and keeps serving (issue 13, item 9):
 //! * a line that is not JSON, or holds bytes that are not UTF-8 anywhere: Parse
 //!   error (-32700), id null; nothing is replaced or guessed;
@@ -27,8 +33,11 @@
 
 use std::io::{self, BufRead};
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use serde_path_to_error::Segment;
 
 use crate::board::Refusal;
 use crate::commands;
@@ -52,160 +61,345 @@ fn error_reply(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
 }
 
-fn schema(props: Value, required: &[&str]) -> Value {
-    json!({
-        "type": "object",
-        "properties": props,
-        "required": required,
-        "additionalProperties": false,
-    })
+/// The type of a tool argument, as its JSON schema names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    String,
+    Boolean,
+}
+
+impl Kind {
+    fn schema_type(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Boolean => "boolean",
+        }
+    }
+
+    /// What a value of this type is, for the message naming a wrong one.
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::String => "a string",
+            Kind::Boolean => "true or false",
+        }
+    }
+}
+
+/// One property of a tool's input schema.
+#[derive(Clone, Copy, Debug)]
+struct Prop {
+    name: &'static str,
+    kind: Kind,
+    description: Option<&'static str>,
+    required: bool,
+}
+
+impl Prop {
+    /// An optional string argument.
+    const fn string(name: &'static str) -> Prop {
+        Prop {
+            name,
+            kind: Kind::String,
+            description: None,
+            required: false,
+        }
+    }
+
+    /// An optional boolean argument (absent means false).
+    const fn boolean(name: &'static str) -> Prop {
+        Prop {
+            kind: Kind::Boolean,
+            ..Prop::string(name)
+        }
+    }
+
+    const fn about(self, description: &'static str) -> Prop {
+        Prop {
+            description: Some(description),
+            ..self
+        }
+    }
+
+    const fn required(self) -> Prop {
+        Prop {
+            required: true,
+            ..self
+        }
+    }
+}
+
+/// The task a tool acts on.
+const TASK: Prop = Prop::string("task").about("task id, e.g. T1");
+
+/// A tool's handler: reads the arguments into its struct and runs the command.
+type Handler = Box<dyn Fn(&Ctx, &Value) -> Result<Report>>;
+
+/// One tool: what `tools/list` shows of it and what `tools/call` runs, together,
+/// so that a tool is added in one place (issue 17).
+struct Tool {
+    name: &'static str,
+    description: &'static str,
+    /// The input schema's properties, in the order `tools/list` shows them. A
+    /// unit test checks them against the argument struct's fields.
+    props: Vec<Prop>,
+    /// Reads the arguments into the tool's struct and runs the command it mirrors.
+    call: Handler,
+    /// Only reads the arguments (for the tests of the schema against the struct).
+    #[cfg(test)]
+    check: tests::Check,
+    /// The argument struct's fields, as serde knows them.
+    #[cfg(test)]
+    fields: &'static [&'static str],
+}
+
+impl Tool {
+    /// A tool whose arguments are read into `A` and handed to `run`.
+    fn new<A: DeserializeOwned>(
+        name: &'static str,
+        description: &'static str,
+        props: Vec<Prop>,
+        run: impl Fn(&Ctx, A) -> Result<Report> + 'static,
+    ) -> Tool {
+        let schema = props.clone();
+        #[cfg(test)]
+        let check_schema = props.clone();
+        Tool {
+            name,
+            description,
+            props,
+            call: Box::new(move |ctx, args| run(ctx, read_args(name, &schema, args)?)),
+            #[cfg(test)]
+            check: Box::new(move |args| read_args::<A>(name, &check_schema, args).map(drop)),
+            #[cfg(test)]
+            fields: tests::fields_of::<A>(),
+        }
+    }
+
+    /// The tool as `tools/list` shows it, with the JSON schema of its input.
+    fn listing(&self) -> Value {
+        let properties: serde_json::Map<String, Value> = self
+            .props
+            .iter()
+            .map(|p| {
+                let mut prop = json!({"type": p.kind.schema_type()});
+                if let Some(d) = p.description {
+                    prop["description"] = json!(d);
+                }
+                (p.name.to_owned(), prop)
+            })
+            .collect();
+        let required: Vec<&str> = self
+            .props
+            .iter()
+            .filter(|p| p.required)
+            .map(|p| p.name)
+            .collect();
+        json!({
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": false,
+            },
+        })
+    }
+}
+
+// The arguments of each tool. Fields are strings where the command parses them
+// (a task id), so its message is the CLI's; `null` counts as absent, as it did.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskArgs {
+    task: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseArgs {
+    task: String,
+    reason: Option<String>,
+    force: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoneArgs {
+    task: String,
+    artifact: Option<String>,
+    force: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostArgs {
+    #[serde(rename = "type")]
+    kind: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogArgs {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    task: Option<String>,
+}
+
+/// The tools, each running the command it mirrors.
+fn table() -> Vec<Tool> {
+    use commands::{board, claim, done, log, post, release};
+    vec![
+        Tool::new(
+            "board",
+            "The task board: every task with status, holder and deps ({run, version, tasks}).",
+            vec![],
+            |ctx, NoArgs {}| board::run(ctx, board::BoardArgs { fetch: false }),
+        ),
+        Tool::new(
+            "claim",
+            "Claim one task. Refused (isError) when another instance holds it or its deps are not done; the message names the holder.",
+            vec![TASK.required()],
+            |ctx, a: TaskArgs| {
+                let args = claim::ClaimArgs {
+                    id: Some(a.task.parse()?),
+                    next: false,
+                };
+                claim::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "claim_next",
+            "Claim the first ready task in board order. Refused (isError) when nothing is ready.",
+            vec![],
+            |ctx, NoArgs {}| {
+                let args = claim::ClaimArgs {
+                    id: None,
+                    next: true,
+                };
+                claim::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "release",
+            "Give a task you hold back to the board.",
+            vec![
+                TASK.required(),
+                Prop::string("reason").about("why, for the log"),
+                Prop::boolean("force").about("release another instance's task (logged)"),
+            ],
+            |ctx, a: ReleaseArgs| {
+                let args = release::ReleaseArgs {
+                    id: a.task.parse()?,
+                    force: a.force.unwrap_or(false),
+                    reason: a.reason,
+                };
+                release::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "done",
+            "Complete a task you hold, optionally naming the artifact file you delivered (a path inside your worktree).",
+            vec![
+                TASK.required(),
+                Prop::string("artifact")
+                    .about("path of the delivered file, e.g. implementer_1.md"),
+                Prop::boolean("force").about("complete another instance's task (logged)"),
+            ],
+            |ctx, a: DoneArgs| {
+                let args = done::DoneArgs {
+                    id: a.task.parse()?,
+                    artifact: a.artifact.map(Into::into),
+                    force: a.force.unwrap_or(false),
+                };
+                done::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "post",
+            "Write to the coordination channel: a decision, question, answer or note.",
+            vec![
+                Prop::string("type")
+                    .about("decision, question, answer, note, or another lower-case word")
+                    .required(),
+                Prop::string("text").required(),
+            ],
+            |ctx, a: PostArgs| {
+                let args = post::PostArgs {
+                    kind: a.kind,
+                    text: a.text,
+                };
+                post::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "log",
+            "The coordination log, oldest first, optionally only one type or one task.",
+            vec![
+                Prop::string("type")
+                    .about("only events of this type (claim, done, decision, ...)"),
+                TASK,
+            ],
+            |ctx, a: LogArgs| {
+                let args = log::LogArgs {
+                    kind: a.kind,
+                    task: a.task.map(|t| t.parse()).transpose()?,
+                    fetch: false,
+                    quiet_commits: true,
+                    since: None,
+                };
+                log::run(ctx, args)
+            },
+        ),
+    ]
 }
 
 /// The tools, with JSON schemas for their input.
 pub fn tools() -> Value {
-    let task = json!({"type": "string", "description": "task id, e.g. T1"});
-    json!([
-        {
-            "name": "board",
-            "description": "The task board: every task with status, holder and deps ({run, version, tasks}).",
-            "inputSchema": schema(json!({}), &[]),
-        },
-        {
-            "name": "claim",
-            "description": "Claim one task. Refused (isError) when another instance holds it or its deps are not done; the message names the holder.",
-            "inputSchema": schema(json!({"task": task}), &["task"]),
-        },
-        {
-            "name": "claim_next",
-            "description": "Claim the first ready task in board order. Refused (isError) when nothing is ready.",
-            "inputSchema": schema(json!({}), &[]),
-        },
-        {
-            "name": "release",
-            "description": "Give a task you hold back to the board.",
-            "inputSchema": schema(json!({
-                "task": task,
-                "reason": {"type": "string", "description": "why, for the log"},
-                "force": {"type": "boolean", "description": "release another instance's task (logged)"},
-            }), &["task"]),
-        },
-        {
-            "name": "done",
-            "description": "Complete a task you hold, optionally naming the artifact file you delivered (a path inside your worktree).",
-            "inputSchema": schema(json!({
-                "task": task,
-                "artifact": {"type": "string", "description": "path of the delivered file, e.g. implementer_1.md"},
-                "force": {"type": "boolean", "description": "complete another instance's task (logged)"},
-            }), &["task"]),
-        },
-        {
-            "name": "post",
-            "description": "Write to the coordination channel: a decision, question, answer or note.",
-            "inputSchema": schema(json!({
-                "type": {"type": "string", "description": "decision, question, answer, note, or another lower-case word"},
-                "text": {"type": "string"},
-            }), &["type", "text"]),
-        },
-        {
-            "name": "log",
-            "description": "The coordination log, oldest first, optionally only one type or one task.",
-            "inputSchema": schema(json!({
-                "type": {"type": "string", "description": "only events of this type (claim, done, decision, ...)"},
-                "task": task,
-            }), &[]),
-        },
-    ])
+    table().iter().map(Tool::listing).collect()
 }
 
-fn str_arg(args: &Value, key: &str) -> Result<Option<String>> {
-    match args.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => anyhow::bail!("argument {key} must be a string"),
-    }
-}
-
-fn need(args: &Value, key: &str) -> Result<String> {
-    str_arg(args, key)?.ok_or_else(|| anyhow::anyhow!("argument {key} is required"))
-}
-
-fn bool_arg(args: &Value, key: &str) -> Result<bool> {
-    match args.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => anyhow::bail!("argument {key} must be true or false"),
-    }
-}
-
-/// Runs one tool through the command it mirrors.
-fn call(ctx: &Ctx, name: &str, args: &Value) -> Result<Report> {
-    let known: &[&str] = match name {
-        "board" | "claim_next" => &[],
-        "claim" => &["task"],
-        "release" => &["task", "reason", "force"],
-        "done" => &["task", "artifact", "force"],
-        "post" => &["type", "text"],
-        "log" => &["type", "task"],
-        _ => anyhow::bail!("there is no tool {name:?}; see tools/list"),
+/// Reads the arguments of tool `name` into its struct `A`. serde checks them
+/// (`deny_unknown_fields`, types, required fields); the message names the
+/// argument as a client reads it, with the type from the tool's schema.
+fn read_args<A: DeserializeOwned>(name: &str, props: &[Prop], args: &Value) -> Result<A> {
+    let none = json!({});
+    let args = match args {
+        Value::Null => &none,
+        Value::Object(_) => args,
+        _ => bail!("the arguments of {name} must be an object"),
     };
-    if let Some(obj) = args.as_object() {
-        if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-            anyhow::bail!("tool {name} has no argument {k:?}");
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let at = match e.path().iter().next() {
+            Some(Segment::Map { key }) => Some(key.as_str()),
+            _ => None,
+        };
+        let prop = |k: &str| props.iter().find(|p| p.name == k);
+        match at {
+            // A key that is no field of `A`.
+            Some(k) if prop(k).is_none() => anyhow!("tool {name} has no argument {k:?}"),
+            // Optional fields take null as absent, so a null here is a required one.
+            Some(k) if args[k].is_null() => anyhow!("argument {k} is required"),
+            Some(k) => anyhow!(
+                "argument {k} must be {}",
+                prop(k).expect("matched above").kind.expected()
+            ),
+            // At the top: a required field is missing.
+            None => match props
+                .iter()
+                .find(|p| p.required && args.get(p.name).is_none())
+            {
+                Some(p) => anyhow!("argument {} is required", p.name),
+                None => anyhow!("the arguments of {name}: {}", e.inner()),
+            },
         }
-    } else if !args.is_null() {
-        anyhow::bail!("the arguments of {name} must be an object");
-    }
-    match name {
-        "board" => commands::board::run(ctx, commands::board::BoardArgs { fetch: false }),
-        "claim" => commands::claim::run(
-            ctx,
-            commands::claim::ClaimArgs {
-                id: Some(need(args, "task")?.parse()?),
-                next: false,
-            },
-        ),
-        "claim_next" => commands::claim::run(
-            ctx,
-            commands::claim::ClaimArgs {
-                id: None,
-                next: true,
-            },
-        ),
-        "release" => commands::release::run(
-            ctx,
-            commands::release::ReleaseArgs {
-                id: need(args, "task")?.parse()?,
-                force: bool_arg(args, "force")?,
-                reason: str_arg(args, "reason")?,
-            },
-        ),
-        "done" => commands::done::run(
-            ctx,
-            commands::done::DoneArgs {
-                id: need(args, "task")?.parse()?,
-                artifact: str_arg(args, "artifact")?.map(Into::into),
-                force: bool_arg(args, "force")?,
-            },
-        ),
-        "post" => commands::post::run(
-            ctx,
-            commands::post::PostArgs {
-                kind: need(args, "type")?,
-                text: need(args, "text")?,
-            },
-        ),
-        "log" => commands::log::run(
-            ctx,
-            commands::log::LogArgs {
-                kind: str_arg(args, "type")?,
-                task: str_arg(args, "task")?.map(|t| t.parse()).transpose()?,
-                fetch: false,
-                quiet_commits: true,
-                since: None,
-            },
-        ),
-        _ => unreachable!("checked above"),
-    }
+    })
 }
 
 /// The `tools/call` result: the CLI's output, or its error as a tool error.
@@ -295,18 +489,14 @@ pub fn handle(ctx: &Ctx, msg: &Value) -> Option<Value> {
                 return error(INVALID_PARAMS, "tools/call needs params.name".into());
             };
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
-            if !tools()
-                .as_array()
-                .expect("tools() is a list")
-                .iter()
-                .any(|t| t["name"] == name)
-            {
+            let tools = table();
+            let Some(tool) = tools.iter().find(|t| t.name == name) else {
                 return error(
                     INVALID_PARAMS,
                     format!("there is no tool {name:?}; see tools/list"),
                 );
-            }
-            tool_result(call(ctx, name, &args))
+            };
+            tool_result((tool.call)(ctx, &args))
         }
         other => {
             return error(
@@ -419,6 +609,116 @@ pub fn serve(ctx: &Ctx) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads a tool's arguments without running it.
+    pub(super) type Check = Box<dyn Fn(&Value) -> Result<()>>;
+
+    /// The fields of struct `A`, as serde's derive lists them: a deserializer that
+    /// only records what `deserialize_struct` is given.
+    pub(super) fn fields_of<A: DeserializeOwned>() -> &'static [&'static str] {
+        use serde::de::{self, Visitor};
+        use serde::forward_to_deserialize_any;
+
+        struct Fields<'a>(&'a mut &'static [&'static str]);
+        impl<'de> de::Deserializer<'de> for Fields<'_> {
+            type Error = de::value::Error;
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(de::Error::custom("only the fields were asked for"))
+            }
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("not a struct"))
+            }
+            forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields: &'static [&'static str] = &[];
+        let _ = A::deserialize(Fields(&mut fields));
+        fields
+    }
+
+    /// A value of the schema type `kind`, and one of another type.
+    fn sample(kind: Kind) -> (Value, Value) {
+        match kind {
+            Kind::String => (json!("T1"), json!(7)),
+            Kind::Boolean => (json!(true), json!("yes")),
+        }
+    }
+
+    /// Every tool's schema says what its argument struct reads: the same
+    /// properties, the same required ones, the same types, so the hand-written
+    /// schemas cannot drift from the structs (issue 17).
+    #[test]
+    fn every_schema_matches_its_argument_struct() {
+        let tools = table();
+        for t in &tools {
+            let props: Vec<&str> = t.props.iter().map(|p| p.name).collect();
+            assert_eq!(props, t.fields, "the properties of {}", t.name);
+            let all: serde_json::Map<String, Value> = t
+                .props
+                .iter()
+                .map(|p| (p.name.to_owned(), sample(p.kind).0))
+                .collect();
+            (t.check)(&Value::Object(all.clone()))
+                .unwrap_or_else(|e| panic!("{} with every argument: {e:#}", t.name));
+            let required: serde_json::Map<String, Value> = all
+                .iter()
+                .filter(|(k, _)| t.props.iter().any(|p| p.name == *k && p.required))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (t.check)(&Value::Object(required.clone()))
+                .unwrap_or_else(|e| panic!("{} with the required arguments: {e:#}", t.name));
+            for p in &t.props {
+                let mut args = all.clone();
+                args.remove(p.name);
+                let without = (t.check)(&Value::Object(args.clone()));
+                if p.required {
+                    let e = without.expect_err(p.name).to_string();
+                    assert_eq!(e, format!("argument {} is required", p.name));
+                    args.insert(p.name.to_owned(), Value::Null);
+                    let e = (t.check)(&Value::Object(args)).expect_err(p.name);
+                    assert_eq!(e.to_string(), format!("argument {} is required", p.name));
+                } else {
+                    without.unwrap_or_else(|e| panic!("{} without {}: {e:#}", t.name, p.name));
+                    args.insert(p.name.to_owned(), Value::Null);
+                    (t.check)(&Value::Object(args))
+                        .unwrap_or_else(|e| panic!("{} with {} null: {e:#}", t.name, p.name));
+                }
+                let mut args = all.clone();
+                args.insert(p.name.to_owned(), sample(p.kind).1);
+                let e = (t.check)(&Value::Object(args)).expect_err(p.name);
+                assert_eq!(
+                    e.to_string(),
+                    format!("argument {} must be {}", p.name, p.kind.expected())
+                );
+            }
+            let mut args = all.clone();
+            args.insert("priority".to_owned(), Value::Null);
+            let e = (t.check)(&Value::Object(args)).expect_err("an unknown argument");
+            assert_eq!(
+                e.to_string(),
+                format!("tool {} has no argument \"priority\"", t.name)
+            );
+            for not_object in [json!([]), json!("T1"), json!(1)] {
+                let e = (t.check)(&not_object).expect_err("arguments not an object");
+                assert_eq!(
+                    e.to_string(),
+                    format!("the arguments of {} must be an object", t.name)
+                );
+            }
+            if required.is_empty() {
+                (t.check)(&Value::Null).expect("no arguments at all");
+            }
+        }
+    }
 
     /// Every line of `input`, read with a limit of `max` and a reader buffer of
     /// `cap` bytes.

@@ -30,6 +30,8 @@ mod packs;
 mod remote;
 #[path = "main/repos.rs"]
 mod repos;
+#[path = "main/shell.rs"]
+mod shell;
 #[path = "main/trust.rs"]
 mod trust;
 #[path = "main/views.rs"]

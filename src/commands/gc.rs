@@ -1,5 +1,5 @@
 //! `mara gc`: merge the small packfiles events leave (what a write starts in the
-//! background once 16 piled up; see `packs`).
+//! background once 8 packs share a size tier; see `packs`).
 
 use anyhow::Result;
 use clap::Args;
@@ -11,7 +11,7 @@ use crate::packs;
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Merge only if 16 or more packs piled up (what writes start in the background).
+    /// Merge only if 8 packs share a size tier (what writes start in the background).
     #[arg(long)]
     pub auto: bool,
 }

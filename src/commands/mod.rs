@@ -4,6 +4,7 @@
 pub mod board;
 pub mod claim;
 pub mod collect;
+pub mod completions;
 pub mod demo;
 pub mod done;
 pub mod export;
@@ -13,6 +14,7 @@ pub mod hooks;
 pub mod init;
 pub mod integrate;
 pub mod log;
+pub mod man;
 pub mod plan;
 pub mod post;
 pub mod release;

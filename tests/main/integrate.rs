@@ -162,25 +162,54 @@ fn normalise(r: &TestRepo, text: &str) -> String {
     out
 }
 
-/// Compares `actual` with `tests/snapshots/<name>`; writes the file instead when it
-/// does not exist yet or `UPDATE_SNAPSHOTS=1` is set.
+/// Compares `actual` with `tests/snapshots/<name>`; writes the file instead when
+/// `UPDATE_SNAPSHOTS=1` is set.
 fn assert_snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("snapshots")
         .join(name);
-    if update_snapshots() || !path.exists() {
+    check_snapshot(&path, actual, update_snapshots());
+}
+
+/// Compares `actual` with the file at `path`, or writes it with `update`. A missing
+/// file fails (issue 17): a check that writes its own expectation passes whatever
+/// mara printed.
+fn check_snapshot(path: &Path, actual: &str, update: bool) {
+    if update {
         std::fs::create_dir_all(path.parent().expect("the snapshot has a folder"))
             .expect("creating tests/snapshots");
-        std::fs::write(&path, actual).expect("writing the snapshot");
+        std::fs::write(path, actual).expect("writing the snapshot");
         return;
     }
-    let expected = std::fs::read_to_string(&path).expect("reading the snapshot");
+    let expected = match std::fs::read_to_string(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{} is missing; rerun with UPDATE_SNAPSHOTS=1 to write it, and review it\n--- actual\n{actual}",
+            path.display()
+        ),
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    };
     assert!(
         expected == actual,
         "{} differs; rerun with UPDATE_SNAPSHOTS=1 if the change is intended\n--- expected\n{expected}\n--- actual\n{actual}",
         path.display()
     );
+}
+
+#[test]
+fn a_missing_snapshot_fails_and_is_not_written() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("missing.md");
+    let outcome = std::panic::catch_unwind(|| check_snapshot(&path, "text\n", false));
+    let message = outcome.expect_err("a missing snapshot fails");
+    let message = message
+        .downcast_ref::<String>()
+        .expect("the panic has a formatted message");
+    assert!(message.contains("UPDATE_SNAPSHOTS=1"), "{message}");
+    assert!(!path.exists(), "the check wrote its own expectation");
+    check_snapshot(&path, "text\n", true);
+    check_snapshot(&path, "text\n", false);
 }
 
 // --- integrate ------------------------------------------------------------------
