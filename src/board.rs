@@ -225,8 +225,21 @@ pub struct Artifact {
     pub task: Option<TaskId>,
 }
 
-/// What one event does; the stored form is `{"seq","ts","sender","type","payload"}`.
-#[derive(Clone, Debug, PartialEq)]
+/// What one event does. The stored line is `{"seq","ts","sender","type","payload"}`:
+/// `type` and `payload` are serde's adjacent tag and content of this enum (`Status`
+/// is stored as `instance`), so the variants and their fields are the codec. A
+/// [`EventKind::Message`] is the exception: its `type` is any free word (see
+/// [`check_message_type`]) and its payload `{"note": text}`.
+///
+/// Optional fields are left out when empty and every payload rejects unknown keys:
+/// `tests/fixtures/demo-events.jsonl` pins the bytes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(
+    tag = "type",
+    content = "payload",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum EventKind {
     Init {
         config: RunConfig,
@@ -248,28 +261,38 @@ pub enum EventKind {
     /// Give a task back. `forced` names the holder when someone else released it.
     Release {
         task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         forced: Option<InstanceId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
     /// Complete a task. `forced` names the holder when someone else completed it.
     Done {
         task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         artifact: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         forced: Option<InstanceId>,
     },
+    /// Stored with the payload `{}`, which serde gives a unit variant only this way.
+    #[serde(with = "empty_payload")]
     Heartbeat,
     /// An instance's lifecycle status (written by the orchestrator or the instance).
+    #[serde(rename = "instance")]
     Status {
         instance: InstanceId,
         status: InstanceStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         /// Where the instance works, set when the orchestrator starts it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         place: Option<Place>,
     },
     /// A file the collector found for an instance (the seed's `Artifact`).
     Artifact {
         instance: InstanceId,
         path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         branch: Option<String>,
     },
     /// A file the integrator could not merge (one event per file).
@@ -285,30 +308,72 @@ pub enum EventKind {
     /// A commit made by an instance (recorded by the post-commit hook).
     Progress {
         commit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<TaskId>,
     },
-    /// A channel message: `decision`, `question`, `answer`, `note`, or any other type.
+    /// A channel message: `decision`, `question`, `answer`, `note`, or any other type
+    /// that is not one of [`reserved_types`]. Not serde's: its tag is its `kind`.
+    #[serde(skip)]
     Message {
         kind: String,
         text: String,
     },
 }
 
-/// Event types that have a meaning of their own and cannot be posted as messages.
-pub const RESERVED_TYPES: &[&str] = &[
-    "init",
-    "task_add",
-    "plan",
-    "claim",
-    "reclaim",
-    "release",
-    "done",
-    "heartbeat",
-    "instance",
-    "conflict",
-    "progress",
-    "artifact",
-];
+/// The payload `{}` of a heartbeat.
+mod empty_payload {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Empty {}
+
+    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        Empty {}.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        Empty::deserialize(d).map(|Empty {}| ())
+    }
+}
+
+/// The event types that have a meaning of their own and cannot be posted as
+/// messages: the tags serde gives [`EventKind`]'s variants, read from serde itself,
+/// so they cannot drift from the codec.
+pub fn reserved_types() -> &'static [&'static str] {
+    /// serde names an enum's tags only when it rejects one: it hands the list to the
+    /// error type's `unknown_variant`. This error keeps that list.
+    #[derive(Debug)]
+    struct Tags(Option<&'static [&'static str]>);
+
+    impl fmt::Display for Tags {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("not an unknown event type")
+        }
+    }
+
+    impl std::error::Error for Tags {}
+
+    impl serde::de::Error for Tags {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Tags(None)
+        }
+
+        fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+            Tags(Some(expected))
+        }
+    }
+
+    static TYPES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        // No tag is empty, so serde rejects this one and names the others.
+        let line = serde::de::value::MapDeserializer::<_, Tags>::new(std::iter::once(("type", "")));
+        match EventKind::deserialize(line) {
+            Err(Tags(Some(tags))) => tags,
+            _ => unreachable!("serde rejects the empty event type as an unknown variant"),
+        }
+    })
+}
 
 impl EventKind {
     /// The stored `type`.
@@ -356,8 +421,10 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// The stored shape of an event: the seed's `Message` plus `seq`.
-#[derive(Serialize, Deserialize)]
+/// The stored shape of an event, as read: the seed's `Message` plus `seq`. serde's
+/// `flatten` cannot reject unknown keys, so the payload is read as a value first and
+/// then as its kind.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEvent {
     seq: u64,
@@ -368,268 +435,65 @@ struct RawEvent {
     payload: Value,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskRef {
-    task: TaskId,
+/// The stored shape of an event, as written: the same keys in the same order.
+#[derive(Serialize)]
+struct StoredEvent<'a> {
+    seq: u64,
+    ts: Ts,
+    sender: &'a str,
+    #[serde(flatten)]
+    kind: StoredKind<'a>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReclaimPayload {
-    task: TaskId,
-    previous: InstanceId,
+/// `type` and `payload`: serde's for mara's own kinds, the free type and
+/// `{"note": text}` for a message.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StoredKind<'a> {
+    Own(&'a EventKind),
+    Message {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        payload: Note<&'a str>,
+    },
 }
 
+/// A message's payload.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReleasePayload {
-    task: TaskId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    forced: Option<InstanceId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DonePayload {
-    task: TaskId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    artifact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    forced: Option<InstanceId>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusPayload {
-    instance: InstanceId,
-    status: InstanceStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    place: Option<Place>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ArtifactPayload {
-    instance: InstanceId,
-    path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    branch: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConflictPayload {
-    file: String,
-    branch: String,
-    kind: String,
-    instances: Vec<String>,
-    tasks: Vec<String>,
-    action: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProgressPayload {
-    commit: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    task: Option<TaskId>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NotePayload {
-    note: String,
+struct Note<T> {
+    note: T,
 }
 
 impl Event {
     /// The event as the seed's JSON-lines channel shows it.
     pub fn to_json(&self) -> Value {
-        let payload = match &self.kind {
-            EventKind::Init { config } => json!({ "config": config }),
-            EventKind::TaskAdd { task } => json!({ "task": task }),
-            EventKind::Plan { tasks } => json!({ "tasks": tasks }),
-            EventKind::Claim { task } => json!(TaskRef { task: task.clone() }),
-            EventKind::Reclaim { task, previous } => json!(ReclaimPayload {
-                task: task.clone(),
-                previous: previous.clone(),
-            }),
-            EventKind::Release {
-                task,
-                forced,
-                reason,
-            } => json!(ReleasePayload {
-                task: task.clone(),
-                forced: forced.clone(),
-                reason: reason.clone(),
-            }),
-            EventKind::Done {
-                task,
-                artifact,
-                forced,
-            } => json!(DonePayload {
-                task: task.clone(),
-                artifact: artifact.clone(),
-                forced: forced.clone(),
-            }),
-            EventKind::Heartbeat => json!({}),
-            EventKind::Status {
-                instance,
-                status,
-                reason,
-                place,
-            } => json!(StatusPayload {
-                instance: instance.clone(),
-                status: *status,
-                reason: reason.clone(),
-                place: place.clone(),
-            }),
-            EventKind::Artifact {
-                instance,
-                path,
-                branch,
-            } => json!(ArtifactPayload {
-                instance: instance.clone(),
-                path: path.clone(),
-                branch: branch.clone(),
-            }),
-            EventKind::Conflict {
-                file,
-                branch,
+        let kind = match &self.kind {
+            EventKind::Message { kind, text } => StoredKind::Message {
                 kind,
-                instances,
-                tasks,
-                action,
-            } => json!(ConflictPayload {
-                file: file.clone(),
-                branch: branch.clone(),
-                kind: kind.clone(),
-                instances: instances.clone(),
-                tasks: tasks.clone(),
-                action: action.clone(),
-            }),
-            EventKind::Progress { commit, task } => json!(ProgressPayload {
-                commit: commit.clone(),
-                task: task.clone(),
-            }),
-            EventKind::Message { text, .. } => json!(NotePayload { note: text.clone() }),
+                payload: Note { note: text },
+            },
+            own => StoredKind::Own(own),
         };
-        json!(RawEvent {
+        serde_json::to_value(StoredEvent {
             seq: self.seq,
             ts: self.ts,
-            sender: self.sender.clone(),
-            kind: self.kind.type_name().to_owned(),
-            payload,
+            sender: &self.sender,
+            kind,
         })
+        .expect("events always serialise: plain structs of strings and numbers")
     }
 
     /// Reads an event from its JSON line.
     pub fn from_json(line: &str) -> anyhow::Result<Event> {
         let raw: RawEvent = serde_json::from_str(line)?;
-        fn p<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
-            Ok(serde_json::from_value(v)?)
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct InitP {
-            config: RunConfig,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct AddP {
-            task: NewTask,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct PlanP {
-            tasks: Vec<NewTask>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Empty {}
-        let kind = match raw.kind.as_str() {
-            "init" => EventKind::Init {
-                config: p::<InitP>(raw.payload)?.config,
-            },
-            "task_add" => EventKind::TaskAdd {
-                task: p::<AddP>(raw.payload)?.task,
-            },
-            "plan" => EventKind::Plan {
-                tasks: p::<PlanP>(raw.payload)?.tasks,
-            },
-            "claim" => EventKind::Claim {
-                task: p::<TaskRef>(raw.payload)?.task,
-            },
-            "reclaim" => {
-                let r: ReclaimPayload = p(raw.payload)?;
-                EventKind::Reclaim {
-                    task: r.task,
-                    previous: r.previous,
-                }
+        let kind = if reserved_types().contains(&raw.kind.as_str()) {
+            EventKind::deserialize(json!({ "type": raw.kind, "payload": raw.payload }))?
+        } else {
+            EventKind::Message {
+                text: Note::<String>::deserialize(raw.payload)?.note,
+                kind: raw.kind,
             }
-            "release" => {
-                let r: ReleasePayload = p(raw.payload)?;
-                EventKind::Release {
-                    task: r.task,
-                    forced: r.forced,
-                    reason: r.reason,
-                }
-            }
-            "done" => {
-                let r: DonePayload = p(raw.payload)?;
-                EventKind::Done {
-                    task: r.task,
-                    artifact: r.artifact,
-                    forced: r.forced,
-                }
-            }
-            "heartbeat" => {
-                p::<Empty>(raw.payload)?;
-                EventKind::Heartbeat
-            }
-            "instance" => {
-                let r: StatusPayload = p(raw.payload)?;
-                EventKind::Status {
-                    instance: r.instance,
-                    status: r.status,
-                    reason: r.reason,
-                    place: r.place,
-                }
-            }
-            "artifact" => {
-                let r: ArtifactPayload = p(raw.payload)?;
-                EventKind::Artifact {
-                    instance: r.instance,
-                    path: r.path,
-                    branch: r.branch,
-                }
-            }
-            "conflict" => {
-                let r: ConflictPayload = p(raw.payload)?;
-                EventKind::Conflict {
-                    file: r.file,
-                    branch: r.branch,
-                    kind: r.kind,
-                    instances: r.instances,
-                    tasks: r.tasks,
-                    action: r.action,
-                }
-            }
-            "progress" => {
-                let r: ProgressPayload = p(raw.payload)?;
-                EventKind::Progress {
-                    commit: r.commit,
-                    task: r.task,
-                }
-            }
-            other => EventKind::Message {
-                kind: other.to_owned(),
-                text: p::<NotePayload>(raw.payload)?.note,
-            },
         };
         Ok(Event {
             seq: raw.seq,
@@ -1505,7 +1369,7 @@ fn fresh_instance(id: &InstanceId, event: &Event) -> RoleInstance {
     }
 }
 
-/// A message type must be a short lower-case word and not one of [`RESERVED_TYPES`].
+/// A message type must be a short lower-case word and not one of [`reserved_types`].
 pub fn check_message_type(kind: &str) -> Result<(), String> {
     let ok = !kind.is_empty()
         && kind.len() <= 32
@@ -1519,7 +1383,7 @@ pub fn check_message_type(kind: &str) -> Result<(), String> {
             crate::text::quote(kind, 32)
         ));
     }
-    if RESERVED_TYPES.contains(&kind) {
+    if reserved_types().contains(&kind) {
         return Err(format!(
             "message type {kind:?} is reserved for mara's own events; use decision, question, answer or note"
         ));

@@ -1081,7 +1081,7 @@ fn next_ready_counts_when_nothing_is_ready() {
 #[test]
 fn reserved_message_types_are_invalid() {
     let mut r = Run::new();
-    for kind in RESERVED_TYPES {
+    for kind in reserved_types() {
         let m = r.invalid(1, I1, msg(kind, "hello"));
         assert!(m.contains("reserved"), "{kind}: {m}");
         assert!(check_message_type(kind).is_err());
@@ -1450,6 +1450,38 @@ fn stored_events_re_serialise_byte_for_byte() {
 }
 
 #[test]
+fn reserved_types_are_the_tags_of_every_own_kind() {
+    // The same set as before the codec was serde's (issue 17).
+    let mut want = [
+        "init",
+        "task_add",
+        "plan",
+        "claim",
+        "reclaim",
+        "release",
+        "done",
+        "heartbeat",
+        "instance",
+        "conflict",
+        "progress",
+        "artifact",
+    ];
+    want.sort_unstable();
+    let mut got = reserved_types().to_vec();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    // type_name() agrees with serde's tag for every kind (checked in
+    // every_event_kind_round_trips_through_json), and every_kind() has them all.
+    let named: BTreeSet<String> = every_kind()
+        .iter()
+        .filter(|k| !matches!(k, EventKind::Message { .. }))
+        .map(|k| k.type_name().to_owned())
+        .collect();
+    let want: BTreeSet<String> = want.iter().map(|t| (*t).to_owned()).collect();
+    assert_eq!(named, want);
+}
+
+#[test]
 fn stored_event_shape_matches_the_seed() {
     let e = Event {
         seq: 3,
@@ -1493,6 +1525,13 @@ fn unknown_keys_are_errors() {
         r#"{"seq":0,"ts":"2025-01-01T10:00:00Z","sender":"o","type":"init","payload":{"config":{"run":"r","claim_timeout_sec":1,"x":1}}}"#,
         r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"o","type":"task_add","payload":{"task":{"id":"T1","title":"t","x":1}}}"#,
         r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"o","type":"plan","payload":{"tasks":[{"id":"T1","title":"t"}],"x":1}}"#,
+        r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"o","type":"artifact","payload":{"instance":"a#1","path":"a.md","x":1}}"#,
+        r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"o","type":"conflict","payload":{"file":"f","branch":"b","kind":"content","instances":[],"tasks":[],"action":"a","x":1}}"#,
+        r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"a#1","type":"progress","payload":{"commit":"abcd","x":1}}"#,
+        // an own type with a message's payload, and a payload that is no object
+        r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"a#1","type":"claim","payload":{"note":"x"}}"#,
+        r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"a#1","type":"heartbeat","payload":null}"#,
+        r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"a#1","type":"note","payload":"x"}"#,
         // bad values
         r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"implementer#1","type":"claim","payload":{"task":"../x"}}"#,
         r#"{"seq":1,"ts":"2025-01-01T10:00:00Z","sender":"implementer#1","type":"claim","payload":{}}"#,
