@@ -1180,180 +1180,261 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         return invalid("the run has no init event");
     }
     check_text("sender", &event.sender)?;
-    let ts = event.ts;
-    let mut changes = vec![];
-    match &event.kind {
-        EventKind::Init { config } => {
-            if board.config.is_some() {
-                return invalid("the run is already initialised");
-            }
-            check_config(config)?;
-            changes.push(Change::Config(config.clone()));
-        }
-        EventKind::TaskAdd { task } => {
-            check_plan(board, std::slice::from_ref(task))?;
-            changes.push(Change::Task(new_task(task, event.seq, 0, ts)));
-        }
-        EventKind::Plan { tasks } => {
-            check_plan(board, tasks)?;
-            for (i, t) in tasks.iter().enumerate() {
-                let pos =
-                    u32::try_from(i).map_err(|_| RuleError::Invalid("plan too big".into()))?;
-                changes.push(Change::Task(new_task(t, event.seq, pos, ts)));
-            }
-        }
-        EventKind::Claim { task } | EventKind::Reclaim { task, .. } => {
-            let me = sender_instance(event)?;
-            let kind = check_claim(board, task, &me, ts)?;
-            match (&event.kind, kind) {
-                (EventKind::Claim { .. }, ClaimKind::Fresh) => {}
-                (EventKind::Reclaim { previous, .. }, ClaimKind::Expired { previous: p })
-                    if *previous == p => {}
-                (_, ClaimKind::AlreadyMine) => {
-                    return invalid(format!("{me} already holds {task}"));
-                }
-                (EventKind::Claim { .. }, ClaimKind::Expired { previous }) => {
-                    return invalid(format!(
-                        "{task} must be taken with a reclaim from {previous}, whose lease ran out"
-                    ));
-                }
-                _ => return invalid(format!("{task} is not held by an expired instance")),
-            }
-            let mut t = existing(board, task)?.clone();
-            t.status = TaskStatus::Claimed;
-            t.claimed_by = Some(me);
-            t.claimed_at = Some(ts);
-            changes.push(Change::Task(t));
-        }
-        EventKind::Release { task, forced, .. } => {
-            let t = existing(board, task)?;
-            match t.status {
-                TaskStatus::Done => return Err(Refusal::AlreadyDone { task: task.clone() }.into()),
-                TaskStatus::Open => return Err(Refusal::NotClaimed { task: task.clone() }.into()),
-                TaskStatus::Claimed => {}
-            }
-            check_holder(t, event, forced)?;
-            let mut t = t.clone();
-            t.status = TaskStatus::Open;
-            t.claimed_by = None;
-            t.claimed_at = None;
-            changes.push(Change::Task(t));
-        }
+    let mut changes = match &event.kind {
+        EventKind::Init { config } => apply_init(board, config)?,
+        EventKind::TaskAdd { task } => apply_plan(board, event, std::slice::from_ref(task))?,
+        EventKind::Plan { tasks } => apply_plan(board, event, tasks)?,
+        EventKind::Claim { task } => apply_claim(board, event, task, None)?,
+        EventKind::Reclaim { task, previous } => apply_claim(board, event, task, Some(previous))?,
+        EventKind::Release { task, forced, .. } => apply_release(board, event, task, forced)?,
         EventKind::Done {
             task,
             artifact,
             forced,
-        } => {
-            let t = existing(board, task)?;
-            if t.status == TaskStatus::Done {
-                return Err(Refusal::AlreadyDone { task: task.clone() }.into());
-            }
-            let holder = check_holder(t, event, forced)?;
-            let mut t = t.clone();
-            t.status = TaskStatus::Done;
-            t.done_at = Some(ts);
-            t.claimed_by = holder;
-            if let Some(path) = artifact {
-                check_path("artifact path", path)?;
-                t.artifact = Some(path.clone());
-                let me = sender_instance(event)?;
-                let mut list = board.artifacts.get(&me).cloned().unwrap_or_default();
-                list.push(Artifact {
-                    role_id: me.role().to_owned(),
-                    instance_id: me.number(),
-                    path: path.clone(),
-                    task: Some(task.clone()),
-                });
-                changes.push(Change::Artifacts(me, list));
-            }
-            changes.push(Change::Task(t));
-        }
-        EventKind::Heartbeat => {
-            sender_instance(event)?;
-        }
+        } => apply_done(board, event, task, artifact.as_deref(), forced)?,
+        EventKind::Heartbeat => apply_heartbeat(event)?,
         EventKind::Status {
             instance,
             status,
             reason,
             place,
-        } => {
-            let mut i = board
-                .instances
-                .get(instance)
-                .cloned()
-                .unwrap_or_else(|| fresh_instance(instance, event));
-            i.status = *status;
-            i.reason = reason.clone();
-            if place.is_some() {
-                i.place = place.clone();
-            }
-            if instance.to_string() == event.sender {
-                i.last_seen = ts;
-                i.last_seq = event.seq;
-            }
-            changes.push(Change::Instance(i));
-        }
-        EventKind::Artifact { instance, path, .. } => {
-            check_path("artifact path", path)?;
-            let mut list = board.artifacts.get(instance).cloned().unwrap_or_default();
-            if !list.iter().any(|a| &a.path == path) {
-                list.push(Artifact {
-                    role_id: instance.role().to_owned(),
-                    instance_id: instance.number(),
-                    path: path.clone(),
-                    task: None,
-                });
-                changes.push(Change::Artifacts(instance.clone(), list));
-            }
-        }
+        } => apply_status(board, event, instance, *status, reason, place),
+        EventKind::Artifact { instance, path, .. } => apply_artifact(board, instance, path)?,
         EventKind::Conflict {
             file,
             branch,
             kind,
             action,
             ..
-        } => {
-            check_text("conflicted file", file)?;
-            check_text("branch", branch)?;
-            check_text("conflict kind", kind)?;
-            check_text("conflict action", action)?;
-        }
+        } => apply_conflict(file, branch, kind, action)?,
         EventKind::Progress { commit, task } => {
-            sender_instance(event)?;
-            if commit.len() < 4
-                || commit.len() > 64
-                || !commit.chars().all(|c| c.is_ascii_hexdigit())
-            {
-                return invalid(format!(
-                    "progress names {commit:?}, which is not a commit id"
-                ));
-            }
-            if let Some(t) = task {
-                existing(board, t)?;
-            }
+            apply_progress(board, event, commit, task.as_ref())?
         }
-        EventKind::Message { kind, text } => {
-            check_message_type(kind).map_err(RuleError::Invalid)?;
-            check_text("message", text)?;
-        }
-    }
-    // Every event of an instance is its heartbeat: it renews the instance's lease.
-    if let Ok(me) = event.sender.parse::<InstanceId>() {
-        let already = changes
-            .iter()
-            .any(|c| matches!(c, Change::Instance(i) if i.id == me));
-        if !already {
-            let mut i = board
-                .instances
-                .get(&me)
-                .cloned()
-                .unwrap_or_else(|| fresh_instance(&me, event));
-            i.last_seen = ts;
-            i.last_seq = event.seq;
-            changes.push(Change::Instance(i));
-        }
-    }
+        EventKind::Message { kind, text } => apply_message(kind, text)?,
+    };
+    renew_lease(board, event, &mut changes);
     Ok(changes)
+}
+
+/// `init`: the run's settings, once.
+fn apply_init(board: &Board, config: &RunConfig) -> Result<Vec<Change>, RuleError> {
+    if board.config.is_some() {
+        return invalid("the run is already initialised");
+    }
+    check_config(config)?;
+    Ok(vec![Change::Config(config.clone())])
+}
+
+/// `plan`, and `task add` as a plan of one: open tasks in plan order.
+fn apply_plan(board: &Board, event: &Event, tasks: &[NewTask]) -> Result<Vec<Change>, RuleError> {
+    check_plan(board, tasks)?;
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let pos = u32::try_from(i).map_err(|_| RuleError::Invalid("plan too big".into()))?;
+            Ok(Change::Task(new_task(t, event.seq, pos, event.ts)))
+        })
+        .collect()
+}
+
+/// `claim`, or `reclaim` (`from` is the holder whose lease ran out).
+fn apply_claim(
+    board: &Board,
+    event: &Event,
+    task: &TaskId,
+    from: Option<&InstanceId>,
+) -> Result<Vec<Change>, RuleError> {
+    let me = sender_instance(event)?;
+    match (from, check_claim(board, task, &me, event.ts)?) {
+        (None, ClaimKind::Fresh) => {}
+        (Some(from), ClaimKind::Expired { previous }) if *from == previous => {}
+        (_, ClaimKind::AlreadyMine) => {
+            return invalid(format!("{me} already holds {task}"));
+        }
+        (None, ClaimKind::Expired { previous }) => {
+            return invalid(format!(
+                "{task} must be taken with a reclaim from {previous}, whose lease ran out"
+            ));
+        }
+        _ => return invalid(format!("{task} is not held by an expired instance")),
+    }
+    let mut t = existing(board, task)?.clone();
+    t.status = TaskStatus::Claimed;
+    t.claimed_by = Some(me);
+    t.claimed_at = Some(event.ts);
+    Ok(vec![Change::Task(t)])
+}
+
+/// `release`: the holder (or `forced` from it) gives the task back.
+fn apply_release(
+    board: &Board,
+    event: &Event,
+    task: &TaskId,
+    forced: &Option<InstanceId>,
+) -> Result<Vec<Change>, RuleError> {
+    let t = existing(board, task)?;
+    match t.status {
+        TaskStatus::Done => return Err(Refusal::AlreadyDone { task: task.clone() }.into()),
+        TaskStatus::Open => return Err(Refusal::NotClaimed { task: task.clone() }.into()),
+        TaskStatus::Claimed => {}
+    }
+    check_holder(t, event, forced)?;
+    let mut t = t.clone();
+    t.status = TaskStatus::Open;
+    t.claimed_by = None;
+    t.claimed_at = None;
+    Ok(vec![Change::Task(t)])
+}
+
+/// `done`: the holder (or `forced` from it) completes the task; an artifact is
+/// recorded for the sender.
+fn apply_done(
+    board: &Board,
+    event: &Event,
+    task: &TaskId,
+    artifact: Option<&str>,
+    forced: &Option<InstanceId>,
+) -> Result<Vec<Change>, RuleError> {
+    let t = existing(board, task)?;
+    if t.status == TaskStatus::Done {
+        return Err(Refusal::AlreadyDone { task: task.clone() }.into());
+    }
+    let holder = check_holder(t, event, forced)?;
+    let mut t = t.clone();
+    t.status = TaskStatus::Done;
+    t.done_at = Some(event.ts);
+    t.claimed_by = holder;
+    let mut changes = vec![];
+    if let Some(path) = artifact {
+        check_path("artifact path", path)?;
+        t.artifact = Some(path.to_owned());
+        let me = sender_instance(event)?;
+        let mut list = board.artifacts.get(&me).cloned().unwrap_or_default();
+        list.push(Artifact {
+            role_id: me.role().to_owned(),
+            instance_id: me.number(),
+            path: path.to_owned(),
+            task: Some(task.clone()),
+        });
+        changes.push(Change::Artifacts(me, list));
+    }
+    changes.push(Change::Task(t));
+    Ok(changes)
+}
+
+/// `heartbeat`: nothing but the lease renewal every event of an instance makes.
+fn apply_heartbeat(event: &Event) -> Result<Vec<Change>, RuleError> {
+    sender_instance(event)?;
+    Ok(vec![])
+}
+
+/// `instance`: a lifecycle status; only the instance's own event renews its lease.
+fn apply_status(
+    board: &Board,
+    event: &Event,
+    instance: &InstanceId,
+    status: InstanceStatus,
+    reason: &Option<String>,
+    place: &Option<Place>,
+) -> Vec<Change> {
+    let mut i = board
+        .instances
+        .get(instance)
+        .cloned()
+        .unwrap_or_else(|| fresh_instance(instance, event));
+    i.status = status;
+    i.reason = reason.clone();
+    if place.is_some() {
+        i.place = place.clone();
+    }
+    if instance.to_string() == event.sender {
+        i.last_seen = event.ts;
+        i.last_seq = event.seq;
+    }
+    vec![Change::Instance(i)]
+}
+
+/// `artifact`: a file collected for an instance, recorded once.
+fn apply_artifact(
+    board: &Board,
+    instance: &InstanceId,
+    path: &str,
+) -> Result<Vec<Change>, RuleError> {
+    check_path("artifact path", path)?;
+    let mut list = board.artifacts.get(instance).cloned().unwrap_or_default();
+    if list.iter().any(|a| a.path == path) {
+        return Ok(vec![]);
+    }
+    list.push(Artifact {
+        role_id: instance.role().to_owned(),
+        instance_id: instance.number(),
+        path: path.to_owned(),
+        task: None,
+    });
+    Ok(vec![Change::Artifacts(instance.clone(), list)])
+}
+
+/// `conflict`: a file the integrator could not merge; it changes no board file.
+fn apply_conflict(
+    file: &str,
+    branch: &str,
+    kind: &str,
+    action: &str,
+) -> Result<Vec<Change>, RuleError> {
+    check_text("conflicted file", file)?;
+    check_text("branch", branch)?;
+    check_text("conflict kind", kind)?;
+    check_text("conflict action", action)?;
+    Ok(vec![])
+}
+
+/// `progress`: an instance's commit, on a task of this board if it names one.
+fn apply_progress(
+    board: &Board,
+    event: &Event,
+    commit: &str,
+    task: Option<&TaskId>,
+) -> Result<Vec<Change>, RuleError> {
+    sender_instance(event)?;
+    if commit.len() < 4 || commit.len() > 64 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return invalid(format!(
+            "progress names {commit:?}, which is not a commit id"
+        ));
+    }
+    if let Some(t) = task {
+        existing(board, t)?;
+    }
+    Ok(vec![])
+}
+
+/// A channel message: a free type that is not mara's own, and real text.
+fn apply_message(kind: &str, text: &str) -> Result<Vec<Change>, RuleError> {
+    check_message_type(kind).map_err(RuleError::Invalid)?;
+    check_text("message", text)?;
+    Ok(vec![])
+}
+
+/// Every event of an instance is its heartbeat: it renews the instance's lease,
+/// unless the event already wrote the instance's record.
+fn renew_lease(board: &Board, event: &Event, changes: &mut Vec<Change>) {
+    let Ok(me) = event.sender.parse::<InstanceId>() else {
+        return;
+    };
+    if changes
+        .iter()
+        .any(|c| matches!(c, Change::Instance(i) if i.id == me))
+    {
+        return;
+    }
+    let mut i = board
+        .instances
+        .get(&me)
+        .cloned()
+        .unwrap_or_else(|| fresh_instance(&me, event));
+    i.last_seen = event.ts;
+    i.last_seq = event.seq;
+    changes.push(Change::Instance(i));
 }
 
 fn fresh_instance(id: &InstanceId, event: &Event) -> RoleInstance {
