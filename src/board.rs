@@ -658,6 +658,19 @@ impl Board {
             .collect()
     }
 
+    /// How many tasks are open, claimed and done. Needs a full board.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for t in self.tasks.values() {
+            match t.status {
+                TaskStatus::Open => c.open += 1,
+                TaskStatus::Claimed => c.claimed += 1,
+                TaskStatus::Done => c.done += 1,
+            }
+        }
+        c
+    }
+
     /// The seed's task board JSON: `{"run","version","tasks":[...]}`.
     pub fn to_json(&self) -> Value {
         json!({
@@ -677,6 +690,25 @@ impl Board {
             .ok()
             .and_then(chrono::TimeDelta::try_seconds)
             .unwrap_or(chrono::TimeDelta::MAX)
+    }
+}
+
+/// The tasks of a board by status; shown as `2 open, 1 claimed, 3 done`, and in
+/// JSON as `{"open","claimed","done"}`.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub open: usize,
+    pub claimed: usize,
+    pub done: usize,
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} open, {} claimed, {} done",
+            self.open, self.claimed, self.done
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::board::{EventKind, InstanceStatus, Place, TaskStatus};
+use crate::board::{EventKind, InstanceStatus, Place};
 use crate::config::{Role, SeedConfig};
 use crate::gitcmd::git_ok_env;
 use crate::ids::{InstanceId, RunId};
@@ -762,14 +762,11 @@ impl Runner<'_> {
             .filter(|i| matches!(i.state, State::Running { .. }))
             .count();
         let board = self.ledger.read(|s| s.full_board())?;
-        let count = |s| board.tasks.values().filter(|t| t.status == s).count();
         output::progress_line(&format!(
-            "mara run {}: {running} running, {ended} ended, {} waiting | tasks {} open, {} claimed, {} done | {:.0}s",
+            "mara run {}: {running} running, {ended} ended, {} waiting | tasks {} | {:.0}s",
             self.spec.run,
             instances.len() - running - ended,
-            count(TaskStatus::Open),
-            count(TaskStatus::Claimed),
-            count(TaskStatus::Done),
+            board.counts(),
             started.elapsed().as_secs_f64()
         ));
         Ok(())

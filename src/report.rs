@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::board::{one_line, Board, Event, EventKind, InstanceStatus, TaskStatus, Ts};
+use crate::board::{one_line, Board, Event, EventKind, InstanceStatus, Ts};
 
 /// HTML-escapes text (also quotes, for attributes).
 pub fn esc(s: &str) -> String {
@@ -412,14 +412,14 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
 
 /// The counts at the top: tasks by status, instances, conflicts.
 fn stats(h: &mut String, board: &Board, conflicts: usize) {
-    let count = |s| board.tasks.values().filter(|t| t.status == s).count();
+    let counts = board.counts();
     let _ = write!(
         h,
         r#"<div class="stats"><div class="stat"><b>{}</b>tasks</div><div class="stat"><b>{}</b>open</div><div class="stat"><b>{}</b>claimed</div><div class="stat"><b>{}</b>done</div><div class="stat"><b>{}</b>instances</div><div class="stat"><b>{}</b>conflicts</div></div>"#,
         board.tasks.len(),
-        count(TaskStatus::Open),
-        count(TaskStatus::Claimed),
-        count(TaskStatus::Done),
+        counts.open,
+        counts.claimed,
+        counts.done,
         board.instances.len(),
         conflicts
     );

@@ -1004,6 +1004,34 @@ fn release_puts_the_task_back_to_open() {
     assert_eq!(r.task("A").claimed_by, Some(iid(I2)));
 }
 
+#[test]
+fn counts_tasks_by_status() {
+    let mut r = abc(300);
+    let none = Counts {
+        open: 0,
+        claimed: 0,
+        done: 0,
+    };
+    assert_eq!(Board::default().counts(), none);
+    r.ok(1, I1, claim("A"));
+    r.ok(2, I1, done("A", None, None));
+    r.ok(3, I2, claim("B"));
+    let c = r.board.counts();
+    assert_eq!(
+        c,
+        Counts {
+            open: 1,
+            claimed: 1,
+            done: 1
+        }
+    );
+    assert_eq!(c.to_string(), "1 open, 1 claimed, 1 done");
+    assert_eq!(
+        serde_json::to_string(&c).expect("counts serialise"),
+        r#"{"open":1,"claimed":1,"done":1}"#
+    );
+}
+
 // ---------------------------------------------------------------------------
 // next_ready
 

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use anyhow::Result;
 use clap::Args;
 
-use crate::board::{one_line, Board, TaskStatus};
+use crate::board::{one_line, Board};
 use crate::context::Ctx;
 use crate::output::Report;
 
@@ -68,14 +68,11 @@ pub fn table(board: &Board) -> String {
     for r in &rows {
         line(&mut out, [&r[0], &r[1], &r[2], &r[3], &r[4]]);
     }
-    let count = |s| tasks.iter().filter(|t| t.status == s).count();
     let _ = write!(
         out,
-        "{} tasks: {} open, {} claimed, {} done (run {}, version {})",
+        "{} tasks: {} (run {}, version {})",
         tasks.len(),
-        count(TaskStatus::Open),
-        count(TaskStatus::Claimed),
-        count(TaskStatus::Done),
+        board.counts(),
         board.config.as_ref().map_or("?", |c| c.run.as_str()),
         board.seq.unwrap_or(0)
     );

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::board::{ago, TaskStatus};
+use crate::board::ago;
 use crate::context::Ctx;
 use crate::ledger::now;
 use crate::output::Report;
@@ -15,16 +15,13 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     let snap = ledger.snapshot()?;
     let board = snap.full_board()?;
     let now = now();
-    let count = |s| board.tasks.values().filter(|t| t.status == s).count();
+    let counts = board.counts();
     let mut text = format!(
-        "run {} at version {} ({}), lease {}s\ntasks: {} open, {} claimed, {} done\n",
+        "run {} at version {} ({}), lease {}s\ntasks: {counts}\n",
         snap.config.run,
         snap.seq,
         ledger.refname(),
         snap.config.claim_timeout_sec,
-        count(TaskStatus::Open),
-        count(TaskStatus::Claimed),
-        count(TaskStatus::Done),
     );
     if let Some(n) = &note {
         text.push_str(n);
@@ -71,11 +68,7 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         json!({
             "run": snap.config.run,
             "version": snap.seq,
-            "tasks": {
-                "open": count(TaskStatus::Open),
-                "claimed": count(TaskStatus::Claimed),
-                "done": count(TaskStatus::Done),
-            },
+            "tasks": counts,
             "instances": instances,
         }),
     ))
