@@ -836,7 +836,7 @@ pub enum RuleError {
     /// The board says no: exit code 3.
     Refused(Refusal),
     /// The event itself is wrong (unknown task, duplicate id, ...): exit code 1.
-    Invalid(String),
+    Invalid(Invalid),
 }
 
 impl From<Refusal> for RuleError {
@@ -845,17 +845,24 @@ impl From<Refusal> for RuleError {
     }
 }
 
+impl From<Invalid> for RuleError {
+    fn from(i: Invalid) -> Self {
+        RuleError::Invalid(i)
+    }
+}
+
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RuleError::Refused(r) => r.fmt(f),
-            RuleError::Invalid(s) => f.write_str(s),
+            RuleError::Invalid(i) => i.fmt(f),
         }
     }
 }
 
-/// An event the rules reject as wrong in itself (exit code 1); a typed error so a
-/// remote writer can tell it from a failure of git and re-check on a fresh tip.
+/// An event the rules reject as wrong in itself (exit code 1). Through anyhow it
+/// travels as itself, a typed error so a remote writer can tell it from a failure
+/// of git and re-check on a fresh tip, as a refusal travels as its [`Refusal`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid(pub String);
 
@@ -871,13 +878,13 @@ impl From<RuleError> for anyhow::Error {
     fn from(e: RuleError) -> Self {
         match e {
             RuleError::Refused(r) => anyhow::Error::new(r),
-            RuleError::Invalid(s) => anyhow::Error::new(Invalid(s)),
+            RuleError::Invalid(i) => anyhow::Error::new(i),
         }
     }
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, RuleError> {
-    Err(RuleError::Invalid(msg.into()))
+    Err(Invalid(msg.into()).into())
 }
 
 /// What a claim of a task would be right now.
@@ -907,7 +914,7 @@ pub fn check_claim(
             let holder = t
                 .claimed_by
                 .clone()
-                .ok_or_else(|| RuleError::Invalid(format!("{task} is claimed by nobody")))?;
+                .ok_or_else(|| Invalid(format!("{task} is claimed by nobody")))?;
             if &holder == claimer {
                 return Ok(ClaimKind::AlreadyMine);
             }
@@ -1058,7 +1065,7 @@ fn check_new_task(t: &NewTask) -> Result<(), RuleError> {
     check_text(&format!("title of {}", t.id), &t.title)?;
     for p in &t.paths {
         check_path(&format!("path glob of {}", t.id), p)?;
-        crate::glob::check(&format!("path glob of {}", t.id), p).map_err(RuleError::Invalid)?;
+        crate::glob::check(&format!("path glob of {}", t.id), p).map_err(Invalid)?;
     }
     if t.deps.contains(&t.id) {
         return invalid(format!("{} depends on itself", t.id));
@@ -1158,11 +1165,12 @@ fn check_plan(board: &Board, tasks: &[NewTask]) -> Result<(), RuleError> {
 
 fn sender_instance(event: &Event) -> Result<InstanceId, RuleError> {
     event.sender.parse().map_err(|_| {
-        RuleError::Invalid(format!(
+        Invalid(format!(
             "{} needs an instance identity (<role>#<n>), not {:?}",
             event.kind.type_name(),
             event.sender
         ))
+        .into()
     })
 }
 
@@ -1170,7 +1178,7 @@ fn existing<'a>(board: &'a Board, task: &TaskId) -> Result<&'a Task, RuleError> 
     board
         .tasks
         .get(task)
-        .ok_or_else(|| RuleError::Invalid(format!("no task {task} on this board")))
+        .ok_or_else(|| Invalid(format!("no task {task} on this board")).into())
 }
 
 /// Holder-only rule of `release` and `done`; `forced` must name the actual holder.
@@ -1264,7 +1272,7 @@ fn apply_plan(board: &Board, event: &Event, tasks: &[NewTask]) -> Result<Vec<Cha
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let pos = u32::try_from(i).map_err(|_| RuleError::Invalid("plan too big".into()))?;
+            let pos = u32::try_from(i).map_err(|_| Invalid("plan too big".into()))?;
             Ok(Change::Task(new_task(t, event.seq, pos, event.ts)))
         })
         .collect()
@@ -1442,7 +1450,7 @@ fn apply_progress(
 
 /// A channel message: a free type that is not mara's own, and real text.
 fn apply_message(kind: &str, text: &str) -> Result<Vec<Change>, RuleError> {
-    check_message_type(kind).map_err(RuleError::Invalid)?;
+    check_message_type(kind).map_err(Invalid)?;
     check_text("message", text)?;
     Ok(vec![])
 }

@@ -171,7 +171,7 @@ impl Run {
         let r = self.step(t, sender, kind);
         assert_eq!(self.board, before);
         match r {
-            Err(RuleError::Invalid(m)) => m,
+            Err(RuleError::Invalid(Invalid(m))) => m,
             other => panic!("{what}: expected Invalid, got {other:?}"),
         }
     }
@@ -249,7 +249,7 @@ fn seq_must_be_gapless() {
             kind: add("T1", &[]),
         };
         match apply(&r.board, &e) {
-            Err(RuleError::Invalid(m)) => assert!(m.contains("does not follow"), "{m}"),
+            Err(RuleError::Invalid(Invalid(m))) => assert!(m.contains("does not follow"), "{m}"),
             other => panic!("seq {seq}: {other:?}"),
         }
     }
@@ -288,7 +288,7 @@ fn events_before_init_are_invalid() {
             kind: kind.clone(),
         };
         match apply(&b, &e) {
-            Err(RuleError::Invalid(m)) => assert!(m.contains("no init"), "{kind:?}: {m}"),
+            Err(RuleError::Invalid(Invalid(m))) => assert!(m.contains("no init"), "{kind:?}: {m}"),
             other => panic!("{kind:?}: {other:?}"),
         }
     }
