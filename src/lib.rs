@@ -2,7 +2,8 @@
 //!
 //! The layering runs one way: [`board`] (model and rules, no I/O) ← [`ledger`] (the
 //! only writer of `refs/mara/<run>`) ← [`commands`] ← [`cli`] and `main`.
-//! [`output`] alone prints; [`context`] alone reads the environment.
+//! [`output`] alone prints; [`context`] alone reads the environment; [`error`] says
+//! how a command failed, and `main` alone prints it.
 
 pub mod backoff;
 pub mod board;
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod error;
 pub mod gitcmd;
 pub mod glob;
 pub mod hooks;

@@ -6,8 +6,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mara::board::Refusal;
 use mara::cli::{dispatch, Cli};
+use mara::error::{CommandError, ExitKind};
 use mara::output;
 
 fn main() -> ExitCode {
@@ -17,10 +17,10 @@ fn main() -> ExitCode {
             // clap prints help and version to stdout with exit 0, usage errors with 2.
             if !e.use_stderr() {
                 let _ = e.print();
-                return ExitCode::SUCCESS;
+                return exit(ExitKind::Done);
             }
             output::usage_error(&e.render().to_string());
-            return ExitCode::from(2);
+            return exit(ExitKind::Usage);
         }
     };
     mara::ledger::tune_libgit2();
@@ -30,20 +30,27 @@ fn main() -> ExitCode {
     let json = cli.json;
     match dispatch(cli) {
         Ok(report) => match output::print(&report, json) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Ok(()) => exit(ExitKind::Done),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit(ExitKind::Done),
             Err(e) => {
                 output::error(&format!("writing the output: {e}"), None);
-                ExitCode::from(1)
+                exit(ExitKind::Error)
             }
         },
         Err(e) => {
-            if let Some(r) = e.downcast_ref::<Refusal>() {
-                output::error(&r.to_string(), r.hint().as_deref());
-                return ExitCode::from(3);
+            let e = CommandError::from(e);
+            // The report of a failed command (verify's problems, integrate's
+            // conflicts, run's summary) goes to stdout as on success; a closed pipe
+            // does not change the exit code.
+            if let Some(report) = e.report() {
+                let _ = output::print(report, json);
             }
-            output::error(&format!("{e:#}"), None);
-            ExitCode::from(1)
+            output::error(&e.message(), e.hint().as_deref());
+            exit(e.kind())
         }
     }
+}
+
+fn exit(kind: ExitKind) -> ExitCode {
+    ExitCode::from(kind.code())
 }

@@ -39,9 +39,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use serde_path_to_error::Segment;
 
-use crate::board::Refusal;
 use crate::commands;
 use crate::context::Ctx;
+use crate::error::{CommandError, ExitKind};
 use crate::output::{self, Report};
 
 /// The protocol revision this server speaks; a client asking for another gets this.
@@ -411,16 +411,13 @@ fn tool_result(outcome: Result<Report>) -> Value {
             "isError": false,
         }),
         Err(e) => {
-            let (text, refused) = match e.downcast_ref::<Refusal>() {
-                Some(r) => (
-                    match r.hint() {
-                        Some(h) => format!("{r}\nhint: {h}"),
-                        None => r.to_string(),
-                    },
-                    true,
-                ),
-                None => (format!("{e:#}"), false),
+            // The same words and kind as the CLI's error and hint lines.
+            let e = CommandError::from(e);
+            let text = match e.hint() {
+                Some(h) => format!("{}\nhint: {h}", e.message()),
+                None => e.message(),
             };
+            let refused = e.kind() == ExitKind::Refused;
             json!({
                 "content": [{"type": "text", "text": output::scrub(&text)}],
                 "structuredContent": {"error": output::scrub(&text), "refused": refused},

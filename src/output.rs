@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use serde_json::Value;
 
 /// What a command produced: a text for people and a JSON value for scripts.
+#[derive(Debug)]
 pub struct Report {
     pub text: String,
     pub json: Value,

@@ -60,7 +60,7 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Ctx, args: DemoArgs) -> Result<Report> {
+pub fn run(_ctx: &Ctx, args: DemoArgs) -> Result<Report> {
     let started = Instant::now();
     let dir = match args.dir {
         Some(d) => {
@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> Result<Report> {
     if !problems.is_empty() {
         bail!("the demo's board does not verify: {}", problems.join("; "));
     }
-    let mut report = super::run::conclude(&ledger, &summary, ctx.json)?;
+    let mut report = super::run::conclude(&ledger, &summary)?;
     report.text = text;
     report.json = json!({
         "dir": dir, "repo": repo_dir, "run": run.as_str(), "events": events,

@@ -6,9 +6,10 @@ use clap::Args;
 
 use crate::board::{EventKind, Refusal};
 use crate::context::Ctx;
+use crate::error::CommandError;
 use crate::integrate::{self, Integration};
 use crate::ledger::Draft;
-use crate::output::{self, Report};
+use crate::output::Report;
 use crate::paths::{exclude_run_dirs, main_work_tree, open_run_dir};
 
 #[derive(Args, Debug)]
@@ -59,8 +60,9 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     );
     let n = result.conflict_count();
     if n > 0 {
-        let _ = output::print(&report, ctx.json);
-        return Err(Refusal::Conflicts { files: n }.into());
+        return Err(CommandError::new(Refusal::Conflicts { files: n })
+            .with_report(report)
+            .into());
     }
     Ok(report)
 }

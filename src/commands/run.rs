@@ -2,17 +2,18 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use serde_json::json;
 
 use crate::board::{self, Board, Event, EventKind, LockMode, RunConfig};
 use crate::config::SeedConfig;
 use crate::context::{live_progress, Ctx};
+use crate::error::CommandError;
 use crate::ids::RunId;
 use crate::ledger::{now, Draft, Ledger};
 use crate::orchestrator::{self, RunSpec, Summary};
-use crate::output::{self, Report};
+use crate::output::Report;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -177,29 +178,28 @@ pub fn summary_json(ledger: &Ledger, s: &Summary) -> serde_json::Value {
     })
 }
 
-/// Fails the command when an instance failed or the run was interrupted, after
-/// printing the summary.
-pub fn conclude(ledger: &Ledger, s: &Summary, json: bool) -> Result<Report> {
+/// The run's summary; a failure that carries it when an instance failed or the run
+/// was interrupted.
+pub fn conclude(ledger: &Ledger, s: &Summary) -> Result<Report> {
     let report = Report::new(summary_text(ledger, s)?, summary_json(ledger, s));
     let failed = s.failed();
-    if s.interrupted {
-        let _ = output::print(&report, json);
-        bail!(
+    let error = if s.interrupted {
+        anyhow!(
             "run {} was interrupted; every instance was stopped",
             ledger.run()
-        );
-    }
-    if let Some(first) = failed.first() {
-        let _ = output::print(&report, json);
-        bail!(
+        )
+    } else if let Some(first) = failed.first() {
+        anyhow!(
             "{} instance(s) failed: {} {}; its log: {}",
             failed.len(),
             first.id,
             first.reason.clone().unwrap_or_default(),
             first.place.log
-        );
-    }
-    Ok(report)
+        )
+    } else {
+        return Ok(report);
+    };
+    Err(CommandError::new(error).with_report(report).into())
 }
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<Report> {
@@ -210,5 +210,5 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<Report> {
         .identity(&repo)?
         .map_or_else(|| "orchestrator#1".to_owned(), |i| i.to_string());
     let (ledger, summary) = execute(repo, run, prep, sender)?;
-    conclude(&ledger, &summary, ctx.json)
+    conclude(&ledger, &summary)
 }

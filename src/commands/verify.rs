@@ -1,31 +1,29 @@
 //! `mara verify`: replay the log and check it reproduces the board.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use serde_json::json;
 
 use crate::context::Ctx;
-use crate::output::{self, Report};
+use crate::error::CommandError;
+use crate::output::Report;
 
 pub fn run(ctx: &Ctx) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let (problems, events) = ledger.verify()?;
     if !problems.is_empty() {
-        if ctx.json {
-            // Scripts get the problems as data too; the exit code stays 1.
-            let _ = output::print(
-                &Report::new(
-                    "",
-                    json!({ "ok": false, "events": events, "problems": problems }),
-                ),
-                true,
-            );
-        }
-        bail!(
+        let error = anyhow!(
             "{} is not sound ({} problem(s)):\n  {}",
             ledger.refname(),
             problems.len(),
             problems.join("\n  ")
         );
+        // Scripts get the problems as data too (people read them in the error);
+        // the exit code stays 1.
+        let report = Report::new(
+            "",
+            json!({ "ok": false, "events": events, "problems": problems }),
+        );
+        return Err(CommandError::new(error).with_report(report).into());
     }
     Ok(Report::new(
         format!(
