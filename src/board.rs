@@ -28,8 +28,18 @@ pub const DEFAULT_CLAIM_TIMEOUT_SEC: u64 = 300;
 /// a writer's clock, or further behind the event before it, is not built on.
 pub const DEFAULT_MAX_CLOCK_SKEW_SEC: u64 = 300;
 
-/// Largest `max_clock_skew_sec` a run may set: a week.
-pub const MAX_CLOCK_SKEW_SEC: u64 = 7 * 24 * 3600;
+/// Longest lease, clock skew or time limit a run may set: a week. Longer is almost
+/// surely a typo.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Whether a lease, clock skew or instance time limit of `sec` seconds is one we
+/// accept: 1 to [`MAX_SECONDS`]. The config file's checks and the rule's use it.
+pub fn seconds_in_range(sec: u64) -> bool {
+    (1..=MAX_SECONDS).contains(&sec)
+}
+
+/// Largest `max_clock_skew_sec` a run may set.
+pub const MAX_CLOCK_SKEW_SEC: u64 = MAX_SECONDS;
 
 /// Longest task title, post text or glob we store.
 const MAX_TEXT: usize = 4096;
@@ -599,12 +609,8 @@ impl Change {
         match self {
             Change::Config(_) => vec!["config.json".to_owned()],
             Change::Task(t) => t.id.board_path().to_vec(),
-            Change::Instance(i) => {
-                vec!["instances".to_owned(), format!("{}.json", i.id.file_stem())]
-            }
-            Change::Artifacts(id, _) => {
-                vec!["artifacts".to_owned(), format!("{}.json", id.file_stem())]
-            }
+            Change::Instance(i) => i.id.record_path().to_vec(),
+            Change::Artifacts(id, _) => id.artifacts_path().to_vec(),
         }
     }
 
@@ -1041,7 +1047,7 @@ fn check_path(what: &str, p: &str) -> Result<(), RuleError> {
 /// The run's settings are read by every clone: bounds that keep them harmless.
 fn check_config(c: &RunConfig) -> Result<(), RuleError> {
     if let Some(s) = c.max_clock_skew_sec {
-        if s == 0 || s > MAX_CLOCK_SKEW_SEC {
+        if !seconds_in_range(s) {
             return invalid(format!(
                 "max_clock_skew_sec is {s}; use 1 to {MAX_CLOCK_SKEW_SEC} seconds"
             ));

@@ -88,13 +88,9 @@ pub struct Outputs {
 }
 
 /// Longest lease we accept: a week. Longer is almost surely a typo.
-pub const MAX_CLAIM_TIMEOUT_SEC: u64 = 7 * 24 * 3600;
+pub const MAX_CLAIM_TIMEOUT_SEC: u64 = crate::board::MAX_SECONDS;
 
-/// Whether a lease, clock skew or instance time limit of `sec` seconds is one we
-/// accept: 1 to [`MAX_CLAIM_TIMEOUT_SEC`].
-pub fn seconds_in_range(sec: u64) -> bool {
-    (1..=MAX_CLAIM_TIMEOUT_SEC).contains(&sec)
-}
+pub use crate::board::seconds_in_range;
 
 impl SeedConfig {
     /// Reads and checks a config file; errors name the file and the key.

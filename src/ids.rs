@@ -152,6 +152,16 @@ impl InstanceId {
         format!("{}_{}", self.role, self.n)
     }
 
+    /// The board path of this instance's record: `instances/implementer_2.json`.
+    pub fn record_path(&self) -> [String; 2] {
+        ["instances".to_owned(), format!("{}.json", self.file_stem())]
+    }
+
+    /// The board path of this instance's artifacts: `artifacts/implementer_2.json`.
+    pub fn artifacts_path(&self) -> [String; 2] {
+        ["artifacts".to_owned(), format!("{}.json", self.file_stem())]
+    }
+
     /// Parses the file-name form `implementer_2`.
     pub fn from_file_stem(stem: &str) -> anyhow::Result<Self> {
         let (role, n) = stem

@@ -1677,8 +1677,8 @@ fn one_line_flattens_and_truncates() {
     assert!(s.chars().count() <= 72, "{s}");
 }
 
-/// BUG (board.rs `one_line`): text that fits exactly in `max` characters but has
-/// trailing whitespace gets an ellipsis as if it had been cut.
+/// Regression (board.rs `one_line`, fixed): text that fits exactly in `max`
+/// characters but had trailing whitespace got an ellipsis as if it had been cut.
 #[test]
 fn one_line_does_not_mark_trailing_whitespace_as_truncation() {
     assert_eq!(one_line("abc ", 3), "abc");
@@ -1784,11 +1784,12 @@ fn needs_lists_what_an_event_must_load() {
 }
 
 // ---------------------------------------------------------------------------
-// known bugs
+// regressions
 
-/// BUG (board.rs `Board::timeout`): a `claim_timeout_sec` above `i64::MAX / 1000`
-/// that still fits in an i64 makes `chrono::Duration::seconds` panic on the first
-/// claim of a held task. `init` accepts any u64.
+/// Regression (board.rs `Board::timeout`, fixed): a `claim_timeout_sec` above
+/// `i64::MAX / 1000` that still fits in an i64 made `chrono::Duration::seconds`
+/// panic on the first claim of a held task; a stored lease of any u64 now simply
+/// never ends.
 #[test]
 fn huge_claim_timeout_does_not_panic() {
     let mut r = abc(10_000_000_000_000_000);

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::board::EventKind;
 use crate::context::Ctx;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, RunId};
 use crate::integrate::{branch_instance, instance_branches};
 use crate::ledger::Draft;
 use crate::output::{self, Report};
@@ -46,85 +46,101 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     let snap = ledger.snapshot()?;
     let board = snap.full_board()?;
     let who = ctx.operator(repo)?;
-
-    // 1. What to copy. Nothing is written yet.
+    // Nothing is written until every copy is planned and every destination checked.
     let mut copies = vec![];
     for branch in instance_branches(repo, &run)? {
-        let id: InstanceId = branch_instance(&run, &branch).expect("listed as an instance branch");
-        let tip = repo
-            .find_branch(&branch, git2::BranchType::Local)?
-            .get()
-            .peel_to_tree()
-            .with_context(|| format!("reading branch {branch}"))?;
-        let recorded: BTreeSet<String> = board
-            .artifacts
-            .get(&id)
-            .map(|v| v.iter().map(|a| a.path.clone()).collect())
-            .unwrap_or_default();
-        let pattern = snap.config.artifact_name(&id);
-        let mut paths = recorded.clone();
-        if check_relative(&pattern).is_ok() && tip.get_path(std::path::Path::new(&pattern)).is_ok()
-        {
-            paths.insert(pattern.clone());
-        } else if let Err(why) = check_relative(&pattern) {
-            output::warn(&format!(
-                "the run's outputs.pattern gives {id} the file name {pattern:?}, which {why}; not collected"
-            ));
-        }
-        for path in paths {
-            let parts = match check_relative(&path) {
-                Ok(p) => p,
-                Err(why) => {
-                    output::warn(&format!(
-                        "{id} recorded artifact {path:?}, which {why}; skipped"
-                    ));
-                    continue;
-                }
-            };
-            let Ok(entry) = tip.get_path(std::path::Path::new(&path)) else {
-                output::warn(&format!(
-                    "{id} recorded artifact {path}, but branch {branch} has no such file; commit it there"
-                ));
-                continue;
-            };
-            let skip = match (entry.kind(), entry.filemode()) {
-                (Some(git2::ObjectType::Blob), 0o120000) => Some("a symbolic link"),
-                (Some(git2::ObjectType::Blob), _) => None,
-                (Some(git2::ObjectType::Commit), _) => Some("a submodule"),
-                (Some(git2::ObjectType::Tree), _) => Some("a folder"),
-                _ => Some("not a file"),
-            };
-            if let Some(what) = skip {
-                output::warn(&format!(
-                    "branch {branch}: {path} is {what}, not a file; collect copies regular files only, skipped"
-                ));
-                continue;
-            }
-            let blob = repo
-                .find_blob(entry.id())
-                .with_context(|| format!("reading {path} on branch {branch}"))?;
-            let mut dest: Vec<String> = vec![];
-            if path != pattern {
-                dest.push(id.file_stem());
-            }
-            dest.extend(parts.iter().map(|p| (*p).to_owned()));
-            copies.push(Copy {
-                new: !recorded.contains(&path),
-                id: id.clone(),
-                branch: branch.clone(),
-                path,
-                dest,
-                blob: blob.id(),
-                size: blob.size(),
-            });
-        }
+        copies.extend(plan_branch(repo, &snap.config, &board, &run, &branch)?);
     }
+    check_destinations(&work_tree, &run, &copies)?;
+    write_copies(&ledger, &who, &work_tree, &copies)
+}
 
-    // 2. Every destination's folders, as far as they exist: a symbolic link or a
-    // file on the way, a folder where a file goes, or one copy's file where another
-    // needs a folder refuses the collect before anything is written.
+/// Step 1: what to copy from one instance branch: its recorded artifacts and the file
+/// `outputs.pattern` names, each a checked relative path to a regular file.
+fn plan_branch(
+    repo: &git2::Repository,
+    config: &crate::board::RunConfig,
+    board: &crate::board::Board,
+    run: &RunId,
+    branch: &str,
+) -> Result<Vec<Copy>> {
+    let id: InstanceId = branch_instance(run, branch).expect("listed as an instance branch");
+    let tip = repo
+        .find_branch(branch, git2::BranchType::Local)?
+        .get()
+        .peel_to_tree()
+        .with_context(|| format!("reading branch {branch}"))?;
+    let recorded: BTreeSet<String> = board
+        .artifacts
+        .get(&id)
+        .map(|v| v.iter().map(|a| a.path.clone()).collect())
+        .unwrap_or_default();
+    let pattern = config.artifact_name(&id);
+    let mut paths = recorded.clone();
+    if check_relative(&pattern).is_ok() && tip.get_path(std::path::Path::new(&pattern)).is_ok() {
+        paths.insert(pattern.clone());
+    } else if let Err(why) = check_relative(&pattern) {
+        output::warn(&format!(
+            "the run's outputs.pattern gives {id} the file name {pattern:?}, which {why}; not collected"
+        ));
+    }
+    let mut copies = vec![];
+    for path in paths {
+        let parts = match check_relative(&path) {
+            Ok(p) => p,
+            Err(why) => {
+                output::warn(&format!(
+                    "{id} recorded artifact {path:?}, which {why}; skipped"
+                ));
+                continue;
+            }
+        };
+        let Ok(entry) = tip.get_path(std::path::Path::new(&path)) else {
+            output::warn(&format!(
+                "{id} recorded artifact {path}, but branch {branch} has no such file; commit it there"
+            ));
+            continue;
+        };
+        let skip = match (entry.kind(), entry.filemode()) {
+            (Some(git2::ObjectType::Blob), 0o120000) => Some("a symbolic link"),
+            (Some(git2::ObjectType::Blob), _) => None,
+            (Some(git2::ObjectType::Commit), _) => Some("a submodule"),
+            (Some(git2::ObjectType::Tree), _) => Some("a folder"),
+            _ => Some("not a file"),
+        };
+        if let Some(what) = skip {
+            output::warn(&format!(
+                "branch {branch}: {path} is {what}, not a file; collect copies regular files only, skipped"
+            ));
+            continue;
+        }
+        let blob = repo
+            .find_blob(entry.id())
+            .with_context(|| format!("reading {path} on branch {branch}"))?;
+        let mut dest: Vec<String> = vec![];
+        if path != pattern {
+            dest.push(id.file_stem());
+        }
+        dest.extend(parts.iter().map(|p| (*p).to_owned()));
+        copies.push(Copy {
+            new: !recorded.contains(&path),
+            id: id.clone(),
+            branch: branch.to_owned(),
+            path,
+            dest,
+            blob: blob.id(),
+            size: blob.size(),
+        });
+    }
+    Ok(copies)
+}
+
+/// Step 2: every destination's folders, as far as they exist: a symbolic link or a
+/// file on the way, a folder where a file goes, or one copy's file where another
+/// needs a folder refuses the collect before anything is written.
+fn check_destinations(work_tree: &std::path::Path, run: &RunId, copies: &[Copy]) -> Result<()> {
     let files: BTreeSet<&[String]> = copies.iter().map(|c| c.dest.as_slice()).collect();
-    for c in &copies {
+    for c in copies {
         if let Some(depth) = (1..c.dest.len()).find(|d| files.contains(&c.dest[..*d])) {
             bail!(
                 "outputs/{} would be a file (an artifact) and a folder (for {} of {}); rename one of them",
@@ -134,10 +150,10 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
             );
         }
     }
-    let root = SafeDir::open(&work_tree)?;
+    let root = SafeDir::open(work_tree)?;
     let outputs_rel = [RUNS_DIR, run.as_str(), "outputs"];
     if let Some(outputs) = root.descend(&outputs_rel, false)? {
-        for c in &copies {
+        for c in copies {
             let (name, folders) = c.dest.split_last().expect("a path has a component");
             let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
             if let Some(dir) = outputs.descend(&folders, false)? {
@@ -153,14 +169,24 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
             }
         }
     }
+    Ok(())
+}
 
-    // 3. Write, then record the artifacts the board does not have yet.
+/// Step 3: writes the copies, then records the artifacts the board does not have yet.
+fn write_copies(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    work_tree: &std::path::Path,
+    copies: &[Copy],
+) -> Result<Report> {
+    let repo = ledger.repo();
+    let run = ledger.run();
     exclude_run_dirs(repo)?;
-    let outputs = open_run_dir(&work_tree, &run, &["outputs"])?;
+    let outputs = open_run_dir(work_tree, run, &["outputs"])?;
     let out_dir = outputs.path().to_path_buf();
     let mut rows = vec![];
     let mut text = String::new();
-    for c in &copies {
+    for c in copies {
         let (name, folders) = c.dest.split_last().expect("a path has a component");
         let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
         let dir = outputs
@@ -174,7 +200,7 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
                 path: c.path.clone(),
                 branch: Some(c.branch.clone()),
             };
-            ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
+            ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
         }
         text.push_str(&format!(
             "{:<16} {:<32} {:>7} B  -> {}\n",

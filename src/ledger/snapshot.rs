@@ -61,14 +61,13 @@ impl<'l> Snapshot<'l> {
         if let Some(i) = self.instances.borrow().get(id) {
             return Ok(i.clone());
         }
-        let i: Option<RoleInstance> =
-            self.read_json(&["instances".to_owned(), format!("{}.json", id.file_stem())])?;
+        let i: Option<RoleInstance> = self.read_json(&id.record_path())?;
         self.instances.borrow_mut().insert(id.clone(), i.clone());
         Ok(i)
     }
 
     fn artifacts(&self, id: &InstanceId) -> Result<Option<Vec<Artifact>>> {
-        self.read_json(&["artifacts".to_owned(), format!("{}.json", id.file_stem())])
+        self.read_json(&id.artifacts_path())
     }
 
     fn empty_board(&self) -> Board {
