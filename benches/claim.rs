@@ -12,24 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{append, big_board, git, knob, mara, median, ms, p90, repo, tasks, MARA};
+use support::{append, big_board, git, knob, mara, median, ms, p90, release, repo, tasks, MARA};
 
 use mara::board::EventKind;
 use mara::ledger::Ledger;
-
-fn release(dir: &Path, task: &str) {
-    let repo = git2::Repository::open(dir).expect("open");
-    let ledger = Ledger::open(repo, "bench".parse().expect("run id")).expect("ledger");
-    append(
-        &ledger,
-        "implementer#1",
-        EventKind::Release {
-            task: task.parse().expect("valid"),
-            forced: None,
-            reason: None,
-        },
-    );
-}
 
 fn main() {
     mara::ledger::tune_libgit2();

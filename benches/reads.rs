@@ -15,24 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{append, big_board, knob, mara, median, ms, repo, timed};
-
-use mara::board::EventKind;
-use mara::ledger::Ledger;
-
-fn release(dir: &Path, task: &str) {
-    let repo = git2::Repository::open(dir).expect("open");
-    let ledger = Ledger::open(repo, "bench".parse().expect("run id")).expect("ledger");
-    append(
-        &ledger,
-        "implementer#1",
-        EventKind::Release {
-            task: task.parse().expect("valid"),
-            forced: None,
-            reason: None,
-        },
-    );
-}
+use support::{big_board, knob, mara, median, ms, release, repo, timed};
 
 fn git_timed(dir: &Path, args: &[&str]) -> Duration {
     timed(Command::new("git").args(args).current_dir(dir))
