@@ -20,6 +20,8 @@ work() {
   while :; do
     out=$(mara claim --next --json)
     rc=$?
+    # 4: nothing left for this role: the agent's part of the run is over.
+    [ "$rc" -eq 4 ] && break
     if [ "$rc" -eq 3 ]; then
       # Nothing ready. Tasks may open up when others finish their deps;
       # stop once no task is open any more.

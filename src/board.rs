@@ -41,6 +41,9 @@ pub fn seconds_in_range(sec: u64) -> bool {
 /// Largest `max_clock_skew_sec` a run may set.
 pub const MAX_CLOCK_SKEW_SEC: u64 = MAX_SECONDS;
 
+/// Longest task body we store (a task's description and acceptance criteria).
+const MAX_BODY: usize = 64 * 1024;
+
 /// Longest task title, post text or glob we store.
 const MAX_TEXT: usize = 4096;
 
@@ -74,6 +77,12 @@ pub struct RunConfig {
     /// event before it (default [`DEFAULT_MAX_CLOCK_SKEW_SEC`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_clock_skew_sec: Option<u64>,
+    /// The role that reviews done tasks; without it there is no review step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_role: Option<String>,
+    /// Longest pause between fetches of a waiting command in remote mode (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_sec: Option<u64>,
 }
 
 impl RunConfig {
@@ -115,7 +124,18 @@ impl RunConfig {
 pub enum TaskStatus {
     Open,
     Claimed,
+    /// Done by its holder, waiting for a reviewer (only with `review_role` set).
+    Review,
     Done,
+    /// Taken off the plan: neither claimable nor a satisfied dependency.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether nothing more will happen to the task.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Done | TaskStatus::Cancelled)
+    }
 }
 
 impl fmt::Display for TaskStatus {
@@ -123,7 +143,9 @@ impl fmt::Display for TaskStatus {
         f.write_str(match self {
             TaskStatus::Open => "open",
             TaskStatus::Claimed => "claimed",
+            TaskStatus::Review => "review",
             TaskStatus::Done => "done",
+            TaskStatus::Cancelled => "cancelled",
         })
     }
 }
@@ -150,6 +172,39 @@ pub struct Task {
     pub done_at: Option<Ts>,
     #[serde(default)]
     pub artifact: Option<String>,
+    /// What to do and how to tell it is done (markdown), for whoever claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Only instances of this role may claim it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Higher first in `claim --next`; then board order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
+    /// The commit holding the task's work, recorded by `done`, and its branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The holder's note at `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The reviewer who holds the review (status `review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<InstanceId>,
+    /// How many times a reviewer sent it back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sent_back: u32,
+    /// After changes were requested: its previous holder, who has the first claim
+    /// on it until `claim_timeout_sec` after `reopened_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rework_by: Option<InstanceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_at: Option<Ts>,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 impl Task {
@@ -169,6 +224,15 @@ pub struct NewTask {
     pub deps: Vec<TaskId>,
     #[serde(default)]
     pub paths: Vec<String>,
+    /// What to do and how to tell it is done (markdown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Only instances of this role may claim it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Higher first in `claim --next`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
     /// Accepted so a seed board can be fed back as a plan; must be `open`.
     #[serde(default, skip_serializing)]
     pub status: Option<TaskStatus>,
@@ -276,13 +340,59 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Complete a task. `forced` names the holder when someone else completed it.
+    /// Complete a task. `forced` names the holder when someone else completed it;
+    /// `commit` (on `branch`) holds the task's work.
     Done {
         task: TaskId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         artifact: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         forced: Option<InstanceId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Change a task: an open one in any field, a claimed one only by its holder
+    /// adding paths.
+    #[serde(rename = "task_edit")]
+    TaskEdit {
+        task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paths: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        add_paths: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deps: Option<Vec<TaskId>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<i64>,
+    },
+    /// Take a task off the plan; `drop_deps` also removes it from its dependents'
+    /// deps.
+    #[serde(rename = "task_cancel")]
+    TaskCancel {
+        task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        drop_deps: bool,
+    },
+    /// A reviewer's verdict on a task awaiting review. Stored as `verdict`: a
+    /// `review` was (and stays) a message type that runs before reviews used.
+    #[serde(rename = "verdict")]
+    Review {
+        task: TaskId,
+        verdict: Verdict,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Stored with the payload `{}`, which serde gives a unit variant only this way.
     #[serde(with = "empty_payload")]
@@ -327,6 +437,13 @@ pub enum EventKind {
     Message {
         kind: String,
         text: String,
+        /// Who it is for: an instance (`implementer#2`) or a role (`reviewer`);
+        /// everyone when absent.
+        to: Option<String>,
+        /// The task it is about: it joins the task's thread.
+        task: Option<TaskId>,
+        /// The seq of the message it answers.
+        reply_to: Option<u64>,
     },
 }
 
@@ -385,6 +502,14 @@ pub fn reserved_types() -> &'static [&'static str] {
     })
 }
 
+/// What a reviewer decided.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Changes,
+}
+
 impl EventKind {
     /// The stored `type`.
     pub fn type_name(&self) -> &str {
@@ -396,6 +521,9 @@ impl EventKind {
             EventKind::Reclaim { .. } => "reclaim",
             EventKind::Release { .. } => "release",
             EventKind::Done { .. } => "done",
+            EventKind::TaskEdit { .. } => "task_edit",
+            EventKind::TaskCancel { .. } => "task_cancel",
+            EventKind::Review { .. } => "verdict",
             EventKind::Heartbeat => "heartbeat",
             EventKind::Status { .. } => "instance",
             EventKind::Progress { .. } => "progress",
@@ -413,8 +541,14 @@ impl EventKind {
             EventKind::Claim { task }
             | EventKind::Reclaim { task, .. }
             | EventKind::Release { task, .. }
-            | EventKind::Done { task, .. } => vec![task],
+            | EventKind::Done { task, .. }
+            | EventKind::TaskEdit { task, .. }
+            | EventKind::TaskCancel { task, .. }
+            | EventKind::Review { task, .. } => vec![task],
             EventKind::Progress {
+                task: Some(task), ..
+            } => vec![task],
+            EventKind::Message {
                 task: Some(task), ..
             } => vec![task],
             _ => vec![],
@@ -464,24 +598,53 @@ enum StoredKind<'a> {
     Message {
         #[serde(rename = "type")]
         kind: &'a str,
-        payload: Note<&'a str>,
+        payload: Note<'a>,
     },
 }
 
-/// A message's payload.
-#[derive(Serialize, Deserialize)]
+/// A message's payload, as written.
+#[derive(Serialize)]
+struct Note<'a> {
+    note: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a TaskId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
+}
+
+/// A message's payload, as read.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Note<T> {
-    note: T,
+struct ReadNote {
+    note: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    task: Option<TaskId>,
+    #[serde(default)]
+    reply_to: Option<u64>,
 }
 
 impl Event {
     /// The event as the seed's JSON-lines channel shows it.
     pub fn to_json(&self) -> Value {
         let kind = match &self.kind {
-            EventKind::Message { kind, text } => StoredKind::Message {
+            EventKind::Message {
                 kind,
-                payload: Note { note: text },
+                text,
+                to,
+                task,
+                reply_to,
+            } => StoredKind::Message {
+                kind,
+                payload: Note {
+                    note: text,
+                    to: to.as_deref(),
+                    task: task.as_ref(),
+                    reply_to: *reply_to,
+                },
             },
             own => StoredKind::Own(own),
         };
@@ -500,9 +663,13 @@ impl Event {
         let kind = if reserved_types().contains(&raw.kind.as_str()) {
             EventKind::deserialize(json!({ "type": raw.kind, "payload": raw.payload }))?
         } else {
+            let note = ReadNote::deserialize(raw.payload)?;
             EventKind::Message {
-                text: Note::<String>::deserialize(raw.payload)?.note,
+                text: note.note,
                 kind: raw.kind,
+                to: note.to,
+                task: note.task,
+                reply_to: note.reply_to,
             }
         };
         Ok(Event {
@@ -536,6 +703,12 @@ impl Event {
                 Some(h) => format!("done {task} by {by} (forced, held by {h})"),
                 None => format!("done {task} by {by}"),
             },
+            EventKind::TaskEdit { task, .. } => format!("edit {task} by {by}"),
+            EventKind::TaskCancel { task, .. } => format!("cancel {task} by {by}"),
+            EventKind::Review { task, verdict, .. } => match verdict {
+                Verdict::Approve => format!("review {task} by {by}: approved"),
+                Verdict::Changes => format!("review {task} by {by}: changes requested"),
+            },
             EventKind::Heartbeat => format!("heartbeat by {by}"),
             EventKind::Status {
                 instance, status, ..
@@ -555,7 +728,7 @@ impl Event {
                     None => format!("progress by {by}: commit {}", one_line(&short, 10)),
                 }
             }
-            EventKind::Message { kind, text } => {
+            EventKind::Message { kind, text, .. } => {
                 format!("{} by {by}: {}", one_line(kind, 32), one_line(text, 72))
             }
         }
@@ -596,6 +769,8 @@ pub struct Board {
 
 /// One file of the board tree written by an event.
 #[derive(Clone, Debug, PartialEq)]
+// Changes live for one event, a handful at a time: boxing the task buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Config(RunConfig),
     Task(Task),
@@ -664,6 +839,23 @@ impl Board {
             .collect()
     }
 
+    /// The role that reviews done tasks, when the run has a review step.
+    pub fn review_role(&self) -> Option<&str> {
+        self.config.as_ref().and_then(|c| c.review_role.as_deref())
+    }
+
+    /// Whether `t` is, or may still become, work for `who`: unfinished, and for its
+    /// role (a reviewer's work is every unfinished task, which may come to review).
+    pub fn may_become_ready(&self, t: &Task, who: &InstanceId) -> bool {
+        if t.status.is_final() {
+            return false;
+        }
+        if self.review_role() == Some(who.role()) {
+            return true;
+        }
+        t.role.as_deref().is_none_or(|r| r == who.role())
+    }
+
     /// How many tasks are open, claimed and done. Needs a full board.
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
@@ -672,6 +864,8 @@ impl Board {
                 TaskStatus::Open => c.open += 1,
                 TaskStatus::Claimed => c.claimed += 1,
                 TaskStatus::Done => c.done += 1,
+                TaskStatus::Review => c.review += 1,
+                TaskStatus::Cancelled => c.cancelled += 1,
             }
         }
         c
@@ -706,6 +900,11 @@ pub struct Counts {
     pub open: usize,
     pub claimed: usize,
     pub done: usize,
+    /// Done and awaiting review (shown only when there are any).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub review: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cancelled: usize,
 }
 
 impl fmt::Display for Counts {
@@ -714,7 +913,14 @@ impl fmt::Display for Counts {
             f,
             "{} open, {} claimed, {} done",
             self.open, self.claimed, self.done
-        )
+        )?;
+        if self.review > 0 {
+            write!(f, ", {} awaiting review", self.review)?;
+        }
+        if self.cancelled > 0 {
+            write!(f, ", {} cancelled", self.cancelled)?;
+        }
+        Ok(())
     }
 }
 
@@ -752,6 +958,41 @@ pub enum Refusal {
     Conflicts {
         files: usize,
     },
+    /// Nothing can become ready for this role any more: exit code 4, "stop".
+    NothingLeft {
+        role: String,
+    },
+    /// The task is for another role.
+    WrongRole {
+        task: TaskId,
+        role: String,
+        who: InstanceId,
+    },
+    /// The task was sent back; its previous holder has the first claim on it.
+    Reserved {
+        task: TaskId,
+        holder: InstanceId,
+        until: Ts,
+        now: Ts,
+    },
+    Cancelled {
+        task: TaskId,
+    },
+    /// Reviewing needs a task that is done and awaits review.
+    NotInReview {
+        task: TaskId,
+        status: TaskStatus,
+    },
+    /// Other tasks depend on the task to cancel.
+    HasDependents {
+        task: TaskId,
+        dependents: Vec<TaskId>,
+    },
+    /// A claimed task changes only by its holder adding paths.
+    NotOpen {
+        task: TaskId,
+        status: TaskStatus,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -787,6 +1028,32 @@ impl fmt::Display for Refusal {
                     "{files} file(s) in conflict; nothing was resolved silently"
                 )
             }
+            Refusal::NothingLeft { role } => {
+                write!(f, "nothing left: no task that a {role} may take is open, claimed or awaiting review")
+            }
+            Refusal::WrongRole { task, role, who } => {
+                write!(f, "{task} is for the {role} role, not for {who}")
+            }
+            Refusal::Reserved {
+                task,
+                holder,
+                until,
+                now,
+            } => write!(
+                f,
+                "{task} was sent back to {holder}, who has the first claim on it for another {}",
+                ago(*until - *now)
+            ),
+            Refusal::Cancelled { task } => write!(f, "{task} is cancelled"),
+            Refusal::NotInReview { task, status } => {
+                write!(f, "{task} is {status}, not done and awaiting review")
+            }
+            Refusal::HasDependents { task, dependents } => {
+                write!(f, "{} depend(s) on {task}", join(dependents))
+            }
+            Refusal::NotOpen { task, status } => {
+                write!(f, "{task} is {status}; only an open task can be edited")
+            }
             Refusal::NothingReady { waiting, held } => {
                 write!(
                     f,
@@ -811,7 +1078,20 @@ impl Refusal {
                 "only the holder may do this; `--force` overrides and the log records who forced it"
                     .into(),
             ),
-            Refusal::NothingReady { .. } => Some("see `mara board`".into()),
+            Refusal::NothingReady { .. } => {
+                Some("wait for work with `mara claim --next --wait 600`".into())
+            }
+            Refusal::NothingLeft { .. } => Some("your part of the run is over: stop".into()),
+            Refusal::WrongRole { .. } | Refusal::Reserved { .. } | Refusal::Cancelled { .. } => {
+                Some("take another with `mara claim --next`".into())
+            }
+            Refusal::NotInReview { task, .. } => Some(format!("see where it stands: `mara show {task}`")),
+            Refusal::HasDependents { task, .. } => Some(format!(
+                "cancel or edit its dependents first, or `mara task cancel {task} --drop-deps` (logged)"
+            )),
+            Refusal::NotOpen { task, .. } => Some(format!(
+                "its holder may add paths with `mara task edit {task} --add-path GLOB`"
+            )),
             Refusal::Conflicts { .. } => Some(
                 "read the report (integrator.md), resolve on the conflicts branch, and run `mara integrate` again".into(),
             ),
@@ -904,7 +1184,9 @@ pub enum ClaimKind {
     AlreadyMine,
 }
 
-/// The claim rule: exists, not done, not held by a live instance, deps all done.
+/// The claim rule: exists, not done or cancelled, for the claimer's role, not held
+/// by a live instance, not reserved for its previous holder after a review sent it
+/// back, deps all done. A task awaiting review is the review role's to claim.
 pub fn check_claim(
     board: &Board,
     task: &TaskId,
@@ -914,32 +1196,73 @@ pub fn check_claim(
     let Some(t) = board.tasks.get(task) else {
         return invalid(format!("no task {task} on this board"));
     };
+    let held = |holder: &InstanceId, since: Option<Ts>| -> Result<ClaimKind, RuleError> {
+        if holder == claimer {
+            return Ok(ClaimKind::AlreadyMine);
+        }
+        let expired = board
+            .instances
+            .get(holder)
+            .is_some_and(|h| now - h.last_seen > board.timeout());
+        if !expired {
+            return Err(Refusal::Held {
+                task: task.clone(),
+                holder: holder.clone(),
+                claimed_at: since,
+                now,
+            }
+            .into());
+        }
+        Ok(ClaimKind::Expired {
+            previous: holder.clone(),
+        })
+    };
     match t.status {
         TaskStatus::Done => return Err(Refusal::AlreadyDone { task: task.clone() }.into()),
-        TaskStatus::Claimed => {
-            let holder = t
-                .claimed_by
-                .clone()
-                .ok_or_else(|| Invalid(format!("{task} is claimed by nobody")))?;
-            if &holder == claimer {
-                return Ok(ClaimKind::AlreadyMine);
-            }
-            let expired = board
-                .instances
-                .get(&holder)
-                .is_some_and(|h| now - h.last_seen > board.timeout());
-            if !expired {
-                return Err(Refusal::Held {
+        TaskStatus::Cancelled => return Err(Refusal::Cancelled { task: task.clone() }.into()),
+        TaskStatus::Review => {
+            let role = board.review_role().unwrap_or_default();
+            if claimer.role() != role {
+                return Err(Refusal::WrongRole {
                     task: task.clone(),
-                    holder,
-                    claimed_at: t.claimed_at,
-                    now,
+                    role: role.to_owned(),
+                    who: claimer.clone(),
                 }
                 .into());
             }
-            return Ok(ClaimKind::Expired { previous: holder });
+            return match &t.reviewer {
+                None => Ok(ClaimKind::Fresh),
+                Some(r) => held(r, t.done_at),
+            };
         }
-        TaskStatus::Open => {}
+        TaskStatus::Claimed | TaskStatus::Open => {}
+    }
+    if let Some(role) = t.role.as_deref().filter(|r| *r != claimer.role()) {
+        return Err(Refusal::WrongRole {
+            task: task.clone(),
+            role: role.to_owned(),
+            who: claimer.clone(),
+        }
+        .into());
+    }
+    if t.status == TaskStatus::Claimed {
+        let holder = t
+            .claimed_by
+            .clone()
+            .ok_or_else(|| Invalid(format!("{task} is claimed by nobody")))?;
+        return held(&holder, t.claimed_at);
+    }
+    if let (Some(first), Some(at)) = (&t.rework_by, t.reopened_at) {
+        let until = at + board.timeout();
+        if first != claimer && now < until {
+            return Err(Refusal::Reserved {
+                task: task.clone(),
+                holder: first.clone(),
+                until,
+                now,
+            }
+            .into());
+        }
     }
     let waiting: Vec<TaskId> = t
         .deps
@@ -957,18 +1280,32 @@ pub fn check_claim(
     Ok(ClaimKind::Fresh)
 }
 
-/// The first task in board order that `claimer` could claim now. Needs a full board.
+/// The task `claimer` should take now: of those it could claim, the highest
+/// priority, then the first in board order. Needs a full board. When none is
+/// ready, says whether one still may become ready for the claimer's role
+/// ([`Refusal::NothingReady`], "wait") or not ([`Refusal::NothingLeft`], "stop").
 pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId, Refusal> {
     let (mut waiting, mut held) = (0, 0);
-    for t in board.ordered_tasks() {
+    let mut tasks = board.ordered_tasks();
+    // Stable: equal priorities keep board order.
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.priority));
+    let mut later = false;
+    for t in tasks {
         match check_claim(board, &t.id, claimer, now) {
             Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) => return Ok(t.id.clone()),
-            Err(RuleError::Refused(Refusal::Held { .. })) => held += 1,
+            Err(RuleError::Refused(Refusal::Held { .. } | Refusal::Reserved { .. })) => held += 1,
             Err(RuleError::Refused(Refusal::Waiting { .. })) => waiting += 1,
             _ => {}
         }
+        later |= board.may_become_ready(t, claimer);
     }
-    Err(Refusal::NothingReady { waiting, held })
+    if later {
+        Err(Refusal::NothingReady { waiting, held })
+    } else {
+        Err(Refusal::NothingLeft {
+            role: claimer.role().to_owned(),
+        })
+    }
 }
 
 /// The ids an event needs loaded before [`apply`] can judge it: its tasks (and, once
@@ -998,6 +1335,7 @@ pub fn needs_after(event: &EventKind, board: &Board) -> (Vec<TaskId>, Vec<Instan
                 tasks.extend(t.deps.iter().cloned());
             }
             instances.extend(t.claimed_by.iter().cloned());
+            instances.extend(t.reviewer.iter().cloned());
         }
     }
     (tasks, instances)
@@ -1064,6 +1402,12 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
     if let Some(p) = &c.outputs_pattern {
         check_path("outputs.pattern", p)?;
     }
+    if let Some(r) = &c.review_role {
+        check_role(r)?;
+    }
+    if let Some(s) = c.poll_sec.filter(|s| !seconds_in_range(*s)) {
+        return invalid(format!("poll_sec is {s}; use 1 to {MAX_SECONDS} seconds"));
+    }
     Ok(())
 }
 
@@ -1106,6 +1450,16 @@ fn new_task(t: &NewTask, seq: u64, position: u32, ts: Ts) -> Task {
         claimed_at: None,
         done_at: None,
         artifact: None,
+        body: t.body.clone(),
+        role: t.role.clone(),
+        priority: t.priority,
+        commit: None,
+        branch: None,
+        note: None,
+        reviewer: None,
+        sent_back: 0,
+        rework_by: None,
+        reopened_at: None,
     }
 }
 
@@ -1237,7 +1591,26 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             task,
             artifact,
             forced,
-        } => apply_done(board, event, task, artifact.as_deref(), forced)?,
+            commit,
+            branch,
+            note,
+        } => apply_done(
+            board,
+            event,
+            task,
+            artifact.as_deref(),
+            forced,
+            [commit, branch, note],
+        )?,
+        EventKind::TaskEdit { .. } => apply_edit(board, event)?,
+        EventKind::TaskCancel {
+            task, drop_deps, ..
+        } => apply_cancel(board, task, *drop_deps)?,
+        EventKind::Review {
+            task,
+            verdict,
+            note,
+        } => apply_review(board, event, task, *verdict, note.as_deref())?,
         EventKind::Heartbeat => apply_heartbeat(event)?,
         EventKind::Status {
             instance,
@@ -1256,7 +1629,21 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         EventKind::Progress { commit, task } => {
             apply_progress(board, event, commit, task.as_ref())?
         }
-        EventKind::Message { kind, text } => apply_message(kind, text)?,
+        EventKind::Message {
+            kind,
+            text,
+            to,
+            task,
+            reply_to,
+        } => apply_message(
+            board,
+            event,
+            kind,
+            text,
+            to.as_deref(),
+            task.as_ref(),
+            *reply_to,
+        )?,
     };
     renew_lease(board, event, &mut changes);
     Ok(changes)
@@ -1306,9 +1693,16 @@ fn apply_claim(
         _ => return invalid(format!("{task} is not held by an expired instance")),
     }
     let mut t = existing(board, task)?.clone();
-    t.status = TaskStatus::Claimed;
-    t.claimed_by = Some(me);
-    t.claimed_at = Some(event.ts);
+    if t.status == TaskStatus::Review {
+        // A reviewer takes the review; the task keeps its holder.
+        t.reviewer = Some(me);
+    } else {
+        t.status = TaskStatus::Claimed;
+        t.claimed_by = Some(me);
+        t.claimed_at = Some(event.ts);
+        t.rework_by = None;
+        t.reopened_at = None;
+    }
     Ok(vec![Change::Task(t)])
 }
 
@@ -1321,7 +1715,10 @@ fn apply_release(
 ) -> Result<Vec<Change>, RuleError> {
     let t = existing(board, task)?;
     match t.status {
-        TaskStatus::Done => return Err(Refusal::AlreadyDone { task: task.clone() }.into()),
+        TaskStatus::Done | TaskStatus::Review => {
+            return Err(Refusal::AlreadyDone { task: task.clone() }.into())
+        }
+        TaskStatus::Cancelled => return Err(Refusal::Cancelled { task: task.clone() }.into()),
         TaskStatus::Open => return Err(Refusal::NotClaimed { task: task.clone() }.into()),
         TaskStatus::Claimed => {}
     }
@@ -1341,16 +1738,42 @@ fn apply_done(
     task: &TaskId,
     artifact: Option<&str>,
     forced: &Option<InstanceId>,
+    [commit, branch, note]: [&Option<String>; 3],
 ) -> Result<Vec<Change>, RuleError> {
     let t = existing(board, task)?;
-    if t.status == TaskStatus::Done {
-        return Err(Refusal::AlreadyDone { task: task.clone() }.into());
+    match t.status {
+        TaskStatus::Done | TaskStatus::Review => {
+            return Err(Refusal::AlreadyDone { task: task.clone() }.into())
+        }
+        TaskStatus::Cancelled => return Err(Refusal::Cancelled { task: task.clone() }.into()),
+        TaskStatus::Open | TaskStatus::Claimed => {}
     }
     let holder = check_holder(t, event, forced)?;
+    if let Some(c) = commit {
+        check_commit_id("done", c)?;
+    }
+    if let Some(b) = branch {
+        check_text("branch", b)?;
+    }
+    if let Some(n) = note {
+        check_text("note", n)?;
+    }
     let mut t = t.clone();
-    t.status = TaskStatus::Done;
+    // With a review step, done means "ready for review"; dependents wait for the
+    // approval.
+    t.status = if board.review_role().is_some() {
+        TaskStatus::Review
+    } else {
+        TaskStatus::Done
+    };
     t.done_at = Some(event.ts);
     t.claimed_by = holder;
+    t.reviewer = None;
+    t.rework_by = None;
+    t.reopened_at = None;
+    t.commit.clone_from(commit);
+    t.branch.clone_from(branch);
+    t.note.clone_from(note);
     let mut changes = vec![];
     if let Some(path) = artifact {
         check_path("artifact path", path)?;
@@ -1367,6 +1790,256 @@ fn apply_done(
     }
     changes.push(Change::Task(t));
     Ok(changes)
+}
+
+/// A commit id as git prints it: 4 to 64 hex digits.
+fn check_commit_id(what: &str, commit: &str) -> Result<(), RuleError> {
+    if commit.len() < 4 || commit.len() > 64 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return invalid(format!(
+            "{what} names {}, which is not a commit id",
+            crate::text::quote(commit, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// `edit`: an open task changes in any field (deps without cycles); a claimed one
+/// only by its holder adding paths.
+fn apply_edit(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
+    let EventKind::TaskEdit {
+        task,
+        title,
+        body,
+        paths,
+        add_paths,
+        deps,
+        role,
+        priority,
+    } = &event.kind
+    else {
+        unreachable!("apply dispatches edits here");
+    };
+    let t = existing(board, task)?;
+    let only_adds = title.is_none()
+        && body.is_none()
+        && paths.is_none()
+        && deps.is_none()
+        && role.is_none()
+        && priority.is_none();
+    if only_adds && add_paths.is_empty() {
+        return invalid(format!("the edit of {task} changes nothing"));
+    }
+    match t.status {
+        TaskStatus::Open => {}
+        TaskStatus::Claimed if only_adds => {
+            if t.claimed_by.as_ref().map(ToString::to_string).as_deref() != Some(&event.sender) {
+                return Err(Refusal::NotHolder {
+                    task: task.clone(),
+                    holder: t.claimed_by.clone().expect("a claimed task has a holder"),
+                    who: event.sender.clone(),
+                }
+                .into());
+            }
+        }
+        status => {
+            return Err(Refusal::NotOpen {
+                task: task.clone(),
+                status,
+            }
+            .into())
+        }
+    }
+    let mut t = t.clone();
+    if let Some(x) = title {
+        check_text(&format!("title of {task}"), x)?;
+        t.title.clone_from(x);
+    }
+    if let Some(x) = body {
+        check_body(task, x)?;
+        t.body = Some(x.clone());
+    }
+    if let Some(x) = paths {
+        t.paths.clone_from(x);
+    }
+    for p in add_paths {
+        if !t.paths.contains(p) {
+            t.paths.push(p.clone());
+        }
+    }
+    for p in paths.iter().flatten().chain(add_paths) {
+        check_path(&format!("path glob of {task}"), p)?;
+        crate::glob::check(&format!("path glob of {task}"), p).map_err(Invalid)?;
+    }
+    if let Some(x) = role {
+        check_role(x)?;
+        t.role = Some(x.clone());
+    }
+    if let Some(x) = priority {
+        t.priority = *x;
+    }
+    if let Some(new) = deps {
+        for d in new {
+            if d == task {
+                return invalid(format!("{task} depends on itself"));
+            }
+            if !board.tasks.contains_key(d) {
+                return invalid(format!("{task} depends on {d}, which is not a task"));
+            }
+        }
+        if let Some(cycle) = reaches(board, new, task) {
+            return invalid(format!("dependency cycle: {task} -> {cycle} -> {task}"));
+        }
+        t.deps.clone_from(new);
+    }
+    Ok(vec![Change::Task(t)])
+}
+
+/// The first of `from` whose deps lead (transitively) to `target`. Needs a full
+/// board.
+fn reaches<'a>(board: &Board, from: &'a [TaskId], target: &TaskId) -> Option<&'a TaskId> {
+    from.iter().find(|start| {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![(*start).clone()];
+        while let Some(id) = stack.pop() {
+            if &id == target {
+                return true;
+            }
+            if seen.insert(id.clone()) {
+                if let Some(t) = board.tasks.get(&id) {
+                    stack.extend(t.deps.iter().cloned());
+                }
+            }
+        }
+        false
+    })
+}
+
+/// `cancel`: a task leaves the plan. Its unfinished dependents would wait for
+/// ever, so they refuse it unless `drop_deps` takes it out of their deps. Needs a
+/// full board.
+fn apply_cancel(board: &Board, task: &TaskId, drop_deps: bool) -> Result<Vec<Change>, RuleError> {
+    let t = existing(board, task)?;
+    if t.status.is_final() {
+        return Err(match t.status {
+            TaskStatus::Cancelled => Refusal::Cancelled { task: task.clone() },
+            _ => Refusal::AlreadyDone { task: task.clone() },
+        }
+        .into());
+    }
+    let dependents: Vec<&Task> = board
+        .ordered_tasks()
+        .into_iter()
+        .filter(|d| !d.status.is_final() && d.deps.contains(task))
+        .collect();
+    if !dependents.is_empty() && !drop_deps {
+        return Err(Refusal::HasDependents {
+            task: task.clone(),
+            dependents: dependents.iter().map(|d| d.id.clone()).collect(),
+        }
+        .into());
+    }
+    let mut changes: Vec<Change> = dependents
+        .into_iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.deps.retain(|x| x != task);
+            Change::Task(d)
+        })
+        .collect();
+    let mut t = t.clone();
+    t.status = TaskStatus::Cancelled;
+    t.claimed_by = None;
+    t.claimed_at = None;
+    t.reviewer = None;
+    changes.push(Change::Task(t));
+    Ok(changes)
+}
+
+/// `review`: the review role's verdict on a task awaiting review. Approval makes
+/// it done; changes reopen it, first for its previous holder.
+fn apply_review(
+    board: &Board,
+    event: &Event,
+    task: &TaskId,
+    verdict: Verdict,
+    note: Option<&str>,
+) -> Result<Vec<Change>, RuleError> {
+    let me = sender_instance(event)?;
+    let Some(role) = board.review_role() else {
+        return invalid("this run has no review step (coordination.review_role is not set)");
+    };
+    let t = existing(board, task)?;
+    if t.status != TaskStatus::Review {
+        return Err(Refusal::NotInReview {
+            task: task.clone(),
+            status: t.status,
+        }
+        .into());
+    }
+    if me.role() != role {
+        return Err(Refusal::WrongRole {
+            task: task.clone(),
+            role: role.to_owned(),
+            who: me,
+        }
+        .into());
+    }
+    if let Some(r) = t.reviewer.as_ref().filter(|r| **r != me) {
+        return Err(Refusal::NotHolder {
+            task: task.clone(),
+            holder: r.clone(),
+            who: me.to_string(),
+        }
+        .into());
+    }
+    if let Some(n) = note {
+        check_text("review note", n)?;
+    }
+    if verdict == Verdict::Changes && note.is_none() {
+        return invalid(format!(
+            "say what to change in {task}: a review that sends it back needs a note"
+        ));
+    }
+    let mut t = t.clone();
+    t.reviewer = Some(me);
+    match verdict {
+        Verdict::Approve => t.status = TaskStatus::Done,
+        Verdict::Changes => {
+            t.status = TaskStatus::Open;
+            t.sent_back += 1;
+            t.rework_by = t.claimed_by.take();
+            t.reopened_at = Some(event.ts);
+            t.claimed_at = None;
+            t.done_at = None;
+        }
+    }
+    Ok(vec![Change::Task(t)])
+}
+
+fn check_body(task: &TaskId, body: &str) -> Result<(), RuleError> {
+    if body.len() > MAX_BODY {
+        return invalid(format!(
+            "the body of {task} is longer than {MAX_BODY} bytes"
+        ));
+    }
+    if body.contains('\0') {
+        return invalid(format!("the body of {task} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// A role is a short lower-case word, as in instance ids.
+fn check_role(role: &str) -> Result<(), RuleError> {
+    format!("{role}#1")
+        .parse::<InstanceId>()
+        .map(|_| ())
+        .map_err(|_| {
+            Invalid(format!(
+                "role {} is not a role name (a lower-case word like implementer)",
+                crate::text::quote(role, 32)
+            ))
+            .into()
+        })
 }
 
 /// `heartbeat`: nothing but the lease renewal every event of an instance makes.
@@ -1443,11 +2116,7 @@ fn apply_progress(
     task: Option<&TaskId>,
 ) -> Result<Vec<Change>, RuleError> {
     sender_instance(event)?;
-    if commit.len() < 4 || commit.len() > 64 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
-        return invalid(format!(
-            "progress names {commit:?}, which is not a commit id"
-        ));
-    }
+    check_commit_id("progress", commit)?;
     if let Some(t) = task {
         existing(board, t)?;
     }
@@ -1455,9 +2124,35 @@ fn apply_progress(
 }
 
 /// A channel message: a free type that is not mara's own, and real text.
-fn apply_message(kind: &str, text: &str) -> Result<Vec<Change>, RuleError> {
+fn apply_message(
+    board: &Board,
+    event: &Event,
+    kind: &str,
+    text: &str,
+    to: Option<&str>,
+    task: Option<&TaskId>,
+    reply_to: Option<u64>,
+) -> Result<Vec<Change>, RuleError> {
     check_message_type(kind).map_err(Invalid)?;
     check_text("message", text)?;
+    if let Some(to) = to {
+        // An instance (`implementer#2`) or a role (`reviewer`).
+        if to.parse::<InstanceId>().is_err() {
+            check_role(to)?;
+        }
+    }
+    if let Some(t) = task {
+        existing(board, t)?;
+    }
+    if let Some(r) = reply_to {
+        // The log is gapless: every seq below this event's exists.
+        if r >= event.seq {
+            return invalid(format!(
+                "--reply-to {r} names no message: the log's last seq is {}",
+                event.seq.saturating_sub(1)
+            ));
+        }
+    }
     Ok(vec![])
 }
 

@@ -78,6 +78,10 @@ pub struct Coordination {
     pub instance_timeout_sec: Option<u64>,
     /// How far an event's time may run ahead of a writer's clock (default 300).
     pub max_clock_skew_sec: Option<u64>,
+    /// The role that reviews done tasks (a review step); none by default.
+    pub review_role: Option<String>,
+    /// Longest pause between fetches of a waiting command in remote mode (default 2).
+    pub poll_sec: Option<u64>,
 }
 
 /// The `outputs` block.
@@ -109,6 +113,7 @@ impl SeedConfig {
             ("claim_timeout_sec", c.claim_timeout_sec),
             ("max_clock_skew_sec", c.max_clock_skew_sec),
             ("instance_timeout_sec", c.instance_timeout_sec),
+            ("poll_sec", c.poll_sec),
         ] {
             if let Some(t) = sec.filter(|t| !seconds_in_range(*t)) {
                 bail!("coordination.{key} is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds");

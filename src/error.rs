@@ -22,8 +22,10 @@ pub enum ExitKind {
     Error,
     /// 2: the argument parser's usage error.
     Usage,
-    /// 3: refused by the board.
+    /// 3: refused by the board ("not now").
     Refused,
+    /// 4: nothing left for this instance's role ("stop").
+    NothingLeft,
 }
 
 impl ExitKind {
@@ -34,6 +36,7 @@ impl ExitKind {
             ExitKind::Error => 1,
             ExitKind::Usage => 2,
             ExitKind::Refused => 3,
+            ExitKind::NothingLeft => 4,
         }
     }
 }
@@ -67,6 +70,7 @@ impl CommandError {
     /// Refused by the board (a [`Refusal`]), or an error.
     pub fn kind(&self) -> ExitKind {
         match self.refusal() {
+            Some(Refusal::NothingLeft { .. }) => ExitKind::NothingLeft,
             Some(_) => ExitKind::Refused,
             None => ExitKind::Error,
         }

@@ -417,7 +417,7 @@ fn tool_result(outcome: Result<Report>) -> Value {
                 Some(h) => format!("{}\nhint: {h}", e.message()),
                 None => e.message(),
             };
-            let refused = e.kind() == ExitKind::Refused;
+            let refused = matches!(e.kind(), ExitKind::Refused | ExitKind::NothingLeft);
             json!({
                 "content": [{"type": "text", "text": output::scrub(&text)}],
                 "structuredContent": {"error": output::scrub(&text), "refused": refused},

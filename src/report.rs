@@ -335,7 +335,7 @@ impl Plot {
             }
             let (mx, my) = (self.x(e.ts), self.y(&e.sender) + Self::ROW_H / 2.0);
             let mark = match &e.kind {
-                EventKind::Message { kind, text } => Some((
+                EventKind::Message { kind, text, .. } => Some((
                     format!(
                         r##"<path d="M{mx:.1} {:.1} l4 4 l-4 4 l-4 -4z" fill="#7a5af8"/>"##,
                         my - 15.0
@@ -523,7 +523,7 @@ fn conflicts_table(h: &mut String, conflicts: &[&Event]) {
 fn channel_table(h: &mut String, events: &[Event]) {
     h.push_str(r#"<h2>Decisions and messages</h2><div class="scroll"><table id="channel"><thead><tr><th>#</th><th>time</th><th>from</th><th>type</th><th>text</th></tr></thead><tbody>"#);
     for e in events {
-        if let EventKind::Message { kind, text } = &e.kind {
+        if let EventKind::Message { kind, text, .. } = &e.kind {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

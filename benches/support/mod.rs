@@ -110,6 +110,9 @@ pub fn tasks(range: std::ops::Range<usize>) -> Vec<NewTask> {
             title: format!("task number {i}"),
             deps: vec![],
             paths: vec![format!("src/mod{i}/**")],
+            body: None,
+            role: None,
+            priority: 0,
             status: None,
             claimed_by: None,
         })
@@ -165,12 +168,18 @@ pub fn big_board(dir: &Path, events: usize) {
             &ledger,
             &sender,
             EventKind::Message {
+                to: None,
+                task: None,
+                reply_to: None,
                 kind: "decision".into(),
                 text: format!("{who} works on {task}"),
             },
         );
         let last = if cycle < 1000 {
             EventKind::Done {
+                commit: None,
+                branch: None,
+                note: None,
                 task,
                 artifact: None,
                 forced: None,

@@ -96,6 +96,9 @@ pub fn run(ctx: &Ctx, args: DoneArgs) -> Result<Report> {
             None
         };
         Ok(Draft::Write(EventKind::Done {
+            commit: None,
+            branch: None,
+            note: None,
             task: args.id.clone(),
             artifact: artifact.clone(),
             forced,

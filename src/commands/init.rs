@@ -60,6 +60,8 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         remote,
         outputs_pattern: seed.outputs.as_ref().map(|o| o.pattern.clone()),
         max_clock_skew_sec: seed.coordination.max_clock_skew_sec,
+        review_role: seed.coordination.review_role.clone(),
+        poll_sec: seed.coordination.poll_sec,
     };
     let config_remote = config.board_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;

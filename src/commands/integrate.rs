@@ -98,6 +98,9 @@ fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         .collect();
     if !merged.is_empty() {
         let kind = EventKind::Message {
+            to: None,
+            task: None,
+            reply_to: None,
             kind: "integration".into(),
             text: format!("merged {} into {}", merged.join(", "), r.into),
         };

@@ -23,6 +23,9 @@ pub fn run(ctx: &Ctx, args: PostArgs) -> Result<Report> {
     let me = ctx.require_identity(ledger.repo())?;
     let o = ledger.append(&me.to_string(), |_, _| {
         Ok(Draft::Write(EventKind::Message {
+            to: None,
+            task: None,
+            reply_to: None,
             kind: args.kind.clone(),
             text: args.text.clone(),
         }))

@@ -97,6 +97,8 @@ pub fn execute(
             remote: spec.seed.coordination.remote.clone(),
             outputs_pattern: spec.seed.outputs.as_ref().map(|o| o.pattern.clone()),
             max_clock_skew_sec: spec.seed.coordination.max_clock_skew_sec,
+            review_role: spec.seed.coordination.review_role.clone(),
+            poll_sec: spec.seed.coordination.poll_sec,
         };
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.

@@ -40,6 +40,9 @@ pub fn run(ctx: &Ctx, args: TaskArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let sender = ctx.operator(ledger.repo())?;
     let task = NewTask {
+        body: None,
+        role: None,
+        priority: 0,
         id: a.id,
         title: a.title,
         deps: a.deps,

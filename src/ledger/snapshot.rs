@@ -139,6 +139,14 @@ impl<'l> Snapshot<'l> {
 
     /// The part of the board `event` needs for [`apply`](crate::board::apply) to judge it.
     pub fn board_for(&self, event: &EventKind, sender: &str) -> Result<Board> {
+        // An edit checks its deps for cycles and a cancel finds the task's
+        // dependents: both need every task (they are rare, a plan's corrections).
+        if matches!(
+            event,
+            EventKind::TaskEdit { .. } | EventKind::TaskCancel { .. }
+        ) {
+            return self.full_board();
+        }
         if let Some(full) = self.full.borrow().as_ref() {
             return Ok(full.clone());
         }
@@ -219,6 +227,8 @@ impl Ledger {
                 remote: None,
                 outputs_pattern: None,
                 max_clock_skew_sec: None,
+                review_role: None,
+                poll_sec: None,
             },
             tree,
             full: RefCell::new(None),
