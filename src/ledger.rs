@@ -54,11 +54,13 @@ mod snapshot;
 mod staging;
 mod sync;
 mod verify;
+mod wait;
 
 pub use message::{event_of_message, message_of_event};
 pub use snapshot::Snapshot;
 pub use staging::{write_changes, Staging};
 pub use sync::{fetch_ref, sync, Synced};
+pub use wait::DEFAULT_POLL_SEC;
 
 use append::{is_vanished, vanished_backoff};
 use locks::ref_lock;
@@ -354,11 +356,17 @@ impl Ledger {
     /// along first parents, and stops at `since`: a read of the last few events
     /// costs a few commits, whatever the length of the log.
     pub fn event_lines(&self, since: u64) -> Result<Vec<(Oid, String)>> {
+        self.event_lines_at(self.tip()?, since)
+    }
+
+    /// [`Ledger::event_lines`] of the log up to `tip` (a commit of the run's ref):
+    /// a caller that waits for more next knows exactly which tip it read.
+    pub fn event_lines_at(&self, tip: Oid, since: u64) -> Result<Vec<(Oid, String)>> {
         self.count_use()?;
         self.settled(|| {
             let odb = self.repo.odb()?;
             let mut out = vec![];
-            let mut next = Some(self.repo.refname_to_id(&self.refname)?);
+            let mut next = Some(tip);
             while let Some(oid) = next {
                 let object = odb.read(oid)?;
                 let (parent, line) = message::parse_raw_commit(object.data())
