@@ -13,10 +13,12 @@ use crate::commands::{
     export::ExportArgs,
     gc::GcArgs,
     hooks::{HookArgs, HooksArgs},
+    inbox::InboxArgs,
     init::InitArgs,
     integrate::IntegrateArgs,
     log::LogArgs,
     man::ManArgs,
+    merge_deps::MergeDepsArgs,
     plan::PlanArgs,
     post::PostArgs,
     release::ReleaseArgs,
@@ -64,6 +66,10 @@ pub enum Cmd {
     Done(DoneArgs),
     /// Write to the channel: decision, question, answer, note, ...
     Post(PostArgs),
+    /// Messages to this instance, its role or everyone since it last read.
+    Inbox(InboxArgs),
+    /// Merge the work of the done dependencies of my tasks into this worktree's branch.
+    MergeDeps(MergeDepsArgs),
     /// Show that this instance is alive (renews its lease).
     Heartbeat,
     /// Show the task board.
@@ -124,6 +130,8 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Release(a) => release::run(&ctx, a),
         Cmd::Done(a) => done::run(&ctx, a),
         Cmd::Post(a) => post::run(&ctx, a),
+        Cmd::Inbox(a) => inbox::run(&ctx, a),
+        Cmd::MergeDeps(a) => merge_deps::run(&ctx, a),
         Cmd::Heartbeat => heartbeat::run(&ctx),
         Cmd::Board(a) => board::run(&ctx, a),
         Cmd::Log(a) => log::run(&ctx, a),

@@ -270,6 +270,8 @@ fn table() -> Vec<Tool> {
                 let args = claim::ClaimArgs {
                     id: Some(a.task.parse()?),
                     next: false,
+                    wait: None,
+                    merge_deps: false,
                 };
                 claim::run(ctx, args)
             },
@@ -282,6 +284,8 @@ fn table() -> Vec<Tool> {
                 let args = claim::ClaimArgs {
                     id: None,
                     next: true,
+                    wait: None,
+                    merge_deps: false,
                 };
                 claim::run(ctx, args)
             },
@@ -316,6 +320,7 @@ fn table() -> Vec<Tool> {
                 let args = done::DoneArgs {
                     id: a.task.parse()?,
                     artifact: a.artifact.map(Into::into),
+                    note: None,
                     force: a.force.unwrap_or(false),
                 };
                 done::run(ctx, args)
@@ -334,6 +339,10 @@ fn table() -> Vec<Tool> {
                 let args = post::PostArgs {
                     kind: a.kind,
                     text: a.text,
+                    to: None,
+                    task: None,
+                    reply_to: None,
+                    full: true,
                 };
                 post::run(ctx, args)
             },
@@ -353,6 +362,9 @@ fn table() -> Vec<Tool> {
                     fetch: false,
                     quiet_commits: true,
                     since: None,
+                    follow: false,
+                    wait: None,
+                    full: true,
                 };
                 log::run(ctx, args)
             },

@@ -74,6 +74,19 @@ pub fn print(report: &Report, json: bool) -> io::Result<()> {
     out.flush()
 }
 
+/// Whether stdout is a terminal. Text for a terminal may cut long messages to a
+/// line; text for a pipe or a file (an agent reading the channel) never does.
+pub fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    io::stdout().is_terminal()
+}
+
+/// How many characters of a message to show: all of them (`None`) unless stdout
+/// is a terminal and `full` was not asked for.
+pub fn message_width(full: bool, terminal_width: usize) -> Option<usize> {
+    (!full && stdout_is_terminal()).then_some(terminal_width)
+}
+
 /// A warning on stderr.
 pub fn warn(msg: &str) {
     let _ = writeln!(io::stderr().lock(), "warning: {}", scrub(msg));

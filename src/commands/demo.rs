@@ -109,7 +109,10 @@ pub fn run(_ctx: &Ctx, args: DemoArgs) -> Result<Report> {
     let mut text = super::run::summary_text(&ledger, &summary)?;
     text.push_str("\n\nthe coordination log (git log refs/mara/demo):\n");
     for (_, e) in ledger.events()? {
-        text.push_str(&super::log::line(&e));
+        text.push_str(&super::log::line(
+            &e,
+            crate::output::message_width(false, 100),
+        ));
         text.push('\n');
     }
     text.push_str(&format!(

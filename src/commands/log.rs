@@ -1,6 +1,7 @@
 //! `mara log`: the coordination channel, oldest first.
 
 use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -25,6 +26,15 @@ pub struct LogArgs {
     /// Only events from this seq on (`mara log --since 120`): reads just those.
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
+    /// Keep printing new events as they come (until interrupted, or --wait).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: stop after SECS.
+    #[arg(long, value_name = "SECS", requires = "follow")]
+    pub wait: Option<u64>,
+    /// On a terminal, show messages whole (they always are into a pipe or file).
+    #[arg(long)]
+    pub full: bool,
     /// With --task: leave out the code commits that name the task.
     #[arg(long = "no-commits", requires = "task")]
     pub quiet_commits: bool,
@@ -72,15 +82,34 @@ pub fn commits_naming(
     Ok(out)
 }
 
-/// One event as a log line for people.
-pub fn line(e: &Event) -> String {
+/// One event as a log line for people; a message's text is cut to `width`
+/// characters, or shown whole (flattened to the line) with `None`.
+pub fn line(e: &Event, width: Option<usize>) -> String {
     let detail = match &e.kind {
         EventKind::Init { config } => {
             format!("run {} (lease {}s)", config.run, config.claim_timeout_sec)
         }
         EventKind::TaskAdd { task } => format!("{}: {}", task.id, one_line(&task.title, 60)),
         EventKind::Plan { tasks } => format!("{} tasks", tasks.len()),
-        EventKind::Message { text, .. } => one_line(text, 100),
+        EventKind::Message {
+            text,
+            to,
+            task,
+            reply_to,
+            ..
+        } => {
+            let mut d = String::new();
+            if let Some(to) = to {
+                let _ = write!(d, "to {}: ", one_line(to, 64));
+            }
+            if let Some(t) = task {
+                let _ = write!(d, "[{t}] ");
+            }
+            if let Some(r) = reply_to {
+                let _ = write!(d, "(re {r}) ");
+            }
+            d + &one_line(text, width.unwrap_or(usize::MAX))
+        }
         _ => {
             let s = e.subject();
             s.split_once(" by ").map_or(s.clone(), |(a, _)| {
@@ -104,13 +133,58 @@ pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
     if let Some(n) = note {
         crate::output::progress(&n);
     }
+    if args.follow {
+        return follow(ctx, &ledger, &args);
+    }
+    let tip = ledger.tip()?;
+    events(ctx, &ledger, &args, tip, args.since.unwrap_or(0))
+}
+
+/// `--follow`: prints what is there, then each batch of new events as the run's
+/// ref moves, until `--wait` runs out (or forever).
+fn follow(ctx: &Ctx, ledger: &crate::ledger::Ledger, args: &LogArgs) -> Result<Report> {
+    let deadline = args.wait.map_or_else(
+        || Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
+        |s| Instant::now() + Duration::from_secs(s),
+    );
+    let mut tip = ledger.tip()?;
+    let mut since = args.since.unwrap_or(0);
+    loop {
+        let report = events(ctx, ledger, args, tip, since)?;
+        match crate::output::print(&report, ctx.json) {
+            Ok(()) => {}
+            // `mara log --follow | head`: the reader is gone, and so is the job.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("writing the output"),
+        }
+        since = ledger
+            .snapshot_at(tip)
+            .map(|s| s.seq + 1)
+            .with_context(|| format!("reading {tip}"))?;
+        match ledger.wait_for_change(tip, deadline)? {
+            Some(t) => tip = t,
+            None => break,
+        }
+    }
+    Ok(Report::new("", Value::Null))
+}
+
+/// The events from `since` up to `tip`, filtered, as a report.
+fn events(
+    ctx: &Ctx,
+    ledger: &crate::ledger::Ledger,
+    args: &LogArgs,
+    tip: git2::Oid,
+    since: u64,
+) -> Result<Report> {
+    let width = crate::output::message_width(args.full, 100);
     let mut text = String::new();
     // In JSON the stored lines are printed as they are (they are the events as
     // mara writes them), so a read costs about what `git log` costs.
     let mut raw = vec![];
     let mut json: Vec<Value> = vec![];
     let filtered = args.kind.is_some() || args.task.is_some();
-    for (oid, stored) in ledger.event_lines(args.since.unwrap_or(0))? {
+    for (oid, stored) in ledger.event_lines_at(tip, since)? {
         if ctx.json && !filtered {
             // Checked to be JSON, not parsed: the line is the event as stored.
             serde_json::from_str::<serde::de::IgnoredAny>(&stored)
@@ -136,14 +210,14 @@ pub fn run(ctx: &Ctx, args: LogArgs) -> Result<Report> {
             raw.push(stored);
         } else {
             // Callers that take the value (the MCP server) get the events too.
-            let _ = writeln!(text, "{}", line(&e));
+            let _ = writeln!(text, "{}", line(&e, width));
             json.push(e.to_json());
         }
     }
     if let Some(t) = args
         .task
         .as_ref()
-        .filter(|_| !ctx.json && !args.quiet_commits)
+        .filter(|_| !ctx.json && !args.quiet_commits && !args.follow)
     {
         let commits = commits_naming(ledger.repo(), t)?;
         if !commits.is_empty() {
