@@ -36,3 +36,5 @@ mod shell;
 mod trust;
 #[path = "main/views.rs"]
 mod views;
+#[path = "main/wait.rs"]
+mod wait;
