@@ -71,8 +71,18 @@ fn uncommitted(
             continue;
         }
         let Some(p) = s.path() else { continue };
-        if artifact == Some(p) || globs.first_match(Path::new(p)).is_some() {
+        if artifact != Some(p) && globs.first_match(Path::new(p)).is_some() {
             out.push(p.to_owned());
+        }
+    }
+    // The artifact must be committed as it is: tracked and unchanged (an ignored
+    // file is not committed either).
+    if let Some(a) = artifact {
+        let st = repo
+            .status_file(Path::new(a))
+            .unwrap_or(git2::Status::WT_NEW);
+        if !st.is_empty() {
+            out.push(a.to_owned());
         }
     }
     Ok(out)

@@ -1540,6 +1540,8 @@ fn artifacts_outside_the_worktree_are_refused() {
         r.task_state("T1"),
         ("claimed".to_owned(), Some("implementer#1".to_owned()))
     );
+    r.git(&["add", "inside.txt"]);
+    r.git(&["commit", "-q", "-m", "the artifact"]);
     r.mara_as("implementer#1", &["done", "T1", "--artifact", "inside.txt"])
         .ok("an artifact inside the worktree");
     r.verify_ok();

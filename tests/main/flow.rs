@@ -66,6 +66,9 @@ fn readme_flow_claims_refuses_posts_completes_and_logs() {
     .ok("post decision");
 
     std::fs::write(r.dir.join("implementer_1.md"), "# API\n").expect("writing the artifact");
+    // The artifact is committed: `done` records the commit that holds the work.
+    r.git(&["add", "implementer_1.md"]);
+    r.git(&["commit", "-q", "-m", "T1: the API"]);
     r.mara_as(
         "implementer#1",
         &["done", "T1", "--artifact", "implementer_1.md"],

@@ -1012,13 +1012,17 @@ fn collect_export_integrate_and_run_never_write_through_a_planted_link() {
         write(&r.dir, "docs/notes.md", b"notes\n")
     });
     write(&r.dir, "docs/notes.md", b"notes\n");
+    // `done` wants its artifact committed; the commit is taken back afterwards.
+    r.git(&["add", "docs/notes.md"]);
+    r.git(&["commit", "-q", "-m", "notes"]);
     r.mara_as("implementer#2", &["claim", "T1"]).ok("claim");
     r.mara_as(
         "implementer#2",
         &["done", "T1", "--artifact", "docs/notes.md"],
     )
     .ok("done with an artifact");
-    std::fs::remove_dir_all(r.dir.join("docs")).expect("removing docs/");
+    r.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    let _ = std::fs::remove_dir_all(r.dir.join("docs"));
     let outside = r.root().join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir outside");
     let runs = r.dir.join(".multi_agent_runs");

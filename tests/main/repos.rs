@@ -39,6 +39,8 @@ fn works_from_a_subdirectory_and_a_linked_worktree() {
     // An artifact path is relative to the current directory, stored relative to the
     // worktree's root.
     std::fs::write(sub.join("notes.md"), "notes\n").expect("writing the artifact");
+    r.git(&["add", "src/deep/notes.md"]);
+    r.git(&["commit", "-q", "-m", "T1: notes"]);
     r.mara_in(
         &["done", "T1", "--artifact", "notes.md"],
         &[("MARA_INSTANCE", "implementer#1")],
@@ -202,6 +204,8 @@ echo "exit $?" >> '{logs}/'"$branch.out"
     let wt_git = r.dir.join(".git").join("worktrees").join("wt");
     let artifact = wt.join("t2.md");
     std::fs::write(&artifact, "done\n").expect("writing the artifact");
+    git(&wt, &["add", "t2.md"]);
+    git(&wt, &["commit", "-q", "-m", "T2: t2.md"]);
     let env_wt = [
         ("GIT_DIR", path_str(&wt_git)),
         ("GIT_WORK_TREE", path_str(&wt)),

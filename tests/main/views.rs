@@ -410,6 +410,8 @@ fn mcp_conversation_over_stdio() {
 
     // done with an artifact that exists in the worktree.
     std::fs::write(r.dir.join("implementer_1.md"), "# API\n").expect("writing the artifact");
+    r.git(&["add", "implementer_1.md"]);
+    r.git(&["commit", "-q", "-m", "T1: the API"]);
     let res = c.call(
         "done",
         json!({"task": "T1", "artifact": "implementer_1.md"}),
