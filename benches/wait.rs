@@ -1,0 +1,127 @@
+//! Benchmark: waiting for work (issue 14).
+//!
+//! * How soon a waiting `mara claim --next --wait` gets a task that becomes ready:
+//!   from the moment the `mara task add` that adds it has exited (its event is on
+//!   the ref) to the moment the waiter has exited with the claim written.
+//! * `mara inbox` with 10 new messages on a big log, against a `mara claim` of a
+//!   named task on the same board (the issue's bound: at most 2x).
+//!
+//! Run with `cargo bench --bench wait` (`MARA_BENCH_N` rounds, default 20;
+//! `MARA_BENCH_EVENTS` the big log's length, default 100,000: about five minutes to
+//! build on a 2-core machine, 10,000 for a quick figure).
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{big_board, knob, mara, median, ms, release, repo};
+
+fn run(dir: &std::path::Path, who: &str, args: &[&str]) {
+    let st = Command::new(support::MARA)
+        .args(args)
+        .current_dir(dir)
+        .env("MARA_INSTANCE", who)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("mara runs");
+    assert!(st.success(), "mara {args:?} failed");
+}
+
+fn wake_latency(root: &std::path::Path, rounds: usize) -> Vec<Duration> {
+    let dir = repo("wake", root);
+    run(&dir, "architect#1", &["init", "--run", "wake"]);
+    run(
+        &dir,
+        "architect#1",
+        &["task", "add", "T0", "held elsewhere"],
+    );
+    run(&dir, "implementer#9", &["claim", "T0"]);
+    let mut out = vec![];
+    for round in 0..rounds + 2 {
+        let mut waiter = Command::new(support::MARA)
+            .args(["claim", "--next", "--wait", "30"])
+            .current_dir(&dir)
+            .env("MARA_INSTANCE", "implementer#1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the waiter starts");
+        // Let it find nothing ready and start waiting.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            waiter.try_wait().expect("poll").is_none(),
+            "the waiter left"
+        );
+        run(
+            &dir,
+            "architect#1",
+            &["task", "add", &format!("T{}", round + 1), "new work"],
+        );
+        let added = Instant::now();
+        let st = waiter.wait().expect("the waiter ends");
+        let took = added.elapsed();
+        assert!(st.success(), "the waiter did not claim");
+        if round >= 2 {
+            out.push(took);
+        }
+    }
+    out
+}
+
+fn main() {
+    mara::ledger::tune_libgit2();
+    let rounds = knob("MARA_BENCH_N", 20);
+    let events = knob("MARA_BENCH_EVENTS", 100_000);
+    let dir = support::knob_path("MARA_BENCH_DIR").unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::tempdir_in(dir).expect("tempdir");
+
+    let mut wake = wake_latency(tmp.path(), rounds);
+    let m = median(&mut wake);
+    let worst = *wake.iter().max().expect("rounds");
+    println!(
+        "claim --next --wait: a new task claimed {:.1} ms after it was added (median of {rounds}; worst {:.1} ms; bound 250 ms)",
+        ms(m),
+        ms(worst)
+    );
+
+    eprintln!(
+        "building a {events}-event board in {}",
+        tmp.path().display()
+    );
+    let big = repo("big", tmp.path());
+    big_board(&big, events);
+    let _ = Command::new(support::MARA)
+        .args(["gc"])
+        .current_dir(&big)
+        .stdout(Stdio::null())
+        .status();
+    // implementer#1 has read everything so far.
+    mara(&big, &["inbox"]);
+    let (mut inbox, mut claim) = (vec![], vec![]);
+    for round in 0..rounds + 3 {
+        for i in 0..10 {
+            run(
+                &big,
+                "reviewer#1",
+                &["post", "note", &format!("round {round} message {i}")],
+            );
+        }
+        let i = mara(&big, &["inbox"]);
+        let named = format!("T{}", 5000 + round % 1000);
+        let c = mara(&big, &["claim", &named]);
+        release(&big, &named);
+        if round >= 3 {
+            inbox.push(i);
+            claim.push(c);
+        }
+    }
+    let (i, c) = (median(&mut inbox), median(&mut claim));
+    println!(
+        "inbox with 10 new messages on {events} events: {:.2} ms; claim of a named task: {:.2} ms; = {:.2}x (bound 2x)",
+        ms(i),
+        ms(c),
+        ms(i) / ms(c)
+    );
+}
