@@ -25,8 +25,9 @@
 //! a pack), `message` (an event's commit message and object), `append` (the
 //! append loop: one attempt at a time), `check` (what a writer checks before
 //! building on a tip, shared with `verify`), `verify` (the full replay), `sync`
-//! (fetching and `mara sync`), `locks` (stale ref locks) and `marks` (what this
-//! clone saw and checked).
+//! (fetching and `mara sync`), `locks` (stale ref locks), `marks` (what this
+//! clone saw and checked) and `wait` (waiting for the ref to move, for
+//! `claim --wait`, `inbox --wait` and `log --follow`).
 
 // This module is the sole writer of the run's ref (clippy.toml forbids the ref
 // writers everywhere else).

@@ -1,7 +1,8 @@
 //! The `mara` binary: parse, dispatch, print, and map the outcome to an exit code.
 //!
 //! Exit codes: 0 done; 1 error (nothing written); 2 usage (clap's); 3 refused by the
-//! board. A closed stdout pipe exits 0 quietly.
+//! board ("not now"); 4 nothing left for the instance's role ("stop"). A closed
+//! stdout pipe exits 0 quietly.
 
 use std::process::ExitCode;
 
