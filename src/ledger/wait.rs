@@ -28,6 +28,8 @@ const FIRST_FETCH: Duration = Duration::from_millis(250);
 /// Even when nothing seems to change, the ref itself is read this often: a
 /// safety net for ref stores whose files this module does not know (reftable).
 const REREAD_EVERY: Duration = Duration::from_secs(1);
+/// Fetches that may fail in a row before a waiter gives up with the error.
+const MAX_FAILED_FETCHES: u32 = 3;
 /// `coordination.poll_sec` when the run does not set it.
 pub const DEFAULT_POLL_SEC: u64 = 2;
 
@@ -90,8 +92,8 @@ impl Ledger {
 
     /// Blocks until the run's ref no longer points at `tip` (returns the new tip)
     /// or until `deadline` (returns `None`). In remote mode the run's ref is
-    /// fetched meanwhile, on a back-off capped by `coordination.poll_sec`; a failed
-    /// fetch is an error.
+    /// fetched meanwhile, on a back-off capped by `coordination.poll_sec`; three
+    /// failed fetches in a row are an error.
     pub fn wait_for_change(&self, tip: Oid, deadline: Instant) -> Result<Option<Oid>> {
         let remote = match self.remote.get() {
             Some(r) => r.clone(),
@@ -107,6 +109,7 @@ impl Ledger {
             .map(|p| Instant::now() + p);
         let mut files = RefFiles::new(self);
         let mut reread = Instant::now() + REREAD_EVERY;
+        let mut failed = 0;
         loop {
             let now = Instant::now();
             if files.changed() || now >= reread {
@@ -121,7 +124,16 @@ impl Ledger {
             }
             if let (Some(remote), Some(at)) = (&remote, next_fetch) {
                 if now >= at {
-                    self.fetch(remote)?;
+                    // A waiter outlives a network hiccup: a few failed fetches in a
+                    // row are retried on the back-off, then the error stands.
+                    match self.fetch(remote) {
+                        Ok(()) => failed = 0,
+                        Err(e) if failed + 1 < MAX_FAILED_FETCHES => {
+                            failed += 1;
+                            crate::output::warn(&format!("{e:#}; trying again"));
+                        }
+                        Err(e) => return Err(e),
+                    }
                     next_fetch = fetches
                         .as_mut()
                         .and_then(Iterator::next)
