@@ -12,10 +12,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use support::{big_board, knob, mara, median, ms, release, repo, timed};
+use support::{knob, mara, median, ms, release, timed};
 
 fn git_timed(dir: &Path, args: &[&str]) -> Duration {
     timed(Command::new("git").args(args).current_dir(dir))
@@ -35,15 +35,7 @@ fn main() {
     if knob("MARA_BENCH_KEEP", 0) == 1 {
         tmp.disable_cleanup(true);
     }
-    eprintln!("building the board in {}", tmp.path().display());
-    let big = repo("big", tmp.path());
-    big_board(&big, events);
-    // Nothing in the way of the timings: the packs as a long run leaves them.
-    let _ = Command::new(support::MARA)
-        .args(["gc"])
-        .current_dir(&big)
-        .stdout(Stdio::null())
-        .status();
+    let big = support::big_repo(tmp.path(), events);
 
     let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>, &str)> = vec![
         ("log --json", vec![], vec![], "git log --format=%B"),

@@ -15,7 +15,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{big_board, knob, mara, median, ms, release, repo};
+use support::{knob, mara, median, ms, release, repo};
 
 fn run(dir: &std::path::Path, who: &str, args: &[&str]) {
     let st = Command::new(support::MARA)
@@ -86,17 +86,7 @@ fn main() {
         ms(worst)
     );
 
-    eprintln!(
-        "building a {events}-event board in {}",
-        tmp.path().display()
-    );
-    let big = repo("big", tmp.path());
-    big_board(&big, events);
-    let _ = Command::new(support::MARA)
-        .args(["gc"])
-        .current_dir(&big)
-        .stdout(Stdio::null())
-        .status();
+    let big = support::big_repo(tmp.path(), events);
     // implementer#1 has read everything so far.
     mara(&big, &["inbox"]);
     let (mut inbox, mut claim) = (vec![], vec![]);

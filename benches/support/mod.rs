@@ -204,6 +204,20 @@ pub fn big_board(dir: &Path, events: usize) {
     }
 }
 
+/// A repository `big` below `root` holding the big board of `events` events, its
+/// packs merged as a long run leaves them (nothing in the way of the timings).
+pub fn big_repo(root: &Path, events: usize) -> std::path::PathBuf {
+    eprintln!("building a {events}-event board in {}", root.display());
+    let big = repo("big", root);
+    big_board(&big, events);
+    let _ = Command::new(MARA)
+        .args(["gc"])
+        .current_dir(&big)
+        .stdout(Stdio::null())
+        .status();
+    big
+}
+
 /// Releases `task` of run `bench` as implementer#1, through the append path.
 pub fn release(dir: &Path, task: &str) {
     let repo = git2::Repository::open(dir).expect("open");

@@ -18,6 +18,22 @@ fn spawn_as(r: &TestRepo, instance: &str, args: &[&str], cwd: Option<&Path>) -> 
         .expect("mara starts")
 }
 
+/// `who` waiting for work: `mara claim --next --wait 30`.
+fn waiter(r: &TestRepo, who: &str) -> Child {
+    spawn_as(r, who, &["claim", "--next", "--wait", "30"], None)
+}
+
+/// Clone `a` creates run `r` in remote mode through a `git daemon`; clone `b`
+/// joins it.
+fn two_clones(origin: &Origin) -> (TestRepo, TestRepo) {
+    let a = origin.clone_repo("a");
+    a.mara(&["init", "--run", "r", "--remote", "origin"])
+        .ok("init --remote");
+    let b = origin.clone_repo("b");
+    b.mara(&["sync", "--run", "r"]).ok("sync");
+    (a, b)
+}
+
 /// Waits up to `limit` for `child` to exit; `None` if it is still running.
 fn exited_within(child: &mut Child, limit: Duration) -> Option<i32> {
     let started = Instant::now();
@@ -53,7 +69,7 @@ fn three_waiters_and_one_new_task_wake_exactly_one_and_a_drained_board_stops_the
     let mut waiters: Vec<(String, Child)> = (1..=3)
         .map(|k| {
             let who = format!("implementer#{k}");
-            let c = spawn_as(&r, &who, &["claim", "--next", "--wait", "30"], None);
+            let c = waiter(&r, &who);
             (who, c)
         })
         .collect();
@@ -141,12 +157,7 @@ fn cpu_time(pid: u32) -> Duration {
 #[test]
 fn a_waiting_process_uses_next_to_no_cpu() {
     let r = busy_run();
-    let mut c = spawn_as(
-        &r,
-        "implementer#1",
-        &["claim", "--next", "--wait", "30"],
-        None,
-    );
+    let mut c = waiter(&r, "implementer#1");
     std::thread::sleep(Duration::from_secs(5));
     let used = cpu_time(c.id());
     assert!(
@@ -164,19 +175,11 @@ fn a_waiting_process_uses_next_to_no_cpu() {
 #[test]
 fn wait_in_remote_mode_gets_a_task_another_clone_adds() {
     let origin = Origin::daemon();
-    let a = origin.clone_repo("a");
-    a.mara(&["init", "--run", "r", "--remote", "origin"])
-        .ok("init --remote");
+    let (a, b) = two_clones(&origin);
     a.mara(&["task", "add", "T0", "held"]).ok("task add");
     a.mara_as("implementer#9", &["claim", "T0"]).ok("claim T0");
-    let b = origin.clone_repo("b");
-    b.mara(&["sync", "--run", "r"]).ok("sync");
-    let mut c = spawn_as(
-        &b,
-        "implementer#1",
-        &["claim", "--next", "--wait", "30"],
-        None,
-    );
+    b.mara(&["sync"]).ok("sync");
+    let mut c = waiter(&b, "implementer#1");
     std::thread::sleep(Duration::from_millis(800));
     assert!(
         c.try_wait().expect("polling").is_none(),
@@ -493,11 +496,7 @@ fn inbox_lists_what_is_for_me_once_and_post_checks_its_references() {
 #[test]
 fn inbox_across_two_clones_and_inbox_wait() {
     let origin = Origin::daemon();
-    let a = origin.clone_repo("a");
-    a.mara(&["init", "--run", "r", "--remote", "origin"])
-        .ok("init --remote");
-    let b = origin.clone_repo("b");
-    b.mara(&["sync", "--run", "r"]).ok("sync");
+    let (a, b) = two_clones(&origin);
     a.mara_as(
         "implementer#1",
         &[
