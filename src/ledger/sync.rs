@@ -140,7 +140,13 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
     mark_synced(repo, run);
     if let Ok(tip) = repo.refname_to_id(&refname) {
         // Fetched events are seen, not yet checked: the next write checks them.
-        let checked = marks::load(repo, run).checked;
+        // A clone's first contact has no marker yet: nothing checked, and nothing
+        // to re-learn (loading a missing marker warns that it was lost).
+        let checked = if marks::exists(repo, run) {
+            marks::load(repo, run).checked
+        } else {
+            None
+        };
         marks::write(repo, run, tip, checked);
     }
     Ok(result)

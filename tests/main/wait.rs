@@ -30,7 +30,10 @@ fn two_clones(origin: &Origin) -> (TestRepo, TestRepo) {
     a.mara(&["init", "--run", "r", "--remote", "origin"])
         .ok("init --remote");
     let b = origin.clone_repo("b");
-    b.mara(&["sync", "--run", "r"]).ok("sync");
+    let joined = b.mara(&["sync", "--run", "r"]);
+    joined.ok("sync");
+    // Regression: a clone's first sync warned that its marker was lost.
+    assert!(!joined.stderr.contains("warning"), "{joined:?}");
     (a, b)
 }
 
