@@ -6,61 +6,14 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use support::{git, knob, mara, median, ms, plan_file, repo, timed, MARA};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     let rounds = knob("MARA_BENCH_N", 60);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let srv = tmp.path().join("srv");
-    std::fs::create_dir_all(&srv).expect("mkdir");
-    git(&srv, &["init", "-q", "--bare", "proj.git"]);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let srv_s = srv.to_string_lossy().into_owned();
-    // The `git-daemon` program itself: `git daemon` runs it as a child, and killing
-    // the wrapper would leave the real daemon listening.
-    let exe = std::path::PathBuf::from(git(tmp.path(), &["--exec-path"])).join("git-daemon");
-    let _daemon = Daemon(
-        Command::new(exe)
-            .args([
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={srv_s}"),
-                "--export-all",
-                "--enable=receive-pack",
-                &srv_s,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts"),
-    );
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "git daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("git://127.0.0.1:{port}/proj.git");
+    let (_daemon, url) = support::daemon(tmp.path());
 
     // The claimer's clone, and a clone for the plain pushes, both of the same daemon.
     let clone = repo("clone", tmp.path());

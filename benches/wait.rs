@@ -2,7 +2,9 @@
 //!
 //! * How soon a waiting `mara claim --next --wait` gets a task that becomes ready:
 //!   from the moment the `mara task add` that adds it has exited (its event is on
-//!   the ref) to the moment the waiter has exited with the claim written.
+//!   the ref) to the moment the waiter has exited with the claim written; locally,
+//!   and through a `git daemon` with the task added in another clone, after the
+//!   waiter has idled long enough for its fetches to be `poll_sec` apart.
 //! * `mara inbox` with 10 new messages on a big log, against a `mara claim` of a
 //!   named task on the same board (the bound: at most 2x).
 //!
@@ -12,12 +14,13 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{knob, mara, median, ms, release, repo};
+use support::{git, knob, mara, median, ms, release, repo};
 
-fn run(dir: &std::path::Path, who: &str, args: &[&str]) {
+fn run(dir: &Path, who: &str, args: &[&str]) {
     let st = Command::new(support::MARA)
         .args(args)
         .current_dir(dir)
@@ -29,33 +32,39 @@ fn run(dir: &std::path::Path, who: &str, args: &[&str]) {
     assert!(st.success(), "mara {args:?} failed");
 }
 
-fn wake_latency(root: &std::path::Path, rounds: usize) -> Vec<Duration> {
-    let dir = repo("wake", root);
-    run(&dir, "architect#1", &["init", "--run", "wake"]);
+/// Rounds of: a waiter in `waiter_dir` starts, `idle` later a task is added in
+/// `adder_dir`; how long from the end of that `task add` to the waiter's exit.
+fn wake_latency(
+    adder_dir: &Path,
+    waiter_dir: &Path,
+    rounds: usize,
+    idle: Duration,
+) -> Vec<Duration> {
     run(
-        &dir,
+        adder_dir,
         "architect#1",
         &["task", "add", "T0", "held elsewhere"],
     );
-    run(&dir, "implementer#9", &["claim", "T0"]);
+    run(adder_dir, "implementer#9", &["claim", "T0"]);
     let mut out = vec![];
     for round in 0..rounds + 2 {
         let mut waiter = Command::new(support::MARA)
-            .args(["claim", "--next", "--wait", "30"])
-            .current_dir(&dir)
+            .args(["claim", "--next", "--wait", "60"])
+            .current_dir(waiter_dir)
             .env("MARA_INSTANCE", "implementer#1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("the waiter starts");
-        // Let it find nothing ready and start waiting.
-        std::thread::sleep(Duration::from_millis(300));
+        // Let it find nothing ready and wait (remotely: until its fetches are
+        // `poll_sec` apart).
+        std::thread::sleep(idle);
         assert!(
             waiter.try_wait().expect("poll").is_none(),
             "the waiter left"
         );
         run(
-            &dir,
+            adder_dir,
             "architect#1",
             &["task", "add", &format!("T{}", round + 1), "new work"],
         );
@@ -70,6 +79,17 @@ fn wake_latency(root: &std::path::Path, rounds: usize) -> Vec<Duration> {
     out
 }
 
+fn report(what: &str, mut v: Vec<Duration>, bound: &str) {
+    let n = v.len();
+    let worst = *v.iter().max().expect("rounds");
+    let m = median(&mut v);
+    println!(
+        "{what}: a new task claimed {:.1} ms after it was added (median of {n}; worst {:.1} ms; {bound})",
+        ms(m),
+        ms(worst)
+    );
+}
+
 fn main() {
     mara::ledger::tune_libgit2();
     let rounds = knob("MARA_BENCH_N", 20);
@@ -77,13 +97,29 @@ fn main() {
     let dir = support::knob_path("MARA_BENCH_DIR").unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::tempdir_in(dir).expect("tempdir");
 
-    let mut wake = wake_latency(tmp.path(), rounds);
-    let m = median(&mut wake);
-    let worst = *wake.iter().max().expect("rounds");
-    println!(
-        "claim --next --wait: a new task claimed {:.1} ms after it was added (median of {rounds}; worst {:.1} ms; bound 250 ms)",
-        ms(m),
-        ms(worst)
+    let local = repo("wake", tmp.path());
+    run(&local, "architect#1", &["init", "--run", "wake"]);
+    let v = wake_latency(&local, &local, rounds, Duration::from_millis(300));
+    report("claim --next --wait, local", v, "bound 250 ms");
+
+    // Remotely: the task is added in another clone of a `git daemon`'s repository.
+    let (_daemon, url) = support::daemon(tmp.path());
+    let a = repo("a", tmp.path());
+    let b = repo("b", tmp.path());
+    git(&a, &["remote", "add", "origin", &url]);
+    git(&b, &["remote", "add", "origin", &url]);
+    run(
+        &a,
+        "architect#1",
+        &["init", "--run", "wake", "--remote", "origin"],
+    );
+    run(&b, "architect#1", &["sync", "--run", "wake"]);
+    let remote_rounds = knob("MARA_BENCH_REMOTE_N", 8);
+    let v = wake_latency(&a, &b, remote_rounds, Duration::from_secs(4));
+    report(
+        "claim --next --wait, remote",
+        v,
+        "bound poll_sec (2 s) + one push",
     );
 
     let big = support::big_repo(tmp.path(), events);

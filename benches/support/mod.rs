@@ -218,6 +218,58 @@ pub fn big_repo(root: &Path, events: usize) -> std::path::PathBuf {
     big
 }
 
+/// A running `git daemon`, killed when dropped.
+pub struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bare `proj.git` below `root/srv` served read-write by `git daemon` on a free
+/// port of 127.0.0.1; returns the daemon and the repository's URL.
+pub fn daemon(root: &Path) -> (Daemon, String) {
+    let srv = root.join("srv");
+    std::fs::create_dir_all(&srv).expect("mkdir");
+    git(&srv, &["init", "-q", "--bare", "proj.git"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let srv_s = srv.to_string_lossy().into_owned();
+    // The `git-daemon` program itself: `git daemon` runs it as a child, and killing
+    // the wrapper would leave the real daemon listening.
+    let exe = std::path::PathBuf::from(git(root, &["--exec-path"])).join("git-daemon");
+    let daemon = Daemon(
+        Command::new(exe)
+            .args([
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={srv_s}"),
+                "--export-all",
+                "--enable=receive-pack",
+                &srv_s,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts"),
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "git daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (daemon, format!("git://127.0.0.1:{port}/proj.git"))
+}
+
 /// Releases `task` of run `bench` as implementer#1, through the append path.
 pub fn release(dir: &Path, task: &str) {
     let repo = git2::Repository::open(dir).expect("open");
