@@ -203,51 +203,14 @@ pub fn merge(ledger: &Ledger, me: &InstanceId) -> Result<(String, serde_json::Va
         .trim()
         .to_owned();
     let mut done: Vec<Merged> = vec![];
-    for (commit, tasks) in &commits {
-        let names: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
-        let how = if git_true(&dir, &["merge-base", "--is-ancestor", commit, "HEAD"])? {
-            "up to date"
-        } else if git_true(&dir, &["merge-base", "--is-ancestor", "HEAD", commit])? {
-            git_in(&dir, &["merge", "--ff-only", "--quiet", commit])?;
-            "fast-forward"
-        } else {
-            let msg = format!(
-                "Merge the work of {} for {}\n\nmara merge-deps: commit {commit}",
-                names.join(", "),
-                held.iter()
-                    .map(TaskId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let out = git(&dir, &["merge", "--no-ff", "--no-edit", "-m", &msg, commit])?;
-            if !out.status.success() {
-                let conflicted =
-                    git_in(&dir, &["diff", "--name-only", "--diff-filter=U"]).unwrap_or_default();
-                let files: Vec<&str> = conflicted.lines().collect();
-                restore(&dir, &orig)?;
-                if files.is_empty() {
-                    bail!(
-                        "merging {}'s commit {} failed; nothing was merged, the worktree is as it was: {}",
-                        names.join(", "),
-                        short(commit),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-                bail!(
-                    "merging {}'s commit {} conflicts in {}; nothing was merged and the worktree is as it was; merge by hand with `git merge {commit}`, or ask with `mara post question ... --task {}`",
-                    names.join(", "),
-                    short(commit),
-                    files.join(", "),
-                    names[0]
-                );
-            }
-            "merge commit"
-        };
-        done.push(Merged {
-            commit: commit.clone(),
-            tasks: tasks.clone(),
-            how,
-        });
+    if let Err(e) = merge_each(&dir, &commits, &held, &orig, &mut done) {
+        // A failure after an earlier commit came in (git refusing to overwrite an
+        // untracked file, say) leaves the branch where it was too.
+        let now = git_in(&dir, &["rev-parse", "HEAD"]).unwrap_or_default();
+        if now.trim() != orig {
+            restore(&dir, &orig)?;
+        }
+        return Err(e);
     }
     let mut text = String::new();
     if done.is_empty() {
@@ -275,6 +238,64 @@ pub fn merge(ledger: &Ledger, me: &InstanceId) -> Result<(String, serde_json::Va
         text,
         json!({ "merged": done, "no_commit": missing, "head": head, "tasks": held }),
     ))
+}
+
+/// Merges `commits` one by one into the worktree's branch, recording each in
+/// `done`; a conflict puts the branch back at `orig` and fails naming the files.
+fn merge_each(
+    dir: &Path,
+    commits: &[(String, Vec<TaskId>)],
+    held: &[TaskId],
+    orig: &str,
+    done: &mut Vec<Merged>,
+) -> Result<()> {
+    for (commit, tasks) in commits {
+        let names: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
+        let how = if git_true(dir, &["merge-base", "--is-ancestor", commit, "HEAD"])? {
+            "up to date"
+        } else if git_true(dir, &["merge-base", "--is-ancestor", "HEAD", commit])? {
+            git_in(dir, &["merge", "--ff-only", "--quiet", commit])?;
+            "fast-forward"
+        } else {
+            let msg = format!(
+                "Merge the work of {} for {}\n\nmara merge-deps: commit {commit}",
+                names.join(", "),
+                held.iter()
+                    .map(TaskId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let out = git(dir, &["merge", "--no-ff", "--no-edit", "-m", &msg, commit])?;
+            if !out.status.success() {
+                let conflicted =
+                    git_in(dir, &["diff", "--name-only", "--diff-filter=U"]).unwrap_or_default();
+                let files: Vec<&str> = conflicted.lines().collect();
+                restore(dir, orig)?;
+                if files.is_empty() {
+                    bail!(
+                        "merging {}'s commit {} failed; nothing was merged, the worktree is as it was: {}",
+                        names.join(", "),
+                        short(commit),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                bail!(
+                    "merging {}'s commit {} conflicts in {}; nothing was merged and the worktree is as it was; merge by hand with `git merge {commit}`, or ask with `mara post question ... --task {}`",
+                    names.join(", "),
+                    short(commit),
+                    files.join(", "),
+                    names[0]
+                );
+            }
+            "merge commit"
+        };
+        done.push(Merged {
+            commit: commit.clone(),
+            tasks: tasks.clone(),
+            how,
+        });
+    }
+    Ok(())
 }
 
 /// Puts the worktree back where it was after a failed merge. It was clean
