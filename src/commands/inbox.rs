@@ -164,3 +164,50 @@ pub fn run(ctx: &Ctx, args: InboxArgs) -> Result<Report> {
     report.lines = true;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(sender: &str, to: Option<&str>) -> Event {
+        Event {
+            seq: 1,
+            ts: crate::ledger::now(),
+            sender: sender.to_owned(),
+            kind: EventKind::Message {
+                kind: "note".into(),
+                text: "hi".into(),
+                to: to.map(str::to_owned),
+                task: None,
+                reply_to: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_message_is_for_me_my_role_or_everyone_but_not_my_own() {
+        let me: InstanceId = "implementer#2".parse().expect("an instance");
+        assert!(is_for(&message("architect#1", None), &me));
+        assert!(is_for(&message("architect#1", Some("implementer#2")), &me));
+        assert!(is_for(&message("architect#1", Some("implementer")), &me));
+        assert!(!is_for(&message("architect#1", Some("implementer#1")), &me));
+        assert!(!is_for(&message("architect#1", Some("reviewer")), &me));
+        assert!(!is_for(&message("implementer#2", None), &me));
+        let claim = Event {
+            kind: EventKind::Heartbeat,
+            ..message("architect#1", None)
+        };
+        assert!(!is_for(&claim, &me));
+    }
+
+    #[test]
+    fn the_cursor_round_trips_and_a_damaged_one_reads_as_never_read() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let p = dir.path().join("inbox").join("r").join("implementer_2");
+        assert_eq!(read_cursor(&p), None);
+        write_cursor(&p, 41).expect("writing the cursor");
+        assert_eq!(read_cursor(&p), Some(41));
+        std::fs::write(&p, "garbage").expect("damaging it");
+        assert_eq!(read_cursor(&p), None);
+    }
+}
