@@ -1678,8 +1678,10 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         )?,
         EventKind::TaskEdit { .. } => apply_edit(board, event)?,
         EventKind::TaskCancel {
-            task, drop_deps, ..
-        } => apply_cancel(board, task, *drop_deps)?,
+            task,
+            drop_deps,
+            reason,
+        } => apply_cancel(board, task, reason.as_deref(), *drop_deps)?,
         EventKind::Review {
             task,
             verdict,
@@ -1991,8 +1993,16 @@ fn reaches<'a>(board: &Board, from: &'a [TaskId], target: &TaskId) -> Option<&'a
 /// `cancel`: a task leaves the plan. Its unfinished dependents would wait for
 /// ever, so they refuse it unless `drop_deps` takes it out of their deps. Needs a
 /// full board.
-fn apply_cancel(board: &Board, task: &TaskId, drop_deps: bool) -> Result<Vec<Change>, RuleError> {
+fn apply_cancel(
+    board: &Board,
+    task: &TaskId,
+    reason: Option<&str>,
+    drop_deps: bool,
+) -> Result<Vec<Change>, RuleError> {
     let t = existing(board, task)?;
+    if let Some(r) = reason {
+        check_text("reason", r)?;
+    }
     if t.status.is_final() {
         return Err(match t.status {
             TaskStatus::Cancelled => Refusal::Cancelled { task: task.clone() },
