@@ -116,6 +116,10 @@ pub fn line(e: &Event) -> String {
         }
         EventKind::TaskAdd { task } => format!("{}: {}", task.id, one_line(&task.title, 60)),
         EventKind::Plan { tasks } => format!("{} tasks", tasks.len()),
+        EventKind::Review { task, verdict, .. } => match verdict {
+            crate::board::Verdict::Approve => format!("{task} approved"),
+            crate::board::Verdict::Changes => format!("{task} changes requested"),
+        },
         EventKind::Message { text, .. } => one_line(text, 100),
         _ => {
             let s = e.subject();

@@ -56,17 +56,17 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         let state = match i.status {
             InstanceStatus::Exited | InstanceStatus::Failed => {
                 stopped.push(i.id.to_string());
-                "stopped".to_owned()
+                String::new()
             }
             _ if now > until => {
                 expired.push(i.id.to_string());
-                format!("lease ran out {} ago", ago(now - until))
+                format!(", its lease ran out {} ago", ago(now - until))
             }
-            _ => format!("lease runs out in {}", ago(until - now)),
+            _ => format!(", lease runs out in {}", ago(until - now)),
         };
         let _ = writeln!(
             text,
-            "  {:<16} {:<8} last seen {} ago, {state}{}{}",
+            "  {:<16} {:<8} last seen {} ago{state}{}{}",
             i.id.to_string(),
             i.status.to_string(),
             ago(now - i.last_seen),
