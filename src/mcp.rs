@@ -252,9 +252,26 @@ struct LogArgs {
     task: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewArgs {
+    task: String,
+    approve: Option<bool>,
+    changes: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelArgs {
+    task: String,
+    reason: Option<String>,
+    drop_deps: Option<bool>,
+}
+
 /// The tools, each running the command it mirrors.
 fn table() -> Vec<Tool> {
-    use commands::{board, claim, done, log, post, release};
+    use commands::{board, claim, done, log, post, release, review, show, task};
     vec![
         Tool::new(
             "board",
@@ -355,6 +372,59 @@ fn table() -> Vec<Tool> {
                     since: None,
                 };
                 log::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "show",
+            "Everything about one task before you work on it: body, role, paths, holder and lease, deps with their commits, branches and notes, reviews, its thread and the commits naming it.",
+            vec![TASK.required()],
+            |ctx, a: TaskArgs| {
+                let args = show::ShowArgs {
+                    id: a.task.parse()?,
+                    fetch: false,
+                };
+                show::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "review",
+            "A reviewer's verdict on a done task: approve it, or send it back with what to change (it reopens for its implementer).",
+            vec![
+                TASK.required(),
+                Prop::boolean("approve").about("approve the task"),
+                Prop::string("changes").about("what to change; sends the task back"),
+                Prop::string("note").about("a note with an approval"),
+            ],
+            |ctx, a: ReviewArgs| {
+                if a.approve.unwrap_or(false) == a.changes.is_some() {
+                    bail!("give either approve: true or changes");
+                }
+                let args = review::ReviewArgs {
+                    id: a.task.parse()?,
+                    approve: a.approve.unwrap_or(false),
+                    changes: a.changes,
+                    note: a.note,
+                };
+                review::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "task_cancel",
+            "Take a task off the plan. Refused while other tasks depend on it, unless drop_deps removes it from their deps (logged).",
+            vec![
+                TASK.required(),
+                Prop::string("reason").about("why, for the log"),
+                Prop::boolean("drop_deps").about("also take it out of its dependents' deps"),
+            ],
+            |ctx, a: CancelArgs| {
+                let args = task::TaskArgs {
+                    cmd: task::TaskCmd::Cancel(task::CancelArgs {
+                        id: a.task.parse()?,
+                        reason: a.reason,
+                        drop_deps: a.drop_deps.unwrap_or(false),
+                    }),
+                };
+                task::run(ctx, args)
             },
         ),
     ]

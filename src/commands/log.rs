@@ -101,7 +101,8 @@ pub fn commit_lines(commits: &[NamedCommit]) -> String {
             "  {}  {:<16} {}  on {}",
             &c.commit[..10],
             who,
-            one_line(&c.summary, 72),
+            // Whole: an agent reading the list may need the end of the line.
+            one_line(&c.summary, usize::MAX),
             c.branches.join(", ")
         );
     }
