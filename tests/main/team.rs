@@ -590,3 +590,28 @@ fn show_and_log_task_name_every_branch_holding_a_commit_of_the_task() {
         );
     }
 }
+
+#[test]
+fn a_review_role_the_config_does_not_have_is_an_error() {
+    let r = TestRepo::new();
+    let cfg = r.write_outside(
+        "mara.json",
+        &serde_json::json!({
+            "roles": [{"id": "implementer", "file": "roles/implementer.json", "instances": 1}],
+            "coordination": {"review_role": "auditor"}
+        })
+        .to_string(),
+    );
+    r.mara(&[
+        "init",
+        "--run",
+        RUN,
+        "--config",
+        cfg.to_str().expect("UTF-8"),
+    ])
+    .expect_code(1, "a review role that is no role of the config")
+    .stderr_has(
+        "coordination.review_role \"auditor\" is not one of the config's roles (implementer)",
+    );
+    assert!(r.git(&["for-each-ref", "refs/mara"]).is_empty());
+}
