@@ -97,6 +97,14 @@ fn done(task: &str, artifact: Option<&str>, forced: Option<&str>) -> EventKind {
     }
 }
 
+fn verdict(task: &str, verdict: Verdict, note: Option<String>) -> EventKind {
+    EventKind::Review {
+        task: tid(task),
+        verdict,
+        note,
+    }
+}
+
 fn msg(kind: &str, text: &str) -> EventKind {
     EventKind::Message {
         kind: kind.to_owned(),
@@ -1384,11 +1392,11 @@ fn every_kind() -> Vec<EventKind> {
             reason: Some("duplicate of T1".into()),
             drop_deps: true,
         },
-        EventKind::Review {
-            task: tid("T1"),
-            verdict: Verdict::Changes,
-            note: Some("no test for the burst limit".into()),
-        },
+        verdict(
+            "T1",
+            Verdict::Changes,
+            Some("no test for the burst limit".into()),
+        ),
         EventKind::Done {
             task: tid("T1"),
             artifact: None,
@@ -2498,23 +2506,11 @@ fn a_review_sends_work_back_to_its_holder_first_and_approval_satisfies_dependent
     r.ok(3, R1, claim("A"));
     assert_eq!(r.task("A").reviewer, Some(iid(R1)));
     // Changes need a note, and reopen A for implementer#1 first.
-    r.invalid(
-        4,
-        R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Changes,
-            note: None,
-        },
-    );
+    r.invalid(4, R1, verdict("A", Verdict::Changes, None));
     r.ok(
         4,
         R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Changes,
-            note: Some("no test".into()),
-        },
+        verdict("A", Verdict::Changes, Some("no test".into())),
     );
     let a = r.task("A");
     assert_eq!((a.status, a.sent_back), (TaskStatus::Open, 1));
@@ -2531,15 +2527,7 @@ fn a_review_sends_work_back_to_its_holder_first_and_approval_satisfies_dependent
     r.ok(5, I1, claim("A"));
     r.ok(6, I1, done("A", None, None));
     r.ok(7, R1, claim("A"));
-    r.ok(
-        8,
-        R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Approve,
-            note: None,
-        },
-    );
+    r.ok(8, R1, verdict("A", Verdict::Approve, None));
     assert_eq!(r.task("A").status, TaskStatus::Done);
     assert_eq!(r.task("A").sent_back, 1);
     r.ok(9, I2, claim("B"));
@@ -2664,11 +2652,7 @@ fn unreviewed_names_tasks_awaiting_review_and_sent_back() {
     r.ok(
         3,
         R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Changes,
-            note: Some("no test".into()),
-        },
+        verdict("A", Verdict::Changes, Some("no test".into())),
     );
     let refusal = r.board.unreviewed().expect("A was sent back");
     assert_eq!(
@@ -2677,15 +2661,7 @@ fn unreviewed_names_tasks_awaiting_review_and_sent_back() {
     );
     r.ok(4, I1, claim("A"));
     r.ok(5, I1, done("A", None, None));
-    r.ok(
-        6,
-        R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Approve,
-            note: None,
-        },
-    );
+    r.ok(6, R1, verdict("A", Verdict::Approve, None));
     assert_eq!(r.board.unreviewed(), None);
 }
 

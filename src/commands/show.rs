@@ -106,39 +106,21 @@ fn thread_entry(e: &Event) -> (String, Option<String>) {
             }
             (h, note.clone())
         }
-        EventKind::TaskEdit {
-            title,
-            body,
-            paths,
-            add_paths,
-            deps,
-            role,
-            priority,
-            ..
-        } => {
-            let mut what = vec![];
-            if let Some(t) = title {
-                what.push(format!("title {:?}", flat(t)));
-            }
-            if body.is_some() {
-                what.push("body".to_owned());
-            }
-            if let Some(p) = paths {
-                what.push(format!("paths {}", p.join(" ")));
-            }
-            if !add_paths.is_empty() {
-                what.push(format!("added paths {}", add_paths.join(" ")));
-            }
-            if let Some(d) = deps {
-                let d: Vec<&str> = d.iter().map(TaskId::as_str).collect();
-                what.push(format!("deps [{}]", d.join(",")));
-            }
-            if let Some(r) = role {
-                what.push(format!("role {r}"));
-            }
-            if let Some(p) = priority {
-                what.push(format!("priority {p}"));
-            }
+        EventKind::TaskEdit { .. } => {
+            // What changed, from the stored payload: every field but the task (a
+            // body is named, and read whole in the task's body above).
+            let j = e.to_json();
+            let what: Vec<String> = j["payload"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| *k != "task")
+                .map(|(k, v)| match (k.as_str(), v.as_str()) {
+                    ("body", _) => "body".to_owned(),
+                    (_, Some(text)) => format!("{k} {:?}", flat(text)),
+                    _ => format!("{k} {v}"),
+                })
+                .collect();
             (format!("{}: {}", e.subject(), what.join("; ")), None)
         }
         EventKind::TaskCancel {
@@ -339,7 +321,9 @@ pub fn run(ctx: &Ctx, args: ShowArgs) -> Result<Report> {
     // The thread: every event about the task, oldest first.
     let mut thread_json = vec![];
     text.push_str("\nthread:\n");
-    for (oid, line) in ledger.event_lines(0)? {
+    // Nothing is about the task before the event that added it: the read starts
+    // there, so an old run's early history is not read for a new task.
+    for (oid, line) in ledger.event_lines(t.added_seq)? {
         // Most events are not about this task: a cheap look before parsing.
         if !line.contains(t.id.as_str()) {
             continue;

@@ -77,6 +77,13 @@ pub struct AddArgs {
     pub paths: Vec<String>,
     #[command(flatten)]
     pub body: BodyArgs,
+    #[command(flatten)]
+    pub who: WhoArgs,
+}
+
+/// Who may take a task, and how soon: the same flags for `add` and `edit`.
+#[derive(Args, Debug)]
+pub struct WhoArgs {
     /// Only instances of this role may claim it (e.g. implementer).
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
@@ -111,12 +118,8 @@ pub struct EditArgs {
     /// Remove every dep.
     #[arg(long = "no-deps")]
     pub no_deps: bool,
-    /// Only instances of this role may claim it.
-    #[arg(long, value_name = "ROLE")]
-    pub role: Option<String>,
-    /// A new priority.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub priority: Option<i64>,
+    #[command(flatten)]
+    pub who: WhoArgs,
 }
 
 #[derive(Args, Debug)]
@@ -151,8 +154,8 @@ fn write(ctx: &Ctx, kind: EventKind) -> Result<Report> {
 fn add(ctx: &Ctx, a: AddArgs) -> Result<Report> {
     let task = NewTask {
         body: a.body.read()?,
-        role: a.role,
-        priority: a.priority.unwrap_or(0),
+        role: a.who.role,
+        priority: a.who.priority.unwrap_or(0),
         id: a.id,
         title: a.title,
         deps: a.deps,
@@ -174,8 +177,8 @@ fn edit(ctx: &Ctx, a: EditArgs) -> Result<Report> {
             paths: (!a.paths.is_empty()).then_some(a.paths),
             add_paths: a.add_paths,
             deps,
-            role: a.role,
-            priority: a.priority,
+            role: a.who.role,
+            priority: a.who.priority,
         },
     )
 }

@@ -13,11 +13,23 @@ use crate::hooks;
 
 const RUN: &str = "team";
 
+/// `mara init --run RUN --config FILE` with `config` as the file.
+fn init_with(r: &TestRepo, config: &Value) -> Out {
+    let cfg = r.write_outside("mara.json", &config.to_string());
+    r.mara(&[
+        "init",
+        "--run",
+        RUN,
+        "--config",
+        cfg.to_str().expect("UTF-8"),
+    ])
+}
+
 /// A run whose config has a review step (`coordination.review_role`).
 fn reviewed_run(lease: u64) -> TestRepo {
     let r = TestRepo::new();
-    let cfg = r.write_outside(
-        "mara.json",
+    init_with(
+        &r,
         &serde_json::json!({
             "roles": [
                 {"id": "implementer", "file": "roles/implementer.json", "instances": 2},
@@ -27,16 +39,8 @@ fn reviewed_run(lease: u64) -> TestRepo {
                 "task_board": "x", "channel": "y", "lock_mode": "ref",
                 "claim_timeout_sec": lease, "review_role": "reviewer"
             }
-        })
-        .to_string(),
-    );
-    r.mara(&[
-        "init",
-        "--run",
-        RUN,
-        "--config",
-        cfg.to_str().expect("UTF-8"),
-    ])
+        }),
+    )
     .ok("init with a review step");
     r
 }
@@ -47,18 +51,6 @@ fn show_json(r: &TestRepo, id: &str) -> Value {
     let out = r.mara(&["show", id, "--json"]);
     out.ok("mara show --json");
     serde_json::from_str(&out.stdout).expect("show --json prints one JSON value")
-}
-
-/// One task of `mara board --json`.
-#[track_caller]
-fn task(r: &TestRepo, id: &str) -> Value {
-    r.board()["tasks"]
-        .as_array()
-        .expect("tasks is a list")
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap_or_else(|| panic!("no task {id}"))
-        .clone()
 }
 
 /// Runs `mara args` with `input` on stdin.
@@ -117,8 +109,8 @@ fn task_add_with_body_role_and_priority_then_show_in_text_and_json() {
         "read from stdin\n",
     )
     .ok("task add --body-file -");
-    assert_eq!(task(&r, "T8")["body"], "read from stdin\n");
-    assert_eq!(task(&r, "T8")["priority"], -1);
+    assert_eq!(r.task("T8")["body"], "read from stdin\n");
+    assert_eq!(r.task("T8")["priority"], -1);
 
     // Bad input: one line, exit 1 (or clap's 2), nothing written.
     assert_ref_unchanged(&r, RUN, || {
@@ -226,7 +218,7 @@ fn edits_change_open_tasks_and_only_the_holder_adds_paths_which_the_hook_enforce
         "{}",
         newest_subject(&r.dir, run)
     );
-    let t3 = task(&r, "T3");
+    let t3 = r.task("T3");
     assert_eq!(t3["title"], "Docs v2");
     assert_eq!(t3["body"], "write the docs\n");
     assert_eq!(t3["paths"], serde_json::json!(["docs/api.md"]));
@@ -247,7 +239,7 @@ fn edits_change_open_tasks_and_only_the_holder_adds_paths_which_the_hook_enforce
     assert_ref_unchanged(&r, run, || r.mara(&["task", "edit", "T3"]))
         .expect_code(1, "an edit that changes nothing");
     r.mara(&["task", "edit", "T3", "--no-deps"]).ok("--no-deps");
-    assert_eq!(task(&r, "T3")["deps"], serde_json::json!([]));
+    assert_eq!(r.task("T3")["deps"], serde_json::json!([]));
 
     let wt1 = hooks::worktree(&r, "wt1", "implementer#1");
     let wt2 = hooks::worktree(&r, "wt2", "implementer#2");
@@ -275,7 +267,7 @@ fn edits_change_open_tasks_and_only_the_holder_adds_paths_which_the_hook_enforce
     )
     .ok("the holder adds a path");
     assert_eq!(
-        task(&r, "T1")["paths"],
+        r.task("T1")["paths"],
         serde_json::json!(["src/api/**", "docs/**"])
     );
 
@@ -300,7 +292,7 @@ fn cancel_with_and_without_dependents() {
     r.mara(&["task", "cancel", "C", "--reason", "duplicate of A"])
         .ok("cancel C");
     assert!(newest_subject(&r.dir, RUN).starts_with("cancel C by "));
-    assert_eq!(task(&r, "C")["status"], "cancelled");
+    assert_eq!(r.task("C")["status"], "cancelled");
     assert_ref_unchanged(&r, RUN, || r.mara_as("implementer#1", &["claim", "C"]))
         .expect_code(3, "claim of a cancelled task")
         .stderr_has("C is cancelled");
@@ -321,7 +313,7 @@ fn cancel_with_and_without_dependents() {
         "not needed",
     ])
     .ok("cancel A dropping it from B");
-    assert_eq!(task(&r, "B")["deps"], serde_json::json!([]));
+    assert_eq!(r.task("B")["deps"], serde_json::json!([]));
     r.mara_as("implementer#1", &["claim", "B"])
         .ok("B no longer waits for A");
     assert_ref_unchanged(&r, RUN, || r.mara(&["task", "cancel", "A"]))
@@ -353,7 +345,7 @@ fn a_reviewer_sends_a_task_back_and_the_same_implementer_reworks_it() {
     .expect_code(3, "review of a task that is not done")
     .stderr_has("not done and awaiting review");
     r.mara_as("implementer#1", &["done", "T1"]).ok("done T1");
-    assert_eq!(task(&r, "T1")["status"], "review");
+    assert_eq!(r.task("T1")["status"], "review");
 
     // A release of the done task: the hint does not send anyone to claim --next.
     let released = assert_ref_unchanged(&r, RUN, || r.mara_as("reviewer#1", &["release", "T1"]));
@@ -386,7 +378,7 @@ fn a_reviewer_sends_a_task_back_and_the_same_implementer_reworks_it() {
         newest_subject(&r.dir, RUN),
         "review T1 by reviewer#1: changes requested"
     );
-    let t1 = task(&r, "T1");
+    let t1 = r.task("T1");
     assert_eq!(t1["status"], "open");
     assert_eq!(t1["sent_back"], 1);
     let table = r.mara(&["board"]);
@@ -421,7 +413,7 @@ fn a_reviewer_sends_a_task_back_and_the_same_implementer_reworks_it() {
         newest_subject(&r.dir, RUN),
         "review T1 by reviewer#1: approved"
     );
-    assert_eq!(task(&r, "T1")["status"], "done");
+    assert_eq!(r.task("T1")["status"], "done");
     r.mara_as("implementer#2", &["claim", "T2"])
         .ok("T2 after T1's approval");
     let j = show_json(&r, "T1");
@@ -594,21 +586,13 @@ fn show_and_log_task_name_every_branch_holding_a_commit_of_the_task() {
 #[test]
 fn a_review_role_the_config_does_not_have_is_an_error() {
     let r = TestRepo::new();
-    let cfg = r.write_outside(
-        "mara.json",
+    init_with(
+        &r,
         &serde_json::json!({
             "roles": [{"id": "implementer", "file": "roles/implementer.json", "instances": 1}],
             "coordination": {"review_role": "auditor"}
-        })
-        .to_string(),
-    );
-    r.mara(&[
-        "init",
-        "--run",
-        RUN,
-        "--config",
-        cfg.to_str().expect("UTF-8"),
-    ])
+        }),
+    )
     .expect_code(1, "a review role that is no role of the config")
     .stderr_has(
         "coordination.review_role \"auditor\" is not one of the config's roles (implementer)",
