@@ -117,6 +117,14 @@ pub fn line(e: &Event) -> String {
         }
         EventKind::TaskAdd { task } => format!("{}: {}", task.id, one_line(&task.title, 60)),
         EventKind::Plan { tasks } => format!("{} tasks", tasks.len()),
+        EventKind::Progress { commit, task } => {
+            let short: String = commit.chars().take(10).collect();
+            match task {
+                Some(t) => format!("{t} commit {short}"),
+                // Said, not left as an empty column: the commit is on no task.
+                None => format!("commit {short} (its instance held no task)"),
+            }
+        }
         EventKind::Review { task, verdict, .. } => match verdict {
             crate::board::Verdict::Approve => format!("{task} approved"),
             crate::board::Verdict::Changes => format!("{task} changes requested"),

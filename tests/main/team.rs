@@ -599,3 +599,18 @@ fn a_review_role_the_config_does_not_have_is_an_error() {
     );
     assert!(r.git(&["for-each-ref", "refs/mara"]).is_empty());
 }
+
+#[test]
+fn a_commit_by_an_instance_holding_no_task_says_so_in_the_log() {
+    let r = hooks::run_with_hooks();
+    let wt = hooks::worktree(&r, "wt1", "implementer#1");
+    hooks::stage(&r, &wt, "free.txt", "x\n");
+    hooks::commit(&r, &wt, &["-q", "-m", "no task"], &[]).ok("commit without a task");
+    let out = r.mara(&["log", "--type", "progress"]);
+    out.ok("log --type progress");
+    assert!(
+        out.stdout.contains("(its instance held no task)"),
+        "{}",
+        out.stdout
+    );
+}
