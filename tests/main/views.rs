@@ -31,7 +31,7 @@ const MAX_LINE: usize = 1 << 20;
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The tools of `mara mcp`.
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 12] = [
     "board",
     "claim",
     "claim_next",
@@ -41,6 +41,8 @@ const TOOLS: [&str; 10] = [
     "log",
     "show",
     "review",
+    "task_add",
+    "task_edit",
     "task_cancel",
 ];
 
@@ -347,6 +349,37 @@ fn mcp_shows_a_task_reviews_and_cancels() {
         "{res}"
     );
     assert_eq!(r.tip(run), tip);
+    c.call_ok(
+        "task_add",
+        json!({"task": "T9", "title": "Nine", "body": "do it", "role": "implementer",
+               "priority": 3, "deps": ["T3"], "paths": ["src/nine/**"]}),
+    );
+    let t9 = r.task("T9");
+    assert_eq!(
+        (
+            &t9["body"],
+            &t9["role"],
+            &t9["priority"],
+            &t9["deps"],
+            &t9["paths"]
+        ),
+        (
+            &json!("do it"),
+            &json!("implementer"),
+            &json!(3),
+            &json!(["T3"]),
+            &json!(["src/nine/**"])
+        ),
+        "{t9}"
+    );
+    c.call_ok(
+        "task_edit",
+        json!({"task": "T9", "deps": [], "priority": -1}),
+    );
+    assert_eq!(r.task("T9")["deps"], json!([]));
+    assert_eq!(r.task("T9")["priority"], -1);
+    let res = c.call("task_edit", json!({"task": "T9", "priority": "high"}));
+    assert_eq!(res["isError"], true, "{res}");
     let res = c.call("task_cancel", json!({"task": "T1"}));
     assert_eq!(res["isError"], true, "T2 depends on T1: {res}");
     c.call_ok(
