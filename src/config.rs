@@ -133,16 +133,6 @@ impl SeedConfig {
                 );
             }
         }
-        if let Some(r) = &self.coordination.review_role {
-            // A review step nobody can take would hold every task in review.
-            if !self.roles.is_empty() && !self.roles.iter().any(|x| x.id == *r) {
-                let ids: Vec<&str> = self.roles.iter().map(|x| x.id.as_str()).collect();
-                bail!(
-                    "coordination.review_role {r:?} is not one of the config's roles ({})",
-                    ids.join(", ")
-                );
-            }
-        }
         if self.coordination.lock_mode == Some(LockMode::Remote)
             && self.coordination.remote.is_none()
         {
