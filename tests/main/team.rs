@@ -595,7 +595,7 @@ fn a_review_role_the_config_does_not_have_is_an_error() {
     )
     .expect_code(1, "a review role that is no role of the config")
     .stderr_has(
-        "coordination.review_role \"auditor\" is not one of the config's roles (implementer)",
+        "coordination.review_role is \"auditor\", which is none of the config's roles (implementer)",
     );
     assert!(r.git(&["for-each-ref", "refs/mara"]).is_empty());
 }
