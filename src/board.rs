@@ -880,6 +880,36 @@ impl Board {
         })
     }
 
+    /// With a review step, what integration must wait for: the tasks done and
+    /// awaiting review, and those sent back and not done again, in board order.
+    /// `None` without a review step or when every finished task is approved.
+    /// Needs a full board.
+    pub fn unreviewed(&self) -> Option<Refusal> {
+        self.review_role()?;
+        let (mut awaiting, mut sent_back) = (vec![], vec![]);
+        for t in self.ordered_tasks() {
+            match t.status {
+                TaskStatus::Review => awaiting.push(t.id.clone()),
+                TaskStatus::Open | TaskStatus::Claimed if t.sent_back > 0 => {
+                    sent_back.push(t.id.clone())
+                }
+                _ => {}
+            }
+        }
+        if awaiting.is_empty() && sent_back.is_empty() {
+            return None;
+        }
+        Some(Refusal::Unreviewed {
+            awaiting,
+            sent_back,
+        })
+    }
+
+    /// How long an instance may stay silent before it loses its claims.
+    pub fn lease(&self) -> chrono::TimeDelta {
+        self.timeout()
+    }
+
     fn timeout(&self) -> chrono::TimeDelta {
         let sec = self
             .config
@@ -993,6 +1023,11 @@ pub enum Refusal {
         task: TaskId,
         status: TaskStatus,
     },
+    /// With a review step, integration waits for these tasks' approval.
+    Unreviewed {
+        awaiting: Vec<TaskId>,
+        sent_back: Vec<TaskId>,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -1060,6 +1095,20 @@ impl fmt::Display for Refusal {
                     "nothing ready: {waiting} task(s) wait for deps, {held} held by others"
                 )
             }
+            Refusal::Unreviewed {
+                awaiting,
+                sent_back,
+            } => {
+                f.write_str("not approved yet: ")?;
+                let mut parts = vec![];
+                if !awaiting.is_empty() {
+                    parts.push(format!("{} await(s) review", join(awaiting)));
+                }
+                if !sent_back.is_empty() {
+                    parts.push(format!("{} sent back for changes", join(sent_back)));
+                }
+                f.write_str(&parts.join("; "))
+            }
         }
     }
 }
@@ -1067,24 +1116,39 @@ impl fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 impl Refusal {
-    /// The next command to try, when there is one.
+    /// The next command to try, when there is one. A refusal comes from more than
+    /// one command (a task already done refuses a claim, a release, a `done` and a
+    /// cancel alike), so a hint names what fits each of them: where to look, and
+    /// other work only where the refusal is about taking work.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Refusal::Held { .. } | Refusal::Waiting { .. } | Refusal::AlreadyDone { .. } => {
-                Some("take another with `mara claim --next`".into())
-            }
-            Refusal::NotClaimed { task } => Some(format!("claim it first: `mara claim {task}`")),
-            Refusal::NotHolder { .. } => Some(
-                "only the holder may do this; `--force` overrides and the log records who forced it"
-                    .into(),
+            // Only claims (and reviews of a review another reviewer holds) meet a
+            // live holder or unfinished deps.
+            Refusal::Held { .. } => Some("take another with `mara claim --next`".into()),
+            Refusal::Waiting { .. } => Some(
+                "take a ready task with `mara claim --next`, or wait for one with `mara claim --next --wait 600`".into(),
             ),
+            Refusal::AlreadyDone { task } => Some(format!(
+                "nothing more to do with it: `mara show {task}` shows who did it and where its work is"
+            )),
+            Refusal::NotClaimed { task } => Some(format!("claim it first: `mara claim {task}`")),
+            Refusal::NotHolder { task, .. } => Some(format!(
+                "only its holder may do this (`mara show {task}` names it); `release` and `done` take `--force`, and the log records who forced it"
+            )),
             Refusal::NothingReady { .. } => {
                 Some("wait for work with `mara claim --next --wait 600`".into())
             }
             Refusal::NothingLeft { .. } => Some("your part of the run is over: stop".into()),
-            Refusal::WrongRole { .. } | Refusal::Reserved { .. } | Refusal::Cancelled { .. } => {
-                Some("take another with `mara claim --next`".into())
-            }
+            Refusal::WrongRole { role, who, .. } => Some(format!(
+                "this is work for the {role} role; `mara claim --next` takes work for yours ({})",
+                who.role()
+            )),
+            Refusal::Reserved { holder, .. } => Some(format!(
+                "{holder} reworks it first; take another with `mara claim --next`"
+            )),
+            Refusal::Cancelled { task } => Some(format!(
+                "it is off the plan: `mara show {task}` says why"
+            )),
             Refusal::NotInReview { task, .. } => Some(format!("see where it stands: `mara show {task}`")),
             Refusal::HasDependents { task, .. } => Some(format!(
                 "cancel or edit its dependents first, or `mara task cancel {task} --drop-deps` (logged)"
@@ -1094,6 +1158,9 @@ impl Refusal {
             )),
             Refusal::Conflicts { .. } => Some(
                 "read the report (integrator.md), resolve on the conflicts branch, and run `mara integrate` again".into(),
+            ),
+            Refusal::Unreviewed { .. } => Some(
+                "wait for the reviews (`mara status`), or merge anyway with `mara integrate --unreviewed` (logged)".into(),
             ),
         }
     }
@@ -1413,6 +1480,13 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
 
 fn check_new_task(t: &NewTask) -> Result<(), RuleError> {
     check_text(&format!("title of {}", t.id), &t.title)?;
+    // The same bounds an edit checks: a plan item is untrusted input too.
+    if let Some(b) = &t.body {
+        check_body(&t.id, b)?;
+    }
+    if let Some(r) = &t.role {
+        check_role(r)?;
+    }
     for p in &t.paths {
         check_path(&format!("path glob of {}", t.id), p)?;
         crate::glob::check(&format!("path glob of {}", t.id), p).map_err(Invalid)?;
@@ -1604,8 +1678,10 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         )?,
         EventKind::TaskEdit { .. } => apply_edit(board, event)?,
         EventKind::TaskCancel {
-            task, drop_deps, ..
-        } => apply_cancel(board, task, *drop_deps)?,
+            task,
+            drop_deps,
+            reason,
+        } => apply_cancel(board, task, reason.as_deref(), *drop_deps)?,
         EventKind::Review {
             task,
             verdict,
@@ -1917,8 +1993,16 @@ fn reaches<'a>(board: &Board, from: &'a [TaskId], target: &TaskId) -> Option<&'a
 /// `cancel`: a task leaves the plan. Its unfinished dependents would wait for
 /// ever, so they refuse it unless `drop_deps` takes it out of their deps. Needs a
 /// full board.
-fn apply_cancel(board: &Board, task: &TaskId, drop_deps: bool) -> Result<Vec<Change>, RuleError> {
+fn apply_cancel(
+    board: &Board,
+    task: &TaskId,
+    reason: Option<&str>,
+    drop_deps: bool,
+) -> Result<Vec<Change>, RuleError> {
     let t = existing(board, task)?;
+    if let Some(r) = reason {
+        check_text("reason", r)?;
+    }
     if t.status.is_final() {
         return Err(match t.status {
             TaskStatus::Cancelled => Refusal::Cancelled { task: task.clone() },

@@ -23,7 +23,9 @@ use crate::commands::{
     post::PostArgs,
     release::ReleaseArgs,
     report::ReportArgs,
+    review::ReviewArgs,
     run::RunArgs,
+    show::ShowArgs,
     sync::SyncArgs,
     task::TaskArgs,
 };
@@ -54,7 +56,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Create the run's ref and record it as the current run.
     Init(InitArgs),
-    /// Add a task.
+    /// Add, edit or cancel a task.
     Task(TaskArgs),
     /// Add many tasks at once from a JSON list (all or none).
     Plan(PlanArgs),
@@ -76,6 +78,10 @@ pub enum Cmd {
     Board(BoardArgs),
     /// Show the coordination log.
     Log(LogArgs),
+    /// Show one task: body, holder and lease, deps' work, reviews, thread, commits.
+    Show(ShowArgs),
+    /// Approve a done task, or send it back with --changes.
+    Review(ReviewArgs),
     /// Show the run: task counts and instances.
     Status,
     /// Gather the instances' artifacts into .multi_agent_runs/<run>/outputs/.
@@ -135,6 +141,8 @@ pub fn dispatch(cli: Cli) -> Result<Report> {
         Cmd::Heartbeat => heartbeat::run(&ctx),
         Cmd::Board(a) => board::run(&ctx, a),
         Cmd::Log(a) => log::run(&ctx, a),
+        Cmd::Show(a) => show::run(&ctx, a),
+        Cmd::Review(a) => review::run(&ctx, a),
         Cmd::Status => status::run(&ctx),
         Cmd::Collect => collect::run(&ctx),
         Cmd::Integrate(a) => integrate::run(&ctx, a),

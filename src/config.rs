@@ -119,6 +119,14 @@ impl SeedConfig {
                 bail!("coordination.{key} is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds");
             }
         }
+        if let Some(r) = &c.review_role {
+            if !self.roles.is_empty() && !self.roles.iter().any(|x| &x.id == r) {
+                bail!(
+                    "coordination.review_role is {r:?}, which is none of the config's roles ({}); name one of them or drop the review step",
+                    self.roles.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         if let Some(o) = &self.outputs {
             let p = &o.pattern;
             if p.trim().is_empty()

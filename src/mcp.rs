@@ -66,6 +66,9 @@ fn error_reply(id: Value, code: i64, message: impl Into<String>) -> Value {
 enum Kind {
     String,
     Boolean,
+    Integer,
+    /// A list of strings (task ids, path globs).
+    Strings,
 }
 
 impl Kind {
@@ -73,6 +76,8 @@ impl Kind {
         match self {
             Kind::String => "string",
             Kind::Boolean => "boolean",
+            Kind::Integer => "integer",
+            Kind::Strings => "array",
         }
     }
 
@@ -81,6 +86,8 @@ impl Kind {
         match self {
             Kind::String => "a string",
             Kind::Boolean => "true or false",
+            Kind::Integer => "an integer",
+            Kind::Strings => "a list of strings",
         }
     }
 }
@@ -109,6 +116,22 @@ impl Prop {
     const fn boolean(name: &'static str) -> Prop {
         Prop {
             kind: Kind::Boolean,
+            ..Prop::string(name)
+        }
+    }
+
+    /// An optional integer argument.
+    const fn integer(name: &'static str) -> Prop {
+        Prop {
+            kind: Kind::Integer,
+            ..Prop::string(name)
+        }
+    }
+
+    /// An optional list of strings.
+    const fn strings(name: &'static str) -> Prop {
+        Prop {
+            kind: Kind::Strings,
             ..Prop::string(name)
         }
     }
@@ -182,6 +205,9 @@ impl Tool {
             .iter()
             .map(|p| {
                 let mut prop = json!({"type": p.kind.schema_type()});
+                if p.kind == Kind::Strings {
+                    prop["items"] = json!({"type": "string"});
+                }
                 if let Some(d) = p.description {
                     prop["description"] = json!(d);
                 }
@@ -252,9 +278,57 @@ struct LogArgs {
     task: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewArgs {
+    task: String,
+    approve: Option<bool>,
+    changes: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddArgs {
+    task: String,
+    title: String,
+    body: Option<String>,
+    role: Option<String>,
+    priority: Option<i64>,
+    deps: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditArgs {
+    task: String,
+    title: Option<String>,
+    body: Option<String>,
+    role: Option<String>,
+    priority: Option<i64>,
+    deps: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
+    add_paths: Option<Vec<String>>,
+}
+
+/// Task ids as the CLI parses them.
+fn task_ids(ids: Option<Vec<String>>) -> Result<Option<Vec<crate::ids::TaskId>>> {
+    ids.map(|v| v.iter().map(|t| t.parse()).collect())
+        .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelArgs {
+    task: String,
+    reason: Option<String>,
+    drop_deps: Option<bool>,
+}
+
 /// The tools, each running the command it mirrors.
 fn table() -> Vec<Tool> {
-    use commands::{board, claim, done, log, post, release};
+    use commands::{board, claim, done, log, post, release, review, show, task};
     vec![
         Tool::new(
             "board",
@@ -367,6 +441,123 @@ fn table() -> Vec<Tool> {
                     full: true,
                 };
                 log::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "show",
+            "Everything about one task before you work on it: body, role, paths, holder and lease, deps with their commits, branches and notes, reviews, its thread and the commits naming it.",
+            vec![TASK.required()],
+            |ctx, a: TaskArgs| {
+                let args = show::ShowArgs {
+                    id: a.task.parse()?,
+                    fetch: false,
+                };
+                show::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "review",
+            "A reviewer's verdict on a done task: approve it, or send it back with what to change (it reopens for its implementer).",
+            vec![
+                TASK.required(),
+                Prop::boolean("approve").about("approve the task"),
+                Prop::string("changes").about("what to change; sends the task back"),
+                Prop::string("note").about("a note with an approval"),
+            ],
+            |ctx, a: ReviewArgs| {
+                if a.approve.unwrap_or(false) == a.changes.is_some() {
+                    bail!("give either approve: true or changes");
+                }
+                let args = review::ReviewArgs {
+                    id: a.task.parse()?,
+                    approve: a.approve.unwrap_or(false),
+                    changes: a.changes,
+                    note: a.note,
+                };
+                review::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "task_add",
+            "Add a task: its title, and optionally a body (what to do, how to tell it is done), the role that may claim it, a priority, deps and the paths it reserves.",
+            vec![
+                TASK.required(),
+                Prop::string("title").required(),
+                Prop::string("body").about("markdown: what to do and how to tell it is done"),
+                Prop::string("role").about("only instances of this role may claim it"),
+                Prop::integer("priority").about("higher is taken first by claim_next"),
+                Prop::strings("deps").about("tasks that must be done first"),
+                Prop::strings("paths").about("path globs the task reserves"),
+            ],
+            |ctx, a: AddArgs| {
+                let args = task::AddArgs {
+                    id: a.task.parse()?,
+                    title: a.title,
+                    deps: task_ids(a.deps)?.unwrap_or_default(),
+                    paths: a.paths.unwrap_or_default(),
+                    body: task::BodyArgs {
+                        body_file: None,
+                        body: a.body,
+                    },
+                    who: task::WhoArgs {
+                        role: a.role,
+                        priority: a.priority,
+                    },
+                };
+                task::run(ctx, task::TaskArgs { cmd: task::TaskCmd::Add(args) })
+            },
+        ),
+        Tool::new(
+            "task_edit",
+            "Change an open task (any field; deps and paths are replaced), or add paths to the task you hold (add_paths, the only change allowed on a claimed task).",
+            vec![
+                TASK.required(),
+                Prop::string("title"),
+                Prop::string("body"),
+                Prop::string("role"),
+                Prop::integer("priority"),
+                Prop::strings("deps").about("the new deps ([] removes them all)"),
+                Prop::strings("paths").about("the new path globs"),
+                Prop::strings("add_paths").about("path globs to add"),
+            ],
+            |ctx, a: EditArgs| {
+                let deps = task_ids(a.deps)?;
+                let args = task::EditArgs {
+                    id: a.task.parse()?,
+                    title: a.title,
+                    body: task::BodyArgs {
+                        body_file: None,
+                        body: a.body,
+                    },
+                    paths: a.paths.unwrap_or_default(),
+                    add_paths: a.add_paths.unwrap_or_default(),
+                    no_deps: deps.as_ref().is_some_and(Vec::is_empty),
+                    deps: deps.filter(|d| !d.is_empty()),
+                    who: task::WhoArgs {
+                        role: a.role,
+                        priority: a.priority,
+                    },
+                };
+                task::run(ctx, task::TaskArgs { cmd: task::TaskCmd::Edit(args) })
+            },
+        ),
+        Tool::new(
+            "task_cancel",
+            "Take a task off the plan. Refused while other tasks depend on it, unless drop_deps removes it from their deps (logged).",
+            vec![
+                TASK.required(),
+                Prop::string("reason").about("why, for the log"),
+                Prop::boolean("drop_deps").about("also take it out of its dependents' deps"),
+            ],
+            |ctx, a: CancelArgs| {
+                let args = task::TaskArgs {
+                    cmd: task::TaskCmd::Cancel(task::CancelArgs {
+                        id: a.task.parse()?,
+                        reason: a.reason,
+                        drop_deps: a.drop_deps.unwrap_or(false),
+                    }),
+                };
+                task::run(ctx, args)
             },
         ),
     ]
@@ -659,6 +850,8 @@ mod tests {
         match kind {
             Kind::String => (json!("T1"), json!(7)),
             Kind::Boolean => (json!(true), json!("yes")),
+            Kind::Integer => (json!(2), json!("2")),
+            Kind::Strings => (json!(["T1"]), json!("T1")),
         }
     }
 
@@ -710,11 +903,12 @@ mod tests {
                 );
             }
             let mut args = all.clone();
-            args.insert("priority".to_owned(), Value::Null);
+            // (Not `priority`, which task_add and task_edit now take.)
+            args.insert("urgency".to_owned(), Value::Null);
             let e = (t.check)(&Value::Object(args)).expect_err("an unknown argument");
             assert_eq!(
                 e.to_string(),
-                format!("tool {} has no argument \"priority\"", t.name)
+                format!("tool {} has no argument \"urgency\"", t.name)
             );
             for not_object in [json!([]), json!("T1"), json!(1)] {
                 let e = (t.check)(&not_object).expect_err("arguments not an object");

@@ -636,7 +636,9 @@ impl Runner<'_> {
     }
 
     /// Starts every waiting instance whose role's predecessors (`after`) have all
-    /// ended; one that cannot start ends failed.
+    /// ended; one that cannot start ends failed. With a review step the review role
+    /// starts with everyone else, whatever its `after` says: its work (done tasks)
+    /// comes while the others work, and it waits for it (`claim --next --wait`).
     fn start_ready(&self, instances: &mut [Instance], ended: &mut Vec<Ended>) -> Result<()> {
         let roles = &self.spec.roles;
         let ended_roles: Vec<usize> = (0..roles.len())
@@ -651,12 +653,15 @@ impl Runner<'_> {
             if !matches!(inst.state, State::Waiting) {
                 continue;
             }
-            let ready = roles[inst.role].spec.after.iter().all(|a| {
-                roles
-                    .iter()
-                    .position(|r| &r.id == a)
-                    .is_some_and(|ri| ended_roles.contains(&ri))
-            });
+            let reviews = self.spec.seed.coordination.review_role.as_deref()
+                == Some(roles[inst.role].id.as_str());
+            let ready = reviews
+                || roles[inst.role].spec.after.iter().all(|a| {
+                    roles
+                        .iter()
+                        .position(|r| &r.id == a)
+                        .is_some_and(|ri| ended_roles.contains(&ri))
+                });
             if ready {
                 ended.extend(self.launch(inst)?);
             }

@@ -46,6 +46,7 @@ tr:last-child td{border-bottom:0}
 code{font:13px/1.3 ui-monospace,SFMono-Regular,Menlo,monospace}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:.8rem;color:#fff}
 .open{background:var(--open)}.claimed{background:var(--claimed)}.done{background:var(--done)}
+.review{background:var(--msg)}.cancelled{background:var(--muted)}
 .failed{background:var(--bad)}.exited{background:var(--done)}.running,.starting{background:var(--claimed)}
 .legend{display:flex;flex-wrap:wrap;gap:12px;color:var(--muted);font-size:.85rem;margin:.4rem 0}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:4px;vertical-align:-1px}

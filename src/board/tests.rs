@@ -97,6 +97,14 @@ fn done(task: &str, artifact: Option<&str>, forced: Option<&str>) -> EventKind {
     }
 }
 
+fn verdict(task: &str, verdict: Verdict, note: Option<String>) -> EventKind {
+    EventKind::Review {
+        task: tid(task),
+        verdict,
+        note,
+    }
+}
+
 fn msg(kind: &str, text: &str) -> EventKind {
     EventKind::Message {
         kind: kind.to_owned(),
@@ -1384,11 +1392,11 @@ fn every_kind() -> Vec<EventKind> {
             reason: Some("duplicate of T1".into()),
             drop_deps: true,
         },
-        EventKind::Review {
-            task: tid("T1"),
-            verdict: Verdict::Changes,
-            note: Some("no test for the burst limit".into()),
-        },
+        verdict(
+            "T1",
+            Verdict::Changes,
+            Some("no test for the burst limit".into()),
+        ),
         EventKind::Done {
             task: tid("T1"),
             artifact: None,
@@ -2498,23 +2506,11 @@ fn a_review_sends_work_back_to_its_holder_first_and_approval_satisfies_dependent
     r.ok(3, R1, claim("A"));
     assert_eq!(r.task("A").reviewer, Some(iid(R1)));
     // Changes need a note, and reopen A for implementer#1 first.
-    r.invalid(
-        4,
-        R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Changes,
-            note: None,
-        },
-    );
+    r.invalid(4, R1, verdict("A", Verdict::Changes, None));
     r.ok(
         4,
         R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Changes,
-            note: Some("no test".into()),
-        },
+        verdict("A", Verdict::Changes, Some("no test".into())),
     );
     let a = r.task("A");
     assert_eq!((a.status, a.sent_back), (TaskStatus::Open, 1));
@@ -2531,15 +2527,7 @@ fn a_review_sends_work_back_to_its_holder_first_and_approval_satisfies_dependent
     r.ok(5, I1, claim("A"));
     r.ok(6, I1, done("A", None, None));
     r.ok(7, R1, claim("A"));
-    r.ok(
-        8,
-        R1,
-        EventKind::Review {
-            task: tid("A"),
-            verdict: Verdict::Approve,
-            note: None,
-        },
-    );
+    r.ok(8, R1, verdict("A", Verdict::Approve, None));
     assert_eq!(r.task("A").status, TaskStatus::Done);
     assert_eq!(r.task("A").sent_back, 1);
     r.ok(9, I2, claim("B"));
@@ -2627,4 +2615,79 @@ fn messages_name_an_instance_or_role_a_task_and_an_earlier_seq() {
     assert!(why.contains("--reply-to 4 names no message"), "{why}");
     r.invalid(3, I2, m("Not A Role", None, None));
     r.invalid(3, I2, m("implementer#2", Some("ZZ"), None));
+}
+
+#[test]
+fn a_plan_item_with_a_bad_role_or_body_is_invalid() {
+    // Regression: `plan` and `task add` took any role and any body, which an edit
+    // of the same task would refuse.
+    let mut r = Run::new();
+    let mut t = nt("T1", "api", &[]);
+    t.role = Some("Not A Role".into());
+    let why = r.invalid(1, ORCH, EventKind::TaskAdd { task: t });
+    assert!(why.contains("is not a role name"), "{why}");
+    let mut t = nt("T1", "api", &[]);
+    t.body = Some("a\0b".into());
+    let why = r.invalid(1, ORCH, EventKind::TaskAdd { task: t });
+    assert!(why.contains("NUL"), "{why}");
+    let mut t = nt("T1", "api", &[]);
+    t.role = Some("implementer".into());
+    t.body = Some("## Done when\n- tests pass\n".into());
+    r.ok(1, ORCH, EventKind::TaskAdd { task: t });
+}
+
+#[test]
+fn unreviewed_names_tasks_awaiting_review_and_sent_back() {
+    let mut r = reviewed(300);
+    assert_eq!(r.board.unreviewed(), None);
+    r.ok(1, I1, claim("A"));
+    r.ok(2, I1, done("A", None, None));
+    assert_eq!(
+        r.board.unreviewed(),
+        Some(Refusal::Unreviewed {
+            awaiting: vec![tid("A")],
+            sent_back: vec![]
+        })
+    );
+    r.ok(
+        3,
+        R1,
+        verdict("A", Verdict::Changes, Some("no test".into())),
+    );
+    let refusal = r.board.unreviewed().expect("A was sent back");
+    assert_eq!(
+        refusal.to_string(),
+        "not approved yet: A sent back for changes"
+    );
+    r.ok(4, I1, claim("A"));
+    r.ok(5, I1, done("A", None, None));
+    r.ok(6, R1, verdict("A", Verdict::Approve, None));
+    assert_eq!(r.board.unreviewed(), None);
+}
+
+#[test]
+fn hints_fit_every_command_a_refusal_comes_from() {
+    // Regression: a release of a done task told a reviewer to `claim --next`, and
+    // a review held by another reviewer offered a `--force` that `review` lacks.
+    let done = Refusal::AlreadyDone { task: tid("T1") };
+    let hint = done.hint().expect("a hint");
+    assert!(!hint.contains("claim --next"), "{hint}");
+    assert!(hint.contains("mara show T1"), "{hint}");
+    let not_holder = Refusal::NotHolder {
+        task: tid("T1"),
+        holder: iid(I1),
+        who: R1.into(),
+    };
+    let hint = not_holder.hint().expect("a hint");
+    assert!(
+        hint.contains("`release` and `done` take `--force`"),
+        "{hint}"
+    );
+    let wrong = Refusal::WrongRole {
+        task: tid("T1"),
+        role: "reviewer".into(),
+        who: iid(I1),
+    };
+    let hint = wrong.hint().expect("a hint");
+    assert!(hint.contains("work for yours (implementer)"), "{hint}");
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use anyhow::Result;
 use clap::Args;
 
-use crate::board::{one_line, Board};
+use crate::board::{one_line, Board, TaskStatus};
 use crate::context::Ctx;
 use crate::output::Report;
 
@@ -16,18 +16,38 @@ pub struct BoardArgs {
     pub fetch: bool,
 }
 
-/// Renders the board as an aligned table.
+/// Renders the board as an aligned table. ROLE and PRIO columns appear when some
+/// task has a role or a priority; a task sent back by a review says how often.
 pub fn table(board: &Board) -> String {
     let tasks = board.ordered_tasks();
-    let rows: Vec<[String; 5]> = tasks
+    let roles = tasks.iter().any(|t| t.role.is_some());
+    let prios = tasks.iter().any(|t| t.priority != 0);
+    let mut head = vec!["ID", "STATUS", "HOLDER", "DEPS"];
+    if roles {
+        head.push("ROLE");
+    }
+    if prios {
+        head.push("PRIO");
+    }
+    head.push("TITLE");
+    let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
-            [
+            let mut status = t.status.to_string();
+            if t.sent_back > 0 {
+                status.push_str(&format!(" (sent back {}x)", t.sent_back));
+            }
+            let mut holder = t
+                .claimed_by
+                .as_ref()
+                .map_or("-".to_owned(), ToString::to_string);
+            if let (TaskStatus::Review, Some(r)) = (t.status, &t.reviewer) {
+                holder.push_str(&format!(", review {r}"));
+            }
+            let mut r = vec![
                 t.id.to_string(),
-                t.status.to_string(),
-                t.claimed_by
-                    .as_ref()
-                    .map_or("-".to_owned(), ToString::to_string),
+                status,
+                holder,
                 if t.deps.is_empty() {
                     "-".to_owned()
                 } else {
@@ -37,36 +57,38 @@ pub fn table(board: &Board) -> String {
                         .collect::<Vec<_>>()
                         .join(",")
                 },
-                one_line(&t.title, 60),
-            ]
+            ];
+            if roles {
+                r.push(t.role.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+            if prios {
+                r.push(t.priority.to_string());
+            }
+            r.push(one_line(&t.title, 60));
+            r
         })
         .collect();
-    let head = ["ID", "STATUS", "HOLDER", "DEPS", "TITLE"];
-    let mut w = head.map(|h| h.chars().count());
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
     }
     let mut out = String::new();
-    let line = |out: &mut String, r: [&str; 5]| {
-        let _ = writeln!(
-            out,
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
+    let line = |out: &mut String, r: &[&str]| {
+        let last = r.len() - 1;
+        for (i, c) in r.iter().enumerate() {
+            if i == last {
+                let _ = writeln!(out, "{c}");
+            } else {
+                let _ = write!(out, "{c:<width$}  ", width = w[i]);
+            }
+        }
     };
-    line(&mut out, head);
+    line(&mut out, &head);
     for r in &rows {
-        line(&mut out, [&r[0], &r[1], &r[2], &r[3], &r[4]]);
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(&mut out, &cells);
     }
     let _ = write!(
         out,

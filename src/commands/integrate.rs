@@ -20,6 +20,10 @@ pub struct IntegrateArgs {
     /// The branch to merge into (default: `mara/<run>/integration`).
     #[arg(long, value_name = "BRANCH")]
     pub into: Option<String>,
+    /// With a review step: merge although tasks await review or were sent back
+    /// (the log records that this was used, and which tasks).
+    #[arg(long)]
+    pub unreviewed: bool,
 }
 
 pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
@@ -41,6 +45,14 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         args.branches
     };
     let who = ctx.operator(repo)?;
+    // With a review step, only approved work is integrated unless the caller says
+    // otherwise; checked before any branch moves.
+    let unreviewed = ledger.read(|s| Ok(s.full_board()?.unreviewed()))?;
+    if let Some(refusal) = &unreviewed {
+        if !args.unreviewed {
+            return Err(refusal.clone().into());
+        }
+    }
     let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who)?;
     let md = integrate::report_markdown(&result);
     let json = serde_json::to_value(&result).expect("the report serialises");
@@ -49,6 +61,28 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     integrate::apply_updates(repo, &updates, &format!("mara integrate {run}"))?;
     let md_path = dir.write("integrator.md", md.as_bytes())?;
     let json_path = dir.write("integrator.json", format!("{json:#}\n").as_bytes())?;
+    if let Some(crate::board::Refusal::Unreviewed {
+        awaiting,
+        sent_back,
+    }) = &unreviewed
+    {
+        let ids: Vec<&str> = awaiting
+            .iter()
+            .chain(sent_back)
+            .map(|t| t.as_str())
+            .collect();
+        let kind = EventKind::Message {
+            to: None,
+            task: None,
+            reply_to: None,
+            kind: "decision".into(),
+            text: format!(
+                "integrated with unreviewed tasks {} (mara integrate --unreviewed)",
+                ids.join(", ")
+            ),
+        };
+        ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
     record(ctx, &ledger, &who, &result)?;
     let report = Report::new(
         format!(

@@ -40,46 +40,83 @@ pub struct LogArgs {
     pub quiet_commits: bool,
 }
 
-/// Commits on local branches whose `Mara-Task` trailer names `task`: the code side
-/// of a task, next to its events. Returns (id, subject, first branch it was seen on).
-pub fn commits_naming(
-    repo: &git2::Repository,
-    task: &TaskId,
-) -> anyhow::Result<Vec<(String, String, String)>> {
-    let mut out = vec![];
-    let mut seen = std::collections::HashSet::new();
+/// A code commit whose `Mara-Task` trailer names a task.
+#[derive(serde::Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct NamedCommit {
+    pub commit: String,
+    pub summary: String,
+    /// Its `Mara-Instance` trailers: who made it.
+    pub instances: Vec<String>,
+    /// Every local branch that contains it.
+    pub branches: Vec<String>,
+}
+
+/// Commits on local branches whose `Mara-Task` trailer names `task`, newest first:
+/// the code side of a task, next to its events. Each commit is read once (one walk
+/// from every branch tip), then matched against each branch, so a commit merged
+/// into several branches names all of them.
+pub fn commits_naming(repo: &git2::Repository, task: &TaskId) -> anyhow::Result<Vec<NamedCommit>> {
+    let mut tips: Vec<(String, git2::Oid)> = vec![];
     for branch in repo.branches(Some(git2::BranchType::Local))? {
         let (branch, _) = branch?;
         let name = branch.name()?.unwrap_or_default().to_owned();
-        let Some(tip) = branch.get().target() else {
-            continue;
-        };
-        let mut walk = repo.revwalk()?;
-        walk.push(tip)?;
-        for oid in walk {
-            let oid = oid?;
-            if !seen.insert(oid) {
-                continue;
-            }
-            let commit = repo.find_commit(oid)?;
-            let msg = commit.message().unwrap_or_default();
-            if !msg.contains("Mara-Task:") {
-                continue;
-            }
-            if crate::trailers::parse(msg)
-                .tasks
-                .iter()
-                .any(|t| t == task.as_str())
-            {
-                out.push((
-                    oid.to_string(),
-                    commit.summary().unwrap_or_default().to_owned(),
-                    name.clone(),
-                ));
-            }
+        if let Some(tip) = branch.get().target() {
+            tips.push((name, tip));
         }
     }
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)?;
+    for (_, tip) in &tips {
+        walk.push(*tip)?;
+    }
+    let mut out = vec![];
+    for oid in walk {
+        let oid = oid?;
+        let commit = repo.find_commit(oid)?;
+        let msg = commit.message().unwrap_or_default();
+        if !msg.contains("Mara-Task:") {
+            continue;
+        }
+        let named = crate::trailers::parse(msg);
+        if !named.tasks.iter().any(|t| t == task.as_str()) {
+            continue;
+        }
+        let mut branches = vec![];
+        for (name, tip) in &tips {
+            if *tip == oid || repo.graph_descendant_of(*tip, oid)? {
+                branches.push(name.clone());
+            }
+        }
+        out.push(NamedCommit {
+            commit: oid.to_string(),
+            summary: commit.summary().unwrap_or_default().to_owned(),
+            instances: named.instances,
+            branches,
+        });
+    }
     Ok(out)
+}
+
+/// The commits naming a task as text lines (`mara log --task`, `mara show`).
+pub fn commit_lines(commits: &[NamedCommit]) -> String {
+    let mut text = String::new();
+    for c in commits {
+        let who = if c.instances.is_empty() {
+            "-".to_owned()
+        } else {
+            c.instances.join(", ")
+        };
+        let _ = writeln!(
+            text,
+            "  {}  {:<16} {}  on {}",
+            &c.commit[..10],
+            who,
+            // Whole: an agent reading the list may need the end of the line.
+            one_line(&c.summary, usize::MAX),
+            c.branches.join(", ")
+        );
+    }
+    text
 }
 
 /// One event as a log line for people; a message's text is cut to `width`
@@ -91,6 +128,18 @@ pub fn line(e: &Event, width: Option<usize>) -> String {
         }
         EventKind::TaskAdd { task } => format!("{}: {}", task.id, one_line(&task.title, 60)),
         EventKind::Plan { tasks } => format!("{} tasks", tasks.len()),
+        EventKind::Progress { commit, task } => {
+            let short: String = commit.chars().take(10).collect();
+            match task {
+                Some(t) => format!("{t} commit {short}"),
+                // Said, not left as an empty column: the commit is on no task.
+                None => format!("commit {short} (its instance held no task)"),
+            }
+        }
+        EventKind::Review { task, verdict, .. } => match verdict {
+            crate::board::Verdict::Approve => format!("{task} approved"),
+            crate::board::Verdict::Changes => format!("{task} changes requested"),
+        },
         EventKind::Message {
             text,
             to,
@@ -225,15 +274,7 @@ fn events(
                 text,
                 "\ncommits naming {t} (Mara-Task trailer, local branches):"
             );
-            for (oid, summary, branch) in &commits {
-                let _ = writeln!(
-                    text,
-                    "  {}  {:<32} {}",
-                    &oid[..10],
-                    branch,
-                    one_line(summary, 72)
-                );
-            }
+            text.push_str(&commit_lines(&commits));
         }
     }
     let mut report = Report::new(text, Value::Array(json));

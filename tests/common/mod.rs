@@ -325,17 +325,23 @@ impl TestRepo {
         serde_json::from_str(&out.stdout).expect("board --json prints one JSON value")
     }
 
-    /// Status and holder of one task on the board.
+    /// One task of `mara board --json`.
     #[track_caller]
-    pub fn task_state(&self, id: &str) -> (String, Option<String>) {
+    pub fn task(&self, id: &str) -> serde_json::Value {
         let board = self.board();
-        let task = board["tasks"]
+        board["tasks"]
             .as_array()
             .expect("tasks is a list")
             .iter()
             .find(|t| t["id"] == id)
             .unwrap_or_else(|| panic!("task {id} is not on the board: {board}"))
-            .clone();
+            .clone()
+    }
+
+    /// Status and holder of one task on the board.
+    #[track_caller]
+    pub fn task_state(&self, id: &str) -> (String, Option<String>) {
+        let task = self.task(id);
         (
             task["status"]
                 .as_str()

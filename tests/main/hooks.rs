@@ -17,7 +17,7 @@ use crate::common::{
     assert_ref_unchanged, clean_env, git_env, output_within, subjects, Out, TestRepo, MARA,
 };
 
-const RUN: &str = "hk";
+pub(crate) const RUN: &str = "hk";
 const HOOK_NAMES: [&str; 3] = ["commit-msg", "pre-commit", "post-commit"];
 const BEGIN: &str = "# >>> mara >>>";
 
@@ -69,14 +69,14 @@ fn git_out(home: &Path, dir: &Path, args: &[&str], envs: &[(&str, &str)], path: 
 
 /// `git args` in `dir` with mara on `PATH`; stdout, or a panic with stderr.
 #[track_caller]
-fn g(r: &TestRepo, dir: &Path, args: &[&str]) -> String {
+pub(crate) fn g(r: &TestRepo, dir: &Path, args: &[&str]) -> String {
     let out = git_out(&r.home, dir, args, &[], &path_with_mara());
     out.ok(&format!("git {}", args.join(" ")));
     out.stdout
 }
 
 /// `git commit args` in `dir` with mara on `PATH` and `envs` on top.
-fn commit(r: &TestRepo, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
+pub(crate) fn commit(r: &TestRepo, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
     let mut full = vec!["commit"];
     full.extend_from_slice(args);
     git_out(&r.home, dir, &full, envs, &path_with_mara())
@@ -84,7 +84,7 @@ fn commit(r: &TestRepo, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out
 
 /// Writes `rel` (creating its folders) in `dir` and stages it.
 #[track_caller]
-fn stage(r: &TestRepo, dir: &Path, rel: &str, contents: &str) {
+pub(crate) fn stage(r: &TestRepo, dir: &Path, rel: &str, contents: &str) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().expect("a file has a folder")).expect("mkdir -p");
     std::fs::write(&p, contents).expect("writing a file to commit");
@@ -93,7 +93,7 @@ fn stage(r: &TestRepo, dir: &Path, rel: &str, contents: &str) {
 
 /// `git rev-parse HEAD` in `dir`.
 #[track_caller]
-fn head(r: &TestRepo, dir: &Path) -> String {
+pub(crate) fn head(r: &TestRepo, dir: &Path) -> String {
     g(r, dir, &["rev-parse", "HEAD"]).trim().to_owned()
 }
 
@@ -116,7 +116,7 @@ fn head_format(r: &TestRepo, dir: &Path, fmt: &str) -> String {
 /// A linked worktree `<root>/<name>` on a new branch `<name>`, whose own git config
 /// (`extensions.worktreeConfig`) says it is `instance`.
 #[track_caller]
-fn worktree(r: &TestRepo, name: &str, instance: &str) -> PathBuf {
+pub(crate) fn worktree(r: &TestRepo, name: &str, instance: &str) -> PathBuf {
     let wt = r.root().join(name);
     let wt_s = wt.to_str().expect("UTF-8 temp path");
     g(r, &r.dir, &["worktree", "add", "-q", wt_s, "-b", name]);
@@ -174,7 +174,7 @@ fn assert_executable(p: &Path) {
 }
 
 /// A run with T1 reserving `src/api/**` and the hooks installed.
-fn run_with_hooks() -> TestRepo {
+pub(crate) fn run_with_hooks() -> TestRepo {
     let r = TestRepo::with_run(RUN);
     r.mara(&[
         "task",

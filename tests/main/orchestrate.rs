@@ -391,6 +391,13 @@ fn seed_roles_run_the_plan_end_to_end() {
     for (id, _) in instances {
         assert!(text.stdout.contains(id), "{}", text.stdout);
     }
+    // They said they stopped: status says so, not just when they were last seen.
+    assert!(
+        text.stdout
+            .contains("stopped (exited or failed): architect#1"),
+        "{}",
+        text.stdout
+    );
 
     // Each instance works on its own branch; every task's work is on its holder's.
     let own_commits = |stem: &str| -> Vec<String> {

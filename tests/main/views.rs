@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{clean_env, held_by, TestRepo};
+use crate::common::{clean_env, held_by, newest_subject, TestRepo};
 
 /// How long a reply of `mara mcp` may take before the test calls the server hung.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,8 +30,8 @@ const MAX_LINE: usize = 1 << 20;
 /// How long one Chromium run may take before it is killed.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The seven tools of `mara mcp`.
-const TOOLS: [&str; 7] = [
+/// The tools of `mara mcp`.
+const TOOLS: [&str; 12] = [
     "board",
     "claim",
     "claim_next",
@@ -39,6 +39,11 @@ const TOOLS: [&str; 7] = [
     "done",
     "post",
     "log",
+    "show",
+    "review",
+    "task_add",
+    "task_edit",
+    "task_cancel",
 ];
 
 // ---------------------------------------------------------------------------
@@ -314,6 +319,74 @@ fn repo_with_tasks(run: &str) -> TestRepo {
         .ok("task add T2");
     r.mara(&["task", "add", "T3", "Docs"]).ok("task add T3");
     r
+}
+
+#[test]
+fn mcp_shows_a_task_reviews_and_cancels() {
+    let run = "mcp";
+    let r = repo_with_tasks(run);
+    let mut c = Mcp::start(&r, "implementer#1");
+    c.handshake();
+    let shown = c.call_ok("show", json!({"task": "T2"}));
+    assert_eq!(shown["task"]["id"], "T2", "{shown}");
+    assert_eq!(shown["deps"][0]["id"], "T1", "{shown}");
+    // Neither verdict, or both: a tool error, nothing written.
+    let tip = r.tip(run);
+    let res = c.call("review", json!({"task": "T1"}));
+    assert_eq!(res["isError"], true, "{res}");
+    let res = c.call(
+        "review",
+        json!({"task": "T1", "approve": true, "changes": "x"}),
+    );
+    assert_eq!(res["isError"], true, "{res}");
+    // A run without a review step says so.
+    let res = c.call("review", json!({"task": "T1", "approve": true}));
+    assert_eq!(res["isError"], true, "{res}");
+    assert!(
+        res["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("no review step")),
+        "{res}"
+    );
+    assert_eq!(r.tip(run), tip);
+    c.call_ok(
+        "task_add",
+        json!({"task": "T9", "title": "Nine", "body": "do it", "role": "implementer",
+               "priority": 3, "deps": ["T3"], "paths": ["src/nine/**"]}),
+    );
+    let t9 = r.task("T9");
+    assert_eq!(
+        (
+            &t9["body"],
+            &t9["role"],
+            &t9["priority"],
+            &t9["deps"],
+            &t9["paths"]
+        ),
+        (
+            &json!("do it"),
+            &json!("implementer"),
+            &json!(3),
+            &json!(["T3"]),
+            &json!(["src/nine/**"])
+        ),
+        "{t9}"
+    );
+    c.call_ok(
+        "task_edit",
+        json!({"task": "T9", "deps": [], "priority": -1}),
+    );
+    assert_eq!(r.task("T9")["deps"], json!([]));
+    assert_eq!(r.task("T9")["priority"], -1);
+    let res = c.call("task_edit", json!({"task": "T9", "priority": "high"}));
+    assert_eq!(res["isError"], true, "{res}");
+    let res = c.call("task_cancel", json!({"task": "T1"}));
+    assert_eq!(res["isError"], true, "T2 depends on T1: {res}");
+    c.call_ok(
+        "task_cancel",
+        json!({"task": "T1", "reason": "not needed", "drop_deps": true}),
+    );
+    assert!(newest_subject(&r.dir, run).starts_with("cancel T1 by implementer#1"));
 }
 
 #[test]
