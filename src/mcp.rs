@@ -259,6 +259,7 @@ struct ReleaseArgs {
 struct DoneArgs {
     task: String,
     artifact: Option<String>,
+    note: Option<String>,
     force: Option<bool>,
 }
 
@@ -268,6 +269,36 @@ struct PostArgs {
     #[serde(rename = "type")]
     kind: String,
     text: String,
+    to: Option<String>,
+    task: Option<String>,
+    reply_to: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimNextArgs {
+    wait: Option<i64>,
+    merge_deps: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboxArgs {
+    wait: Option<i64>,
+    peek: Option<bool>,
+}
+
+/// The longest a tool call may wait (`claim_next`, `inbox`): the server answers one
+/// call at a time, so a wait holds up the agent's other calls.
+const MAX_TOOL_WAIT_SEC: i64 = 600;
+
+/// A tool's `wait` in seconds, checked against [`MAX_TOOL_WAIT_SEC`].
+fn wait_seconds(wait: Option<i64>) -> Result<Option<u64>> {
+    match wait {
+        None => Ok(None),
+        Some(w) if (0..=MAX_TOOL_WAIT_SEC).contains(&w) => Ok(Some(w.unsigned_abs())),
+        Some(w) => bail!("wait is {w}; give 0 to {MAX_TOOL_WAIT_SEC} seconds"),
+    }
 }
 
 #[derive(Deserialize)]
@@ -328,7 +359,7 @@ struct CancelArgs {
 
 /// The tools, each running the command it mirrors.
 fn table() -> Vec<Tool> {
-    use commands::{board, claim, done, log, post, release, review, show, task};
+    use commands::{board, claim, done, inbox, log, merge_deps, post, release, review, show, task};
     vec![
         Tool::new(
             "board",
@@ -352,16 +383,41 @@ fn table() -> Vec<Tool> {
         ),
         Tool::new(
             "claim_next",
-            "Claim the first ready task in board order. Refused (isError) when nothing is ready.",
-            vec![],
-            |ctx, NoArgs {}| {
+            "Claim the ready task of your role with the highest priority; the result says where each dependency's work is (commit, branch). Refused (isError) when nothing is ready; with wait, waits up to that many seconds for a task first. \"nothing left\" means stop: no task can become ready for your role any more.",
+            vec![
+                Prop::integer("wait").about("seconds to wait for a task when none is ready (at most 600)"),
+                Prop::boolean("merge_deps").about("then merge the dependencies' work into your branch"),
+            ],
+            |ctx, a: ClaimNextArgs| {
                 let args = claim::ClaimArgs {
                     id: None,
                     next: true,
-                    wait: None,
-                    merge_deps: false,
+                    wait: wait_seconds(a.wait)?,
+                    merge_deps: a.merge_deps.unwrap_or(false),
                 };
                 claim::run(ctx, args)
+            },
+        ),
+        Tool::new(
+            "merge_deps",
+            "Merge the work (recorded commits) of the done dependencies of the tasks you hold into your worktree's branch: a fast-forward, or a merge commit; a conflict leaves the worktree as it was and names the files.",
+            vec![],
+            |ctx, NoArgs {}| merge_deps::run(ctx, merge_deps::MergeDepsArgs {}),
+        ),
+        Tool::new(
+            "inbox",
+            "Messages to you, your role or everyone since you last read (then marked read); with wait, waits up to that many seconds for one.",
+            vec![
+                Prop::integer("wait").about("seconds to wait for a message when none is new (at most 600)"),
+                Prop::boolean("peek").about("leave the messages unread"),
+            ],
+            |ctx, a: InboxArgs| {
+                let args = inbox::InboxArgs {
+                    wait: wait_seconds(a.wait)?,
+                    full: true,
+                    peek: a.peek.unwrap_or(false),
+                };
+                inbox::run(ctx, args)
             },
         ),
         Tool::new(
@@ -387,14 +443,15 @@ fn table() -> Vec<Tool> {
             vec![
                 TASK.required(),
                 Prop::string("artifact")
-                    .about("path of the delivered file, e.g. implementer_1.md"),
+                    .about("path of the delivered file, e.g. implementer_1.md (committed)"),
+                Prop::string("note").about("what was done, for whoever builds on it"),
                 Prop::boolean("force").about("complete another instance's task (logged)"),
             ],
             |ctx, a: DoneArgs| {
                 let args = done::DoneArgs {
                     id: a.task.parse()?,
                     artifact: a.artifact.map(Into::into),
-                    note: None,
+                    note: a.note,
                     force: a.force.unwrap_or(false),
                 };
                 done::run(ctx, args)
@@ -408,14 +465,21 @@ fn table() -> Vec<Tool> {
                     .about("decision, question, answer, note, or another lower-case word")
                     .required(),
                 Prop::string("text").required(),
+                Prop::string("to").about("an instance (implementer#2) or a role (reviewer); everyone if left out"),
+                Prop::string("task").about("the task it is about, e.g. T7"),
+                Prop::integer("reply_to").about("the seq of the message it answers"),
             ],
             |ctx, a: PostArgs| {
+                let reply_to = a
+                    .reply_to
+                    .map(|r| u64::try_from(r).map_err(|_| anyhow::anyhow!("reply_to is {r}; give a seq")))
+                    .transpose()?;
                 let args = post::PostArgs {
                     kind: a.kind,
                     text: a.text,
-                    to: None,
-                    task: None,
-                    reply_to: None,
+                    to: a.to,
+                    task: a.task.map(|t| t.parse()).transpose()?,
+                    reply_to,
                     full: true,
                 };
                 post::run(ctx, args)

@@ -31,10 +31,12 @@ const MAX_LINE: usize = 1 << 20;
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The tools of `mara mcp`.
-const TOOLS: [&str; 12] = [
+const TOOLS: [&str; 14] = [
     "board",
     "claim",
     "claim_next",
+    "merge_deps",
+    "inbox",
     "release",
     "done",
     "post",
@@ -1240,4 +1242,51 @@ fn report_escapes_titles_and_messages() {
         2,
         "the decision is escaped in the channel and in the timeline's mark"
     );
+}
+
+/// Issue 14 over MCP: `claim_next` waits a bounded time, `inbox` reads addressed
+/// messages once, `post` checks its references, `merge_deps` needs a held task.
+#[test]
+fn mcp_claim_next_waits_inbox_reads_once_and_post_addresses() {
+    let r = TestRepo::with_run("r");
+    r.mara(&["task", "add", "T0", "held"]).ok("task add");
+    r.mara_as("implementer#9", &["claim", "T0"]).ok("claim T0");
+    r.mara_as(
+        "implementer#1",
+        &[
+            "post",
+            "question",
+            "is /v2 in scope?",
+            "--to",
+            "implementer#2",
+        ],
+    )
+    .ok("post");
+    let mut c = Mcp::start(&r, "implementer#2");
+    c.handshake();
+    let inbox = c.call_ok("inbox", json!({}));
+    let items = inbox["items"].as_array().expect("inbox items");
+    assert_eq!(items.len(), 1, "{inbox}");
+    assert_eq!(items[0]["payload"]["note"], "is /v2 in scope?");
+    let seq = items[0]["seq"].clone();
+    assert_eq!(c.call_ok("inbox", json!({}))["items"], json!([]));
+    let res = c.call(
+        "post",
+        json!({"type": "answer", "text": "no", "reply_to": 9999}),
+    );
+    assert_eq!(res["isError"], true, "{res}");
+    c.call_ok(
+        "post",
+        json!({"type": "answer", "text": "no, only /v1", "reply_to": seq, "to": "implementer#1"}),
+    );
+    let started = std::time::Instant::now();
+    let res = c.call("claim_next", json!({"wait": 1}));
+    assert_eq!(res["isError"], true, "{res}");
+    assert!(text(&res).contains("nothing ready"), "{res}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let res = c.call("claim_next", json!({"wait": 601}));
+    assert!(text(&res).contains("0 to 600"), "{res}");
+    let res = c.call("merge_deps", json!({}));
+    assert!(text(&res).contains("holds no task"), "{res}");
+    c.assert_alive("the issue 14 tools");
 }
