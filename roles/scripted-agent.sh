@@ -4,51 +4,86 @@
 # The orchestrator starts it in the instance's own worktree with MARA_RUN,
 # MARA_INSTANCE, MARA_ROLE, MARA_WORKTREE and MARA_RUN_DIR (the run's folder)
 # set, so plain `mara claim` needs no flags. What it does depends on MARA_ROLE:
-#   architect, implementer: take ready tasks until none is open: claim, post a
-#     decision, write a file, commit on the own branch, done with the artifact
-#     (<role>_<n>.md);
-#   reviewer: post a review of every done task, commit <role>_<n>.md;
+#   architect, implementer: wait for work (`claim --next --wait`, which also
+#     merges the dependencies' work), read the task (`show`), write a file,
+#     commit on the own branch, `done` with the artifact (<role>_<n>.md) and a
+#     note; rework a task a reviewer sent back; answer questions addressed to
+#     them (`inbox`); stop on exit 4 (nothing left). The architect asks
+#     implementer#1 one question first.
+#   reviewer: wait for done tasks to review; send the first one back with a
+#     note, approve the rest; stop on exit 4.
 #   integrator: collect the artifacts, merge every instance branch with
 #     `mara integrate`, bring the result onto its own branch with integrator.md.
 set -u
 me=$(printf '%s' "$MARA_INSTANCE" | tr '#' '_')
 
-work() {
-  if [ "$MARA_ROLE" = architect ]; then
-    mara post decision "$MARA_INSTANCE: design first (T1), then API and UI in parallel" >/dev/null || exit 1
-  fi
+# The seq of every question in my inbox (to me, my role or everyone), answered.
+answer_questions() {
+  mara inbox --json | grep '"type":"question"' | sed -n 's/^{"seq":\([0-9]*\),.*/\1/p' |
+    while read -r seq; do
+      mara post answer "$MARA_INSTANCE: yes, I take the UI screens" --reply-to "$seq" >/dev/null || exit 1
+    done
+}
+
+# Claims the next task (waiting for one); prints its id, or returns 4 (stop).
+next_task() {
   while :; do
-    out=$(mara claim --next --json)
+    out=$(mara claim --next --wait 30 $1 --json)
     rc=$?
-    # 4: nothing left for this role: the agent's part of the run is over.
-    [ "$rc" -eq 4 ] && break
-    if [ "$rc" -eq 3 ]; then
-      # Nothing ready. Tasks may open up when others finish their deps;
-      # stop once no task is open any more.
-      if mara board --json | grep -q '"status":"open"'; then
-        sleep 0.05
-        continue
-      fi
-      break
-    fi
+    [ "$rc" -eq 4 ] && return 4
+    [ "$rc" -eq 3 ] && continue
     [ "$rc" -eq 0 ] || exit "$rc"
     task=$(printf '%s' "$out" | sed -n 's/.*"payload":{"task":"\([^"]*\)".*/\1/p')
     [ -n "$task" ] || { echo "could not read the claimed task from: $out" >&2; exit 1; }
-    mara post decision "$MARA_INSTANCE takes $task" >/dev/null || exit 1
-    mkdir -p work
-    printf '%s was done by %s\n' "$task" "$MARA_INSTANCE" > "work/$task.txt"
-    printf -- '- %s: work/%s.txt\n' "$task" "$task" >> "$me.md"
-    git add "work/$task.txt" "$me.md" && git commit -q -m "$task: work by $MARA_INSTANCE" || exit 1
-    mara done "$task" --artifact "$me.md" >/dev/null || exit 1
+    printf '%s' "$task"
+    return 0
   done
 }
 
+work() {
+  if [ "$MARA_ROLE" = architect ]; then
+    mara post decision "$MARA_INSTANCE: design first (T1), then API and UI in parallel" >/dev/null || exit 1
+    mara post question "implementer#1, will you take the UI screens?" --to implementer#1 >/dev/null || exit 1
+  fi
+  while :; do
+    task=$(next_task --merge-deps)
+    rc=$?
+    [ "$rc" -eq 4 ] && break
+    [ "$rc" -eq 0 ] || exit "$rc"
+    answer_questions
+    back=$(mara show "$task" --json | sed -n 's/.*"sent_back":\([0-9]*\).*/\1/p')
+    mara post decision "$MARA_INSTANCE takes $task" --task "$task" >/dev/null || exit 1
+    mkdir -p work
+    if [ "${back:-0}" -gt 0 ]; then
+      printf '%s was reworked by %s after review: tested by hand\n' "$task" "$MARA_INSTANCE" >> "work/$task.txt"
+      note="reworked: says how it was tested"
+    else
+      printf '%s was done by %s\n' "$task" "$MARA_INSTANCE" > "work/$task.txt"
+      note="wrote work/$task.txt"
+    fi
+    printf -- '- %s: work/%s.txt\n' "$task" "$task" >> "$me.md"
+    git add "work/$task.txt" "$me.md" && git commit -q -m "$task: work by $MARA_INSTANCE" || exit 1
+    mara done "$task" --artifact "$me.md" --note "$note" >/dev/null || exit 1
+  done
+  answer_questions
+}
+
 review() {
-  done_tasks=$(mara board --json | tr '{' '\n' | sed -n 's/.*"id":"\([^"]*\)".*"status":"done".*/\1/p')
   printf '# Review by %s\n\n' "$MARA_INSTANCE" > "$me.md"
-  for t in $done_tasks; do
-    mara post review "$t: looks good" >/dev/null || exit 1
-    printf -- '- %s: looks good\n' "$t" >> "$me.md"
+  sent_back=0
+  while :; do
+    task=$(next_task "")
+    rc=$?
+    [ "$rc" -eq 4 ] && break
+    [ "$rc" -eq 0 ] || exit "$rc"
+    if [ "$sent_back" -eq 0 ]; then
+      mara review "$task" --changes "say how $task was tested" >/dev/null || exit 1
+      printf -- '- %s: sent back (say how it was tested)\n' "$task" >> "$me.md"
+      sent_back=1
+    else
+      mara review "$task" --approve --note "looks good" >/dev/null || exit 1
+      printf -- '- %s: approved\n' "$task" >> "$me.md"
+    fi
   done
   git add "$me.md" && git commit -q -m "review by $MARA_INSTANCE" || exit 1
 }

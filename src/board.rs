@@ -1066,6 +1066,12 @@ impl fmt::Display for Refusal {
             Refusal::NothingLeft { role } => {
                 write!(f, "nothing left: no task that a {role} may take is open, claimed or awaiting review")
             }
+            Refusal::WrongRole { task, role, who } if role.is_empty() => {
+                write!(
+                    f,
+                    "{task} is work for the other roles; {who} reviews it once it is done"
+                )
+            }
             Refusal::WrongRole { task, role, who } => {
                 write!(f, "{task} is for the {role} role, not for {who}")
             }
@@ -1308,6 +1314,17 @@ pub fn check_claim(
         return Err(Refusal::WrongRole {
             task: task.clone(),
             role: role.to_owned(),
+            who: claimer.clone(),
+        }
+        .into());
+    }
+    // With a review step the review role reviews: a task without a role is the
+    // other roles' work, not something a reviewer takes instead of reviewing it.
+    if t.role.is_none() && board.review_role() == Some(claimer.role()) {
+        return Err(Refusal::WrongRole {
+            task: task.clone(),
+            // No role: "the other roles" (see Display).
+            role: String::new(),
             who: claimer.clone(),
         }
         .into());

@@ -312,18 +312,29 @@ fn seed_roles_run_the_plan_end_to_end() {
     out.ok("mara run with the seed's four roles");
     assert!(took < Duration::from_secs(30), "the run took {took:?}");
 
-    // Every task done exactly once.
+    // Every task done (and approved) once, but the one the reviewer sent back,
+    // which its implementer did twice.
     let ids: Vec<String> = (1..=8).map(|i| format!("T{i}")).collect();
     let board = tasks(&r, run);
     assert_eq!(board.len(), 8, "{board:?}");
     for (id, st, _) in &board {
         assert_eq!(st, "done", "{id} is not done: {board:?}");
     }
+    let sent_back = sent_back_once_and_reworked(&r.dir, run);
     for id in &ids {
         assert_eq!(
             count_commits_with_subject(&r.dir, run, &format!("done {id} by ")),
+            if *id == sent_back { 2 } else { 1 },
+            "{id} must be done exactly once, the sent-back task twice"
+        );
+        assert_eq!(
+            count_commits_with_subject(
+                &r.dir,
+                run,
+                &format!("review {id} by reviewer#1: approved")
+            ),
             1,
-            "{id} must be done exactly once"
+            "{id} must be approved once"
         );
     }
 
@@ -349,23 +360,28 @@ fn seed_roles_run_the_plan_end_to_end() {
         assert!(starting < running && running < exited, "{id}: {ev:#?}");
     }
     let at = |id: &str, st: &str| position(&ev, &format!("instance {id} {st} by orchestrator#1"));
+    // With a review step the reviewer starts with the workers (it waits for done
+    // tasks), and the integrator once every one of them ended.
     let reviewer_starts = at("reviewer#1", "starting");
-    for before in ["architect#1", "implementer#1", "implementer#2"] {
+    for w in ["architect#1", "implementer#1", "implementer#2"] {
         assert!(
-            at(before, "exited") < reviewer_starts,
-            "reviewer#1 started before {before} exited:\n{}",
+            reviewer_starts < at(w, "exited"),
+            "reviewer#1 waited for {w}:\n{}",
             ev.join("\n")
         );
     }
+    let integrator = at("integrator#1", "starting");
     assert!(
-        at("reviewer#1", "exited") < at("integrator#1", "starting"),
+        at("reviewer#1", "exited") < integrator,
         "integrator#1 started before reviewer#1 exited:\n{}",
         ev.join("\n")
     );
-    // The workers started together, before anyone waiting for them.
-    for w in ["architect#1", "implementer#1", "implementer#2"] {
-        assert!(at(w, "running") < reviewer_starts);
-    }
+    // ... which is once every task is approved.
+    let last_approval = ev
+        .iter()
+        .rposition(|e| e.ends_with(": approved"))
+        .expect("approvals");
+    assert!(last_approval < integrator, "{}", ev.join("\n"));
 
     // `mara status` lists the instances with their branch and log.
     let st = status(&r, run);
@@ -420,18 +436,33 @@ fn seed_roles_run_the_plan_end_to_end() {
             "{id}'s work is not on {holder}'s branch"
         );
         let file = r.git(&["show", &format!("mara/{run}/{stem}:work/{id}.txt")]);
-        assert_eq!(file, format!("{id} was done by {holder}\n"));
+        let mut want = format!("{id} was done by {holder}\n");
+        if *id == sent_back {
+            want.push_str(&format!(
+                "{id} was reworked by {holder} after review: tested by hand\n"
+            ));
+        }
+        assert_eq!(file, want);
         holders.insert(holder);
     }
     for (id, stem) in &instances[..3] {
         let commits = own_commits(stem);
+        let mine = commits
+            .iter()
+            .filter(|c| c.ends_with(&format!("work by {id}")))
+            .count();
         assert_eq!(
-            !commits.is_empty(),
+            mine > 0,
             holders.contains(*id),
-            "{id}'s branch has commits iff it did a task: {commits:?}"
+            "{id}'s branch has its own commits iff it did a task: {commits:?}"
         );
+        // The rest came in with `claim --merge-deps`: the work of the tasks its
+        // tasks depend on, by whoever did them.
         for c in commits {
-            assert!(c.ends_with(&format!("work by {id}")), "{stem}: {c}");
+            assert!(
+                holders.iter().any(|h| c.ends_with(&format!("work by {h}"))),
+                "{stem}: {c}"
+            );
         }
     }
     assert_eq!(own_commits("reviewer_1"), ["review by reviewer#1"]);
@@ -1252,10 +1283,56 @@ fn demo_runs_the_seed_roles_to_a_verified_board() {
         &project,
         &["rev-parse", "--verify", "refs/heads/mara/demo/integrator_1"],
     );
+    let sent_back = sent_back_once_and_reworked(&project, "demo");
     for id in ["T1", "T2", "T3", "T4", "T5", "T6"] {
         assert_eq!(
             count_commits_with_subject(&project, "demo", &format!("done {id} by ")),
-            1
+            if id == sent_back { 2 } else { 1 }
         );
     }
+    // One question, to implementer#1, answered by it with a reference.
+    let subjects = crate::common::subjects(&project, "demo");
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.starts_with("question by architect#1")),
+        "{subjects:#?}"
+    );
+    let answer = crate::common::git(
+        &project,
+        &[
+            "log",
+            "--format=%B",
+            "--grep=^answer by implementer#1",
+            "refs/mara/demo",
+        ],
+    );
+    assert!(answer.contains("\"reply_to\":"), "{answer}");
+}
+
+/// The demo's reviewer sends exactly one task back; the implementer that did it
+/// reworks it (both of its dones are by the same instance). Returns its id.
+fn sent_back_once_and_reworked(dir: &std::path::Path, run: &str) -> String {
+    let subjects = crate::common::subjects(dir, run);
+    let back: Vec<&String> = subjects
+        .iter()
+        .filter(|s| s.ends_with(": changes requested"))
+        .collect();
+    assert_eq!(back.len(), 1, "one task is sent back: {subjects:#?}");
+    let id = back[0]
+        .strip_prefix("review ")
+        .and_then(|s| s.split(' ').next())
+        .expect("review <task> by ...")
+        .to_owned();
+    let doers: Vec<&str> = subjects
+        .iter()
+        .filter_map(|s| s.strip_prefix(&format!("done {id} by ")))
+        .collect();
+    assert_eq!(
+        doers.len(),
+        2,
+        "{id} is done, sent back, done again: {subjects:#?}"
+    );
+    assert_eq!(doers[0], doers[1], "the same implementer reworks {id}");
+    id
 }
