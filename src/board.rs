@@ -1575,6 +1575,7 @@ fn check_plan(board: &Board, tasks: &[NewTask]) -> Result<(), RuleError> {
             if !ids.contains_key(d) && !board.tasks.contains_key(d) {
                 return invalid(format!("{} depends on {d}, which is not a task", t.id));
             }
+            check_not_cancelled(board, &t.id, d)?;
         }
     }
     // Board tasks cannot depend on new ones, so a cycle lies within the plan:
@@ -1978,6 +1979,7 @@ fn apply_edit(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             if !board.tasks.contains_key(d) {
                 return invalid(format!("{task} depends on {d}, which is not a task"));
             }
+            check_not_cancelled(board, task, d)?;
         }
         if let Some(cycle) = reaches(board, new, task) {
             return invalid(format!("dependency cycle: {task} -> {cycle} -> {task}"));
@@ -1985,6 +1987,14 @@ fn apply_edit(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         t.deps.clone_from(new);
     }
     Ok(vec![Change::Task(t)])
+}
+
+/// A cancelled task is never done: depending on it would wait for ever.
+fn check_not_cancelled(board: &Board, task: &TaskId, dep: &TaskId) -> Result<(), RuleError> {
+    if board.tasks.get(dep).map(|d| d.status) == Some(TaskStatus::Cancelled) {
+        return invalid(format!("{task} cannot depend on {dep}: {dep} is cancelled"));
+    }
+    Ok(())
 }
 
 /// The first of `from` whose deps lead (transitively) to `target`. Needs a full

@@ -2691,3 +2691,286 @@ fn hints_fit_every_command_a_refusal_comes_from() {
     let hint = wrong.hint().expect("a hint");
     assert!(hint.contains("work for yours (implementer)"), "{hint}");
 }
+
+// ---------------------------------------------------------------------------
+// property test of a team's day: roles, priorities, reviews, edits and cancels
+
+const TEAM: [&str; 4] = [
+    "implementer#1",
+    "implementer#2",
+    "architect#1",
+    "reviewer#1",
+];
+const TEAM_ROLES: [Option<&str>; 3] = [None, Some("implementer"), Some("architect")];
+
+#[derive(Clone, Debug)]
+enum TeamOp {
+    Claim {
+        who: usize,
+        task: usize,
+    },
+    ClaimNext {
+        who: usize,
+    },
+    Done {
+        who: usize,
+        task: usize,
+    },
+    Release {
+        who: usize,
+        task: usize,
+    },
+    Review {
+        task: usize,
+        approve: bool,
+    },
+    Cancel {
+        task: usize,
+        drop_deps: bool,
+    },
+    Edit {
+        task: usize,
+        priority: i64,
+        add_dep: Option<usize>,
+    },
+}
+
+fn team_op() -> impl Strategy<Value = TeamOp> {
+    let t = 0..N_TASKS;
+    let w = 0..TEAM.len();
+    prop_oneof![
+        (w.clone(), t.clone()).prop_map(|(who, task)| TeamOp::Claim { who, task }),
+        w.clone().prop_map(|who| TeamOp::ClaimNext { who }),
+        (w.clone(), t.clone()).prop_map(|(who, task)| TeamOp::Done { who, task }),
+        (w, t.clone()).prop_map(|(who, task)| TeamOp::Release { who, task }),
+        (t.clone(), any::<bool>()).prop_map(|(task, approve)| TeamOp::Review { task, approve }),
+        (t.clone(), any::<bool>()).prop_map(|(task, drop_deps)| TeamOp::Cancel { task, drop_deps }),
+        (t.clone(), -2i64..3, prop::option::of(t)).prop_map(|(task, priority, add_dep)| {
+            TeamOp::Edit {
+                task,
+                priority,
+                add_dep,
+            }
+        }),
+    ]
+}
+
+/// What must hold of a board with a review step after any accepted event.
+fn check_team_board(b: &Board) {
+    for t in b.tasks.values() {
+        let deps_done = t.deps.iter().all(|d| b.tasks[d].status == TaskStatus::Done);
+        match t.status {
+            TaskStatus::Open | TaskStatus::Cancelled => {
+                assert_eq!(t.claimed_by, None, "{t:?}");
+            }
+            TaskStatus::Claimed | TaskStatus::Review => {
+                let h = t
+                    .claimed_by
+                    .as_ref()
+                    .expect("a held or reviewed task has a holder");
+                assert!(t.role.as_deref().is_none_or(|r| r == h.role()), "{t:?}");
+                assert_ne!(
+                    h.role(),
+                    "reviewer",
+                    "a reviewer took implementation work: {t:?}"
+                );
+                assert!(
+                    deps_done,
+                    "{} was taken before its deps were done: {t:?}",
+                    t.id
+                );
+            }
+            TaskStatus::Done => assert!(deps_done, "{t:?}"),
+        }
+        if let Some(r) = &t.reviewer {
+            assert_eq!(r.role(), "reviewer", "{t:?}");
+        }
+        if t.status == TaskStatus::Cancelled {
+            for d in b.tasks.values().filter(|d| !d.status.is_final()) {
+                assert!(
+                    !d.deps.contains(&t.id),
+                    "{} waits for cancelled {}",
+                    d.id,
+                    t.id
+                );
+            }
+        }
+    }
+}
+
+fn run_team_ops(roles: Vec<usize>, deps_mask: Vec<Vec<bool>>, ops: Vec<(i64, TeamOp)>) {
+    let mut c = config(TIMEOUT as u64);
+    c.review_role = Some("reviewer".into());
+    let mut run = Run {
+        board: Board::default(),
+        log: vec![],
+    };
+    run.ok(0, ORCH, EventKind::Init { config: c });
+    let tasks = (0..N_TASKS)
+        .map(|i| NewTask {
+            role: TEAM_ROLES[roles[i]].map(str::to_owned),
+            ..nt(
+                task_name(i).as_str(),
+                "t",
+                &(0..i)
+                    .filter(|&j| deps_mask[i][j])
+                    .map(|j| task_name(j).as_str().to_owned())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    run.ok(0, ORCH, EventKind::Plan { tasks });
+    let mut now = 0;
+    for (dt, op) in ops {
+        now += dt;
+        let (who, kind) = match op {
+            TeamOp::Claim { who, task } => (TEAM[who], claim(task_name(task).as_str())),
+            TeamOp::ClaimNext { who } => {
+                let me = iid(TEAM[who]);
+                match next_ready(&run.board, &me, at(now)) {
+                    Ok(id) => {
+                        // The pick is claimable, of the claimer's role, and no
+                        // claimable task has a higher priority.
+                        let picked = run.board.tasks[&id].priority;
+                        for t in run.board.tasks.values() {
+                            if let Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) =
+                                check_claim(&run.board, &t.id, &me, at(now))
+                            {
+                                assert!(t.priority <= picked, "{} before {id}", t.id);
+                            }
+                        }
+                        match check_claim(&run.board, &id, &me, at(now)) {
+                            Ok(ClaimKind::Fresh) => (TEAM[who], claim(id.as_str())),
+                            Ok(ClaimKind::Expired { previous }) => {
+                                (TEAM[who], EventKind::Reclaim { task: id, previous })
+                            }
+                            other => panic!("next_ready gave {id}, check_claim says {other:?}"),
+                        }
+                    }
+                    Err(Refusal::NothingLeft { .. }) => {
+                        let later = run
+                            .board
+                            .tasks
+                            .values()
+                            .any(|t| run.board.may_become_ready(t, &me));
+                        assert!(!later, "nothing left for {me}, yet work may come");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            TeamOp::Done { who, task } => (TEAM[who], done(task_name(task).as_str(), None, None)),
+            TeamOp::Release { who, task } => (TEAM[who], release(task_name(task).as_str(), None)),
+            TeamOp::Review { task, approve } => (
+                "reviewer#1",
+                EventKind::Review {
+                    task: task_name(task),
+                    verdict: if approve {
+                        Verdict::Approve
+                    } else {
+                        Verdict::Changes
+                    },
+                    note: Some("n".into()),
+                },
+            ),
+            TeamOp::Cancel { task, drop_deps } => (
+                ORCH,
+                EventKind::TaskCancel {
+                    task: task_name(task),
+                    reason: None,
+                    drop_deps,
+                },
+            ),
+            TeamOp::Edit {
+                task,
+                priority,
+                add_dep,
+            } => {
+                let mut deps = run.board.tasks[&task_name(task)].deps.clone();
+                deps.extend(add_dep.map(task_name));
+                (
+                    ORCH,
+                    EventKind::TaskEdit {
+                        task: task_name(task),
+                        title: None,
+                        body: None,
+                        paths: None,
+                        add_paths: vec![],
+                        deps: add_dep.map(|_| deps),
+                        role: None,
+                        priority: Some(priority),
+                    },
+                )
+            }
+        };
+        let before = run.board.clone();
+        let e = run.event(now, who, kind);
+        if run.apply_event(e).is_err() {
+            assert_eq!(run.board, before, "a refused event changed the board");
+        }
+        check_team_board(&run.board);
+    }
+    // The accepted log replays to the same board.
+    let mut replay = Board::default();
+    for e in &run.log {
+        let changes = apply(&replay, e).expect("an accepted event replays");
+        replay.commit(e.seq, changes);
+    }
+    assert_eq!(replay, run.board);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn team_runs_keep_roles_reviews_and_cancels_consistent(
+        roles in prop::collection::vec(0..TEAM_ROLES.len(), N_TASKS),
+        deps_mask in prop::collection::vec(
+            prop::collection::vec(prop::bool::weighted(0.25), N_TASKS),
+            N_TASKS,
+        ),
+        ops in prop::collection::vec((0i64..4, team_op()), 0..200),
+    ) {
+        run_team_ops(roles, deps_mask, ops);
+    }
+}
+
+/// Regression (found by the team property test): an edit or a plan could make a
+/// task depend on a cancelled one, which is never done, so it waited for ever.
+#[test]
+fn nothing_may_depend_on_a_cancelled_task() {
+    let mut r = abc(300);
+    r.ok(
+        1,
+        ORCH,
+        EventKind::TaskCancel {
+            task: tid("C"),
+            reason: None,
+            drop_deps: false,
+        },
+    );
+    let why = r.invalid(
+        2,
+        ORCH,
+        EventKind::TaskEdit {
+            task: tid("B"),
+            title: None,
+            body: None,
+            paths: None,
+            add_paths: vec![],
+            deps: Some(vec![tid("A"), tid("C")]),
+            role: None,
+            priority: None,
+        },
+    );
+    assert_eq!(why, "B cannot depend on C: C is cancelled");
+    let why = r.invalid(2, ORCH, add("D", &["C"]));
+    assert_eq!(why, "D cannot depend on C: C is cancelled");
+}
