@@ -83,6 +83,10 @@ pub struct RunConfig {
     /// Longest pause between fetches of a waiting command in remote mode (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_sec: Option<u64>,
+    /// The run's roles, when its config named them: a task's role and a
+    /// message's addressee must be one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 impl RunConfig {
@@ -1486,8 +1490,14 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
     if let Some(p) = &c.outputs_pattern {
         check_path("outputs.pattern", p)?;
     }
+    for r in c.roles.iter().flatten() {
+        check_role(r)?;
+    }
     if let Some(r) = &c.review_role {
         check_role(r)?;
+        if c.roles.as_ref().is_some_and(|all| !all.contains(r)) {
+            return invalid(format!("review_role {r} is not one of the run's roles"));
+        }
     }
     if let Some(s) = c.poll_sec.filter(|s| !seconds_in_range(*s)) {
         return invalid(format!("poll_sec is {s}; use 1 to {MAX_SECONDS} seconds"));
@@ -1563,6 +1573,9 @@ fn check_plan(board: &Board, tasks: &[NewTask]) -> Result<(), RuleError> {
     let mut ids: HashMap<&TaskId, &NewTask> = HashMap::new();
     for t in tasks {
         check_new_task(t)?;
+        if let Some(r) = &t.role {
+            check_run_role(board, r)?;
+        }
         if board.tasks.contains_key(&t.id) {
             return invalid(format!("task {} is already on the board", t.id));
         }
@@ -1965,7 +1978,7 @@ fn apply_edit(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         crate::glob::check(&format!("path glob of {task}"), p).map_err(Invalid)?;
     }
     if let Some(x) = role {
-        check_role(x)?;
+        check_run_role(board, x)?;
         t.role = Some(x.clone());
     }
     if let Some(x) = priority {
@@ -2139,6 +2152,20 @@ fn check_body(task: &TaskId, body: &str) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// A role name that is one of the run's roles, when the run names them.
+fn check_run_role(board: &Board, role: &str) -> Result<(), RuleError> {
+    check_role(role)?;
+    if let Some(all) = board.config.as_ref().and_then(|c| c.roles.as_ref()) {
+        if !all.iter().any(|r| r == role) {
+            return invalid(format!(
+                "role {role} is not one of the run's roles ({}); use one of them",
+                all.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A role is a short lower-case word, as in instance ids.
 fn check_role(role: &str) -> Result<(), RuleError> {
     format!("{role}#1")
@@ -2248,8 +2275,9 @@ fn apply_message(
     check_text("message", text)?;
     if let Some(to) = to {
         // An instance (`implementer#2`) or a role (`reviewer`).
-        if to.parse::<InstanceId>().is_err() {
-            check_role(to)?;
+        match to.parse::<InstanceId>() {
+            Ok(i) => check_run_role(board, i.role())?,
+            Err(_) => check_run_role(board, to)?,
         }
     }
     if let Some(t) = task {

@@ -149,6 +149,12 @@ impl SeedConfig {
         Ok(())
     }
 
+    /// The names of the config's roles, when it has any (stored with the run, so
+    /// the board knows which roles exist).
+    pub fn role_names(&self) -> Option<Vec<String>> {
+        (!self.roles.is_empty()).then(|| self.roles.iter().map(|r| r.id.clone()).collect())
+    }
+
     /// The lease length this config asks for.
     pub fn claim_timeout_sec(&self) -> u64 {
         self.coordination

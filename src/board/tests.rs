@@ -35,6 +35,7 @@ fn config(timeout: u64) -> RunConfig {
         max_clock_skew_sec: None,
         review_role: None,
         poll_sec: None,
+        roles: None,
     }
 }
 
@@ -1292,6 +1293,7 @@ fn every_kind() -> Vec<EventKind> {
                 max_clock_skew_sec: None,
                 review_role: None,
                 poll_sec: None,
+                roles: None,
             },
         },
         EventKind::TaskAdd {
@@ -2973,4 +2975,35 @@ fn nothing_may_depend_on_a_cancelled_task() {
     assert_eq!(why, "B cannot depend on C: C is cancelled");
     let why = r.invalid(2, ORCH, add("D", &["C"]));
     assert_eq!(why, "D cannot depend on C: C is cancelled");
+}
+
+#[test]
+fn roles_the_run_does_not_have_are_invalid() {
+    let mut c = config(300);
+    c.roles = Some(vec!["implementer".into(), "reviewer".into()]);
+    let mut r = Run {
+        board: Board::default(),
+        log: vec![],
+    };
+    r.ok(0, ORCH, EventKind::Init { config: c });
+    let mut t = nt("T1", "x", &[]);
+    t.role = Some("tester".into());
+    let why = r.invalid(1, ORCH, EventKind::TaskAdd { task: t.clone() });
+    assert_eq!(
+        why,
+        "role tester is not one of the run's roles (implementer, reviewer); use one of them"
+    );
+    t.role = Some("implementer".into());
+    r.ok(1, ORCH, EventKind::TaskAdd { task: t });
+    let to = |to: &str| EventKind::Message {
+        kind: "question".into(),
+        text: "?".into(),
+        to: Some(to.into()),
+        task: None,
+        reply_to: None,
+    };
+    r.invalid(2, I1, to("tester"));
+    r.invalid(2, I1, to("tester#1"));
+    r.ok(2, I1, to("reviewer"));
+    r.ok(3, I1, to("implementer#2"));
 }

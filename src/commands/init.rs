@@ -62,6 +62,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         max_clock_skew_sec: seed.coordination.max_clock_skew_sec,
         review_role: seed.coordination.review_role.clone(),
         poll_sec: seed.coordination.poll_sec,
+        roles: seed.role_names(),
     };
     let config_remote = config.board_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;

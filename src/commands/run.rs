@@ -99,6 +99,7 @@ pub fn execute(
             max_clock_skew_sec: spec.seed.coordination.max_clock_skew_sec,
             review_role: spec.seed.coordination.review_role.clone(),
             poll_sec: spec.seed.coordination.poll_sec,
+            roles: spec.seed.role_names(),
         };
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.

@@ -229,6 +229,7 @@ impl Ledger {
                 max_clock_skew_sec: None,
                 review_role: None,
                 poll_sec: None,
+                roles: None,
             },
             tree,
             full: RefCell::new(None),

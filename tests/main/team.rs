@@ -617,3 +617,34 @@ fn a_commit_by_an_instance_holding_no_task_says_so_in_the_log() {
         out.stdout
     );
 }
+
+#[test]
+fn a_role_the_run_does_not_have_is_refused() {
+    let r = TestRepo::new();
+    let cfg = r.write_outside(
+        "roles.json",
+        r#"{"roles": [{"id": "implementer", "file": "roles/implementer.json", "instances": 2},
+                      {"id": "reviewer", "file": "roles/reviewer.json", "instances": 1}],
+            "coordination": {"review_role": "reviewer"}}"#,
+    );
+    r.mara(&[
+        "init",
+        "--run",
+        "roles",
+        "--config",
+        cfg.to_str().expect("UTF-8"),
+    ])
+    .ok("init with roles");
+    let before = r.tip("roles");
+    let o = r.mara(&["task", "add", "T1", "x", "--role", "tester"]);
+    o.expect_code(1, "a role the run lacks")
+        .stderr_has("role tester is not one of the run's roles (implementer, reviewer)");
+    r.mara_as(
+        "implementer#1",
+        &["post", "question", "?", "--to", "tester"],
+    )
+    .expect_code(1, "a message to a role the run lacks");
+    assert_eq!(r.tip("roles"), before, "nothing written");
+    r.mara(&["task", "add", "T1", "x", "--role", "implementer"])
+        .ok("a role the run has");
+}
