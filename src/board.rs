@@ -90,6 +90,21 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// A local run with a lease and nothing else set.
+    pub fn new(run: RunId, claim_timeout_sec: u64) -> RunConfig {
+        RunConfig {
+            run,
+            claim_timeout_sec,
+            lock_mode: LockMode::Ref,
+            remote: None,
+            outputs_pattern: None,
+            max_clock_skew_sec: None,
+            review_role: None,
+            poll_sec: None,
+            roles: None,
+        }
+    }
+
     /// The artifact file name of an instance: `outputs.pattern` with `<role>` and
     /// `<instance>` filled in (default `<role>_<instance>.md`).
     pub fn artifact_name(&self, id: &InstanceId) -> String {

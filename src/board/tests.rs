@@ -26,17 +26,7 @@ fn at(s: i64) -> Ts {
 }
 
 fn config(timeout: u64) -> RunConfig {
-    RunConfig {
-        run: "r1".parse().expect("valid run id"),
-        claim_timeout_sec: timeout,
-        lock_mode: LockMode::Ref,
-        remote: None,
-        outputs_pattern: None,
-        max_clock_skew_sec: None,
-        review_role: None,
-        poll_sec: None,
-        roles: None,
-    }
+    RunConfig::new("r1".parse().expect("valid run id"), timeout)
 }
 
 fn nt(id: &str, title: &str, deps: &[&str]) -> NewTask {
@@ -2363,16 +2353,31 @@ proptest! {
 
     #[test]
     fn random_runs_keep_the_board_consistent(
-        deps_mask in prop::collection::vec(
-            prop::collection::vec(prop::bool::weighted(0.25), N_TASKS),
-            N_TASKS,
-        ),
+        deps_mask in deps_masks(),
         plan_len in 1..=N_TASKS,
         reverse in any::<bool>(),
         ops in prop::collection::vec((0i64..4, op_strategy()), 0..200),
     ) {
         run_ops(deps_mask, plan_len, reverse, ops);
     }
+
+    /// Roles, priorities, reviews, edits and cancels (issue 14).
+    #[test]
+    fn team_runs_keep_roles_reviews_and_cancels_consistent(
+        roles in prop::collection::vec(0..TEAM_ROLES.len(), N_TASKS),
+        deps_mask in deps_masks(),
+        ops in prop::collection::vec((0i64..4, team_op()), 0..200),
+    ) {
+        run_team_ops(roles, deps_mask, ops);
+    }
+}
+
+/// For each task, which of the earlier tasks it depends on (a quarter of them).
+fn deps_masks() -> impl Strategy<Value = Vec<Vec<bool>>> {
+    prop::collection::vec(
+        prop::collection::vec(prop::bool::weighted(0.25), N_TASKS),
+        N_TASKS,
+    )
 }
 
 #[test]
@@ -2922,26 +2927,6 @@ fn run_team_ops(roles: Vec<usize>, deps_mask: Vec<Vec<bool>>, ops: Vec<(i64, Tea
         replay.commit(e.seq, changes);
     }
     assert_eq!(replay, run.board);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 64,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn team_runs_keep_roles_reviews_and_cancels_consistent(
-        roles in prop::collection::vec(0..TEAM_ROLES.len(), N_TASKS),
-        deps_mask in prop::collection::vec(
-            prop::collection::vec(prop::bool::weighted(0.25), N_TASKS),
-            N_TASKS,
-        ),
-        ops in prop::collection::vec((0i64..4, team_op()), 0..200),
-    ) {
-        run_team_ops(roles, deps_mask, ops);
-    }
 }
 
 /// Regression (found by the team property test): an edit or a plan could make a
