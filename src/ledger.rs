@@ -328,6 +328,11 @@ impl Ledger {
     /// The remote this clone shares the run through, if it is shared: see
     /// [`remote::choose`]. Resolved once per ledger.
     pub fn remote_for(&self, config: &RunConfig) -> Result<Option<String>> {
+        // A local run writes locally, whatever remote this clone syncs it with;
+        // and the claim path reads no git config for it.
+        if config.lock_mode != crate::board::LockMode::Remote {
+            return Ok(None);
+        }
         if let Some(r) = self.remote.get() {
             return Ok(r.clone());
         }

@@ -526,3 +526,19 @@ fn a_board_never_chooses_where_a_clone_pushes() {
     );
     assert_eq!(git(&evil, &["for-each-ref"]), "", "nothing reached the URL");
 }
+
+/// Regression: a clone's recorded remote (`sync --remote`) made every write of a
+/// local run push; a local run's writes stay local, and `sync` shares them.
+#[test]
+fn a_local_run_synced_through_a_remote_still_writes_locally() {
+    let origin = crate::common::Origin::path();
+    let a = origin.clone_repo("a");
+    a.mara(&["init", "--run", "loc"]).ok("init a local run");
+    a.mara(&["sync", "--run", "loc", "--remote", "origin"])
+        .ok("share it once");
+    let shared = origin.tip("loc");
+    a.mara(&["task", "add", "T1", "one"]).ok("a local write");
+    assert_eq!(origin.tip("loc"), shared, "the write was not pushed");
+    a.mara(&["sync", "--run", "loc"]).ok("sync pushes it");
+    assert_eq!(origin.tip("loc"), a.tip("loc"));
+}
