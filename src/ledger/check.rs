@@ -37,6 +37,26 @@ pub struct Replayed {
     pub changes: Vec<Change>,
 }
 
+/// Why an event stamped `ts` may not be built on by a writer whose clock says
+/// `now`: it is more than `skew` ahead, which would pin leases (a holder "seen"
+/// in the future never expires). `what` names the event.
+fn ahead_of_clock(
+    what: impl FnOnce() -> String,
+    ts: Ts,
+    now: Ts,
+    skew: TimeDelta,
+) -> Option<String> {
+    (ts - now > skew).then(|| {
+        format!(
+            "{} is stamped {}, more than {}s ahead of this clock ({}); a clock that runs ahead (or a forged time) would pin leases. Set the clocks right (NTP), or raise coordination.max_clock_skew_sec",
+            what(),
+            ts.to_rfc3339(),
+            skew.num_seconds(),
+            now.to_rfc3339()
+        )
+    })
+}
+
 impl Checker<'_> {
     /// Checks `commit`, whose predecessor on the log is `parent` (`None` for the
     /// first event): one parent, the next seq, the subject and message mara writes,
@@ -138,14 +158,9 @@ impl Checker<'_> {
         parent: Option<&Event>,
     ) -> Option<String> {
         let skew = self.skew.num_seconds();
-        if event.ts - self.now > self.skew {
-            return Some(format!(
-                "commit {oid} (seq {}, {}) is stamped {}, more than {skew}s ahead of this clock ({}); a clock that runs ahead (or a forged time) would pin leases. Set the clocks right (NTP), or raise coordination.max_clock_skew_sec",
-                event.seq,
-                event.subject(),
-                event.ts.to_rfc3339(),
-                self.now.to_rfc3339()
-            ));
+        let what = || format!("commit {oid} (seq {}, {})", event.seq, event.subject());
+        if let Some(p) = ahead_of_clock(what, event.ts, self.now, self.skew) {
+            return Some(p);
         }
         let prev = parent?;
         if prev.ts - event.ts > self.skew {
@@ -203,17 +218,11 @@ impl Ledger {
             )
         };
         if marks.checked == Some(snap.tip) {
-            let skew = snap.config.max_clock_skew();
-            if snap.ts - now() > skew {
-                return Err(refuse(&format!(
-                    "its tip {} (seq {}) is stamped {}, more than {}s ahead of this clock; set the clocks right (NTP), or raise coordination.max_clock_skew_sec",
-                    snap.tip,
-                    snap.seq,
-                    snap.ts.to_rfc3339(),
-                    skew.num_seconds()
-                )));
-            }
-            return Ok(());
+            let what = || format!("its tip {} (seq {})", snap.tip, snap.seq);
+            return match ahead_of_clock(what, snap.ts, now(), snap.config.max_clock_skew()) {
+                Some(p) => Err(refuse(&p)),
+                None => Ok(()),
+            };
         }
         let mut todo = vec![];
         let mut cur = snap.tip;
