@@ -35,7 +35,15 @@ use crate::output::Report;
 /// Parallel role instances on one git repository: an atomic task board and a
 /// coordination log on `refs/mara/<run>`.
 #[derive(Parser, Debug)]
-#[command(name = "mara", version, about, long_about = None)]
+#[command(
+    name = "mara",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 done; 1 error (bad input or git failure; nothing written); \
+2 usage; 3 refused by the board (held, waiting, not now); \
+4 nothing left for this instance's role (claim --next): stop."
+)]
 pub struct Cli {
     /// The run to use (default: MARA_RUN, else git config mara.run); with `init`,
     /// the id of the new run.

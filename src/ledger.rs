@@ -342,12 +342,7 @@ impl Ledger {
 
     /// Every event of the run, oldest first, with its commit.
     pub fn events(&self) -> Result<Vec<(Oid, Event)>> {
-        self.events_since(0)
-    }
-
-    /// The events from seq `since` on, oldest first, with their commits.
-    pub fn events_since(&self, since: u64) -> Result<Vec<(Oid, Event)>> {
-        self.event_lines(since)?
+        self.event_lines(0)?
             .into_iter()
             .map(|(c, line)| {
                 let event = Event::from_json(&line)
