@@ -87,7 +87,17 @@ pub struct RunConfig {
     /// message's addressee must be one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// The layout of the board tree the run's events write: absent in runs made
+    /// before there was a choice (1: tasks, instances, artifacts); see
+    /// [`BOARD_FORMAT`]. Replaying an event must rebuild the tree it wrote, so a
+    /// run keeps the format it was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
 }
+
+/// The board format new runs are made with. 2 adds what reads need without
+/// reading every task (indexes) and what the stall guard needs.
+pub const BOARD_FORMAT: u32 = 2;
 
 impl RunConfig {
     /// A local run with a lease and nothing else set.
@@ -102,7 +112,13 @@ impl RunConfig {
             review_role: None,
             poll_sec: None,
             roles: None,
+            format: Some(BOARD_FORMAT),
         }
+    }
+
+    /// The board format of the run (1 when the config does not say).
+    pub fn board_format(&self) -> u32 {
+        self.format.unwrap_or(1)
     }
 
     /// The artifact file name of an instance: `outputs.pattern` with `<role>` and
@@ -1531,6 +1547,11 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
         if c.roles.as_ref().is_some_and(|all| !all.contains(r)) {
             return invalid(format!("review_role {r} is not one of the run's roles"));
         }
+    }
+    if let Some(f) = c.format.filter(|f| !(1..=BOARD_FORMAT).contains(f)) {
+        return invalid(format!(
+            "the run's board format is {f}, which this mara does not know (it knows 1 to {BOARD_FORMAT}); use a newer mara"
+        ));
     }
     if let Some(s) = c.poll_sec.filter(|s| !seconds_in_range(*s)) {
         return invalid(format!("poll_sec is {s}; use 1 to {MAX_SECONDS} seconds"));

@@ -1284,6 +1284,7 @@ fn every_kind() -> Vec<EventKind> {
                 review_role: None,
                 poll_sec: None,
                 roles: None,
+                format: Some(BOARD_FORMAT),
             },
         },
         EventKind::TaskAdd {

@@ -63,6 +63,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
         review_role: seed.coordination.review_role.clone(),
         poll_sec: seed.coordination.poll_sec,
         roles: seed.role_names(),
+        format: Some(crate::board::BOARD_FORMAT),
     };
     let config_remote = config.board_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;

@@ -100,6 +100,7 @@ pub fn execute(
             review_role: spec.seed.coordination.review_role.clone(),
             poll_sec: spec.seed.coordination.poll_sec,
             roles: spec.seed.role_names(),
+        format: Some(crate::board::BOARD_FORMAT),
         };
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.
