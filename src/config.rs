@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::board::{LockMode, DEFAULT_CLAIM_TIMEOUT_SEC};
-use crate::ids::InstanceId;
+use crate::board::{LockMode, RunConfig, DEFAULT_CLAIM_TIMEOUT_SEC};
+use crate::ids::{InstanceId, RunId};
 
 /// Parses JSON into `T`; the error names `what` (the file), the key path
 /// (`roles[1].instances`) and serde's reason with line and column.
@@ -160,6 +160,27 @@ impl SeedConfig {
         self.coordination
             .claim_timeout_sec
             .unwrap_or(DEFAULT_CLAIM_TIMEOUT_SEC)
+    }
+
+    /// The settings a new run stores from this config (`init` and `run`), with
+    /// what the command line chose for the lease and the lock.
+    pub fn run_config(
+        &self,
+        run: RunId,
+        claim_timeout_sec: u64,
+        lock_mode: LockMode,
+        remote: Option<String>,
+    ) -> RunConfig {
+        RunConfig {
+            lock_mode,
+            remote,
+            outputs_pattern: self.outputs.as_ref().map(|o| o.pattern.clone()),
+            max_clock_skew_sec: self.coordination.max_clock_skew_sec,
+            review_role: self.coordination.review_role.clone(),
+            poll_sec: self.coordination.poll_sec,
+            roles: self.role_names(),
+            ..RunConfig::new(run, claim_timeout_sec)
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::board::{LockMode, RunConfig};
+use crate::board::LockMode;
 use crate::config::SeedConfig;
 use crate::context::Ctx;
 use crate::ledger::Ledger;
@@ -53,18 +53,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<Report> {
     if let Some(r) = &remote {
         crate::remote::check_named(&repo, r)?;
     }
-    let config = RunConfig {
-        run: run.clone(),
-        claim_timeout_sec,
-        lock_mode,
-        remote,
-        outputs_pattern: seed.outputs.as_ref().map(|o| o.pattern.clone()),
-        max_clock_skew_sec: seed.coordination.max_clock_skew_sec,
-        review_role: seed.coordination.review_role.clone(),
-        poll_sec: seed.coordination.poll_sec,
-        roles: seed.role_names(),
-        format: Some(crate::board::BOARD_FORMAT),
-    };
+    let config = seed.run_config(run.clone(), claim_timeout_sec, lock_mode, remote);
     let config_remote = config.board_remote().map(str::to_owned);
     let sender = ctx.operator(&repo)?;
     if args.force && repo.refname_to_id(&run.refname()).is_err() {

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::board::{self, Board, Event, EventKind, LockMode, RunConfig};
+use crate::board::{self, Board, Event, EventKind, LockMode};
 use crate::config::SeedConfig;
 use crate::context::{live_progress, Ctx};
 use crate::error::CommandError;
@@ -90,18 +90,12 @@ pub fn execute(
     let ledger = if exists {
         Ledger::open(repo, run.clone())?
     } else {
-        let config = RunConfig {
-            run: run.clone(),
-            claim_timeout_sec: spec.seed.claim_timeout_sec(),
-            lock_mode: spec.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
-            remote: spec.seed.coordination.remote.clone(),
-            outputs_pattern: spec.seed.outputs.as_ref().map(|o| o.pattern.clone()),
-            max_clock_skew_sec: spec.seed.coordination.max_clock_skew_sec,
-            review_role: spec.seed.coordination.review_role.clone(),
-            poll_sec: spec.seed.coordination.poll_sec,
-            roles: spec.seed.role_names(),
-        format: Some(crate::board::BOARD_FORMAT),
-        };
+        let config = spec.seed.run_config(
+            run.clone(),
+            spec.seed.claim_timeout_sec(),
+            spec.seed.coordination.lock_mode.unwrap_or(LockMode::Ref),
+            spec.seed.coordination.remote.clone(),
+        );
         if let Some(tasks) = &prep.tasks {
             // Check the plan on an empty board first, so a bad plan writes nothing.
             let mut b = Board::default();
