@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 
 use crate::ids::{InstanceId, RunId, TaskId};
 
+pub mod index;
+pub use index::IndexState;
+
 /// A point in time, always UTC.
 pub type Ts = DateTime<Utc>;
 
@@ -800,6 +803,8 @@ pub struct Board {
     pub tasks: BTreeMap<TaskId, Task>,
     pub instances: BTreeMap<InstanceId, RoleInstance>,
     pub artifacts: BTreeMap<InstanceId, Vec<Artifact>>,
+    /// The indexes' counts and waiting lists (format 2; see [`index`]).
+    pub index: IndexState,
 }
 
 /// One file of the board tree written by an event.
@@ -811,6 +816,12 @@ pub enum Change {
     Task(Task),
     Instance(RoleInstance),
     Artifacts(InstanceId, Vec<Artifact>),
+    /// `index/counts.json` (format 2).
+    Counts(BTreeMap<String, Counts>),
+    /// A waiting list (format 2): the tasks waiting for a task; empty removes it.
+    Waiting(TaskId, BTreeSet<TaskId>),
+    /// An entry of a list of the index (format 2): added, or removed when false.
+    Entry(Vec<String>, bool),
 }
 
 impl Change {
@@ -821,6 +832,21 @@ impl Change {
             Change::Task(t) => t.id.board_path().to_vec(),
             Change::Instance(i) => i.id.record_path().to_vec(),
             Change::Artifacts(id, _) => id.artifacts_path().to_vec(),
+            Change::Counts(_) => index::list_dir(&["counts.json"]),
+            Change::Waiting(id, _) => {
+                let [_, bucket, file] = id.board_path();
+                index::list_dir(&["waiting", &bucket, &file])
+            }
+            Change::Entry(path, _) => path.clone(),
+        }
+    }
+
+    /// Whether the change removes its file rather than writing it.
+    pub fn removes(&self) -> bool {
+        match self {
+            Change::Waiting(_, list) => list.is_empty(),
+            Change::Entry(_, present) => !present,
+            _ => false,
         }
     }
 
@@ -831,6 +857,10 @@ impl Change {
             Change::Task(t) => serde_json::to_vec_pretty(t),
             Change::Instance(i) => serde_json::to_vec_pretty(i),
             Change::Artifacts(_, a) => serde_json::to_vec_pretty(a),
+            Change::Counts(c) => serde_json::to_vec_pretty(c),
+            Change::Waiting(_, list) => serde_json::to_vec_pretty(list),
+            // The entry's name is the record.
+            Change::Entry(..) => return vec![],
         }
         .expect("board records always serialise: plain structs of strings and numbers");
         v.push(b'\n');
@@ -854,6 +884,14 @@ impl Board {
                 Change::Artifacts(id, a) => {
                     self.artifacts.insert(id, a);
                 }
+                Change::Counts(c) => self.index.counts = c,
+                Change::Waiting(id, list) if list.is_empty() => {
+                    self.index.waiting.remove(&id);
+                }
+                Change::Waiting(id, list) => {
+                    self.index.waiting.insert(id, list);
+                }
+                Change::Entry(..) => {}
             }
         }
     }
@@ -978,7 +1016,8 @@ pub struct BoardView<'a> {
 
 /// The tasks of a board by status; shown as `2 open, 1 claimed, 3 done`, and in
 /// JSON as `{"open","claimed","done"}`.
-#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
 pub struct Counts {
     pub open: usize,
     pub claimed: usize,
@@ -1430,6 +1469,11 @@ pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId
     for t in tasks {
         match check_claim(board, &t.id, claimer, now) {
             Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) => return Ok(t.id.clone()),
+            // A task reserved for another that also waits for its deps is waiting:
+            // the count the index gives (open tasks not ready).
+            Err(RuleError::Refused(Refusal::Reserved { .. })) if !deps_done(board, t) => {
+                waiting += 1
+            }
             Err(RuleError::Refused(Refusal::Held { .. } | Refusal::Reserved { .. })) => held += 1,
             Err(RuleError::Refused(Refusal::Waiting { .. })) => waiting += 1,
             _ => {}
@@ -1443,6 +1487,13 @@ pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId
             role: claimer.role().to_owned(),
         })
     }
+}
+
+/// Whether every dependency of `t` is done.
+pub fn deps_done(board: &Board, t: &Task) -> bool {
+    t.deps
+        .iter()
+        .all(|d| board.tasks.get(d).map(|d| d.status) == Some(TaskStatus::Done))
 }
 
 /// The ids an event needs loaded before [`apply`] can judge it: its tasks (and, once
@@ -1462,13 +1513,16 @@ pub fn needs(event: &EventKind) -> (Vec<TaskId>, Vec<InstanceId>) {
     (tasks, instances)
 }
 
-/// The second round of loading: deps and holders of the tasks already loaded.
+/// The second round of loading: deps and holders of the tasks already loaded (the
+/// deps for a claim's rule, and with indexes for any change of a task: whether it
+/// is ready depends on them).
 pub fn needs_after(event: &EventKind, board: &Board) -> (Vec<TaskId>, Vec<InstanceId>) {
     let mut tasks = vec![];
     let mut instances = vec![];
+    let indexed = board.config.as_ref().is_some_and(|c| c.board_format() >= 2);
     for id in event.tasks() {
         if let Some(t) = board.tasks.get(id) {
-            if matches!(event, EventKind::Claim { .. } | EventKind::Reclaim { .. }) {
+            if indexed || matches!(event, EventKind::Claim { .. } | EventKind::Reclaim { .. }) {
                 tasks.extend(t.deps.iter().cloned());
             }
             instances.extend(t.claimed_by.iter().cloned());
@@ -1806,6 +1860,10 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             *reply_to,
         )?,
     };
+    if board.config.as_ref().is_some_and(|c| c.board_format() >= 2) {
+        let more = index::changes(board, &changes);
+        changes.extend(more);
+    }
     renew_lease(board, event, &mut changes);
     Ok(changes)
 }

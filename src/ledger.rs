@@ -48,6 +48,7 @@ use crate::remote::{self, Push};
 
 mod append;
 mod check;
+mod index;
 mod locks;
 pub mod marks;
 mod message;

@@ -26,6 +26,8 @@ mod leases;
 mod orchestrate;
 #[path = "main/packs.rs"]
 mod packs;
+#[path = "main/reads.rs"]
+mod reads;
 #[path = "main/remote.rs"]
 mod remote;
 #[path = "main/repos.rs"]

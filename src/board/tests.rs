@@ -115,6 +115,8 @@ const ORCH: &str = "orchestrator";
 struct Run {
     board: Board,
     log: Vec<Event>,
+    /// The index's list entries, kept from the changes the events made.
+    entries: BTreeSet<Vec<String>>,
 }
 
 impl Run {
@@ -126,6 +128,7 @@ impl Run {
         let mut r = Run {
             board: Board::default(),
             log: vec![],
+            entries: BTreeSet::new(),
         };
         r.ok(
             0,
@@ -160,9 +163,28 @@ impl Run {
     fn apply_event(&mut self, e: Event) -> Result<Vec<Change>, RuleError> {
         let r = apply(&self.board, &e);
         if let Ok(changes) = &r {
+            for c in changes {
+                if let Change::Entry(path, present) = c {
+                    if *present {
+                        self.entries.insert(path.clone());
+                    } else {
+                        self.entries.remove(path);
+                    }
+                }
+            }
             self.board.commit(e.seq, changes.clone());
             assert_eq!(self.board.seq, Some(e.seq));
             self.log.push(e);
+            // The indexes, kept event by event, are those of the whole board.
+            if self
+                .board
+                .config
+                .as_ref()
+                .is_some_and(|c| c.board_format() >= 2)
+            {
+                assert_eq!(self.board.index, index::derive(&self.board.tasks));
+                assert_eq!(self.entries, index::derive_entries(&self.board.tasks));
+            }
         }
         r
     }
@@ -322,9 +344,17 @@ fn task_add_adds_an_open_unclaimed_task() {
     let changes = r.ok(3, I1, add("T1", &[]));
     assert_eq!(
         changes.len(),
-        2,
-        "the task and the sender's instance record"
+        4,
+        "the task, the sender's instance record, and the index's counts and ready entry"
     );
+    assert!(changes.contains(&Change::Entry(
+        [
+            index::list_dir(&["ready", "_any"]),
+            index::key(r.task("T1")).to_vec()
+        ]
+        .concat(),
+        true
+    )));
     let t = r.task("T1");
     assert_eq!(t.title, "task T1");
     assert_eq!(t.status, TaskStatus::Open);
@@ -1778,6 +1808,14 @@ fn change_contents_round_trip() {
     ));
     let mut seen = BTreeSet::new();
     for c in &all {
+        if let Change::Entry(path, _) = c {
+            // An index entry is an empty file: its name is the record.
+            assert!(c.contents().is_empty());
+            assert_eq!(&c.path(), path);
+            assert_eq!(path[0], "index");
+            seen.insert("entry");
+            continue;
+        }
         let bytes = c.contents();
         assert_eq!(bytes.last(), Some(&b'\n'));
         let text = std::str::from_utf8(&bytes).expect("utf-8");
@@ -1817,9 +1855,27 @@ fn change_contents_round_trip() {
                 assert_eq!(id, &iid(I1));
                 seen.insert("artifacts");
             }
+            Change::Counts(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<BTreeMap<String, Counts>>(&bytes).expect("counts"),
+                    x
+                );
+                assert_eq!(c.path(), ["index", "counts.json"]);
+                seen.insert("counts");
+            }
+            Change::Waiting(id, x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<BTreeSet<TaskId>>(&bytes).expect("list"),
+                    x
+                );
+                assert_eq!(c.path()[..2], ["index", "waiting"]);
+                assert_eq!(c.path()[3], format!("{id}.json"));
+                seen.insert("waiting");
+            }
+            Change::Entry(..) => unreachable!("handled above"),
         }
     }
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 7, "{seen:?}");
     // A done task with every optional field set survives too.
     let t = r.task("A").clone();
     assert!(t.done_at.is_some() && t.claimed_at.is_some() && t.artifact.is_some());
@@ -1845,8 +1901,12 @@ fn needs_lists_what_an_event_must_load() {
     assert_eq!(t, vec![tid("A"), tid("B")]);
     assert!(i.is_empty());
     let (t, i) = needs_after(&release("B", None), &r.board);
-    assert!(t.is_empty());
+    // With indexes (format 2) any change of a task needs its deps.
+    assert_eq!(t, r.board.tasks[&tid("B")].deps);
     assert_eq!(i, vec![iid(I2)]);
+    r.board.config.as_mut().expect("init").format = None;
+    let (t, _) = needs_after(&release("B", None), &r.board);
+    assert!(t.is_empty(), "a format-1 run reads no deps for a release");
     assert_eq!(
         unknown_tasks(&r.board, [&tid("Z"), &tid("A"), &tid("Y"), &tid("Z")]),
         vec![tid("Y"), tid("Z")]
@@ -2398,6 +2458,7 @@ fn init_configs_out_of_bounds_are_invalid() {
         let mut r = Run {
             board: Board::default(),
             log: vec![],
+            entries: BTreeSet::new(),
         };
         r.invalid(0, ORCH, EventKind::Init { config: c });
     }
@@ -2408,6 +2469,7 @@ fn init_configs_out_of_bounds_are_invalid() {
     let mut r = Run {
         board: Board::default(),
         log: vec![],
+        entries: BTreeSet::new(),
     };
     r.ok(0, ORCH, EventKind::Init { config: c });
 }
@@ -2421,6 +2483,7 @@ fn reviewed(timeout: u64) -> Run {
     let mut r = Run {
         board: Board::default(),
         log: vec![],
+        entries: BTreeSet::new(),
     };
     r.ok(0, ORCH, EventKind::Init { config: c });
     r.ok(0, ORCH, plan(&[("A", &[]), ("B", &["A"])]));
@@ -2812,6 +2875,7 @@ fn run_team_ops(roles: Vec<usize>, deps_mask: Vec<Vec<bool>>, ops: Vec<(i64, Tea
     let mut run = Run {
         board: Board::default(),
         log: vec![],
+        entries: BTreeSet::new(),
     };
     run.ok(0, ORCH, EventKind::Init { config: c });
     let tasks = (0..N_TASKS)
@@ -2970,6 +3034,7 @@ fn roles_the_run_does_not_have_are_invalid() {
     let mut r = Run {
         board: Board::default(),
         log: vec![],
+        entries: BTreeSet::new(),
     };
     r.ok(0, ORCH, EventKind::Init { config: c });
     let mut t = nt("T1", "x", &[]);

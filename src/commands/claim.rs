@@ -70,8 +70,9 @@ fn claim_once(
                 (board, id.clone())
             }
             None => {
-                let board = snap.full_board()?;
-                let id = board::next_ready(&board, me, now)?;
+                // Read through the ready lists of the role, not the whole board.
+                let id = snap.next_ready(me, now)??;
+                let board = snap.board_for(&EventKind::Claim { task: id.clone() }, &sender)?;
                 (board, id)
             }
         };

@@ -13,9 +13,10 @@ use crate::output::Report;
 pub fn run(ctx: &Ctx) -> Result<Report> {
     let (ledger, note) = super::reader(ctx, false)?;
     let snap = ledger.snapshot()?;
-    let board = snap.full_board()?;
+    // The counts, the instances and the tasks held or in review: not every task.
+    let board = snap.status_board()?;
     let now = now();
-    let counts = board.counts();
+    let counts = snap.task_counts()?;
     let mut text = format!(
         "run {} at version {} ({}), lease {}s\ntasks: {counts}\n",
         snap.config.run,

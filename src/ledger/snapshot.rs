@@ -2,7 +2,7 @@
 //! files its event needs.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
@@ -10,12 +10,12 @@ use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
 use serde::de::DeserializeOwned;
 
 use super::{event_of_message, Ledger};
-use crate::board::{self, Artifact, Board, EventKind, RoleInstance, RunConfig, Task, Ts};
+use crate::board::{self, Artifact, Board, Counts, EventKind, RoleInstance, RunConfig, Task, Ts};
 use crate::ids::{InstanceId, TaskId};
 
 /// The board at one commit of the run; reads its files lazily.
 pub struct Snapshot<'l> {
-    repo: &'l Repository,
+    pub(super) repo: &'l Repository,
     pub tip: Oid,
     pub seq: u64,
     /// The time of the event at the tip.
@@ -104,12 +104,13 @@ impl<'l> Snapshot<'l> {
                 .unwrap_or_default();
             board.artifacts.insert(InstanceId::from_file_stem(stem)?, a);
         }
+        board.index = crate::board::index::derive(&board.tasks);
         *self.full.borrow_mut() = Some(board.clone());
         Ok(board)
     }
 
     /// Every blob below a top-level directory, with its path.
-    fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    pub(super) fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let Some(entry) = self.tree.get_name(dir) else {
             return Ok(vec![]);
         };
@@ -156,6 +157,9 @@ impl<'l> Snapshot<'l> {
         let (more_tasks, more_instances) = board::needs_after(event, &board);
         self.load(&mut board, &more_tasks)?;
         instances.extend(more_instances);
+        if self.config.board_format() >= 2 {
+            self.load_index(&mut board, event)?;
+        }
         if let EventKind::Artifact { instance, .. } = event {
             if let Some(a) = self.artifacts(instance)? {
                 board.artifacts.insert(instance.clone(), a);
@@ -182,6 +186,52 @@ impl<'l> Snapshot<'l> {
             }
         }
         Ok(board)
+    }
+
+    /// What [`board::index::changes`] needs of the indexes for `event`: the counts,
+    /// the waiting lists of the tasks loaded (the event's and their deps), and for
+    /// a task that may become done, the tasks waiting for it and their deps.
+    fn load_index(&self, board: &mut Board, event: &EventKind) -> Result<()> {
+        board.index.counts = self.counts()?;
+        let loaded: Vec<TaskId> = board.tasks.keys().cloned().collect();
+        for id in &loaded {
+            if let Some(list) = self.waiting_list(id)? {
+                board.index.waiting.insert(id.clone(), list);
+            }
+        }
+        if matches!(event, EventKind::Done { .. } | EventKind::Review { .. }) {
+            for id in event.tasks() {
+                let dependents: Vec<TaskId> = board
+                    .index
+                    .waiting
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                self.load(board, &dependents)?;
+                let deps: Vec<TaskId> = dependents
+                    .iter()
+                    .filter_map(|d| board.tasks.get(d))
+                    .flat_map(|t| t.deps.clone())
+                    .collect();
+                self.load(board, &deps)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `index/counts.json`: the tasks by role and status (empty before any task).
+    pub fn counts(&self) -> Result<BTreeMap<String, Counts>> {
+        Ok(self
+            .read_json(&board::index::list_dir(&["counts.json"]))?
+            .unwrap_or_default())
+    }
+
+    /// The tasks waiting for task `id`, if any.
+    fn waiting_list(&self, id: &TaskId) -> Result<Option<BTreeSet<TaskId>>> {
+        let [_, bucket, file] = id.board_path();
+        self.read_json(&board::index::list_dir(&["waiting", &bucket, &file]))
     }
 
     fn load(&self, board: &mut Board, ids: &[TaskId]) -> Result<()> {

@@ -542,3 +542,56 @@ fn a_local_run_synced_through_a_remote_still_writes_locally() {
     a.mara(&["sync", "--run", "loc"]).ok("sync pushes it");
     assert_eq!(origin.tip("loc"), a.tip("loc"));
 }
+
+/// The indexes are part of the tree a replay rebuilds (issue 16): an entry slipped
+/// into a ready list (T1, held by implementer#1, offered to `claim --next`), or
+/// counts that lie, are never built on and `verify` names them.
+#[test]
+fn a_forged_index_is_never_built_on() {
+    let run = "forged-index";
+    let r = claimed_run(run);
+    let tip = r.tip(run);
+    let files = git(&r.dir, &["ls-tree", "-r", "--name-only", &tip]);
+    let t2 = files
+        .lines()
+        .find(|l| l.starts_with("index/ready/_any/") && l.ends_with("-T2"))
+        .expect("T2 is in the ready list")
+        .to_owned();
+    assert!(
+        !files
+            .lines()
+            .any(|l| l.starts_with("index/ready/") && l.ends_with("-T1")),
+        "T1 is held, not ready:\n{files}"
+    );
+    let counts = git(
+        &r.dir,
+        &["cat-file", "-p", &format!("{tip}:index/counts.json")],
+    );
+    let forged = [
+        // T1 listed as ready, first in pick order.
+        r.tree_with(&tip, &format!("{}-T1", &t2[..t2.len() - 5]), ""),
+        r.tree_with(
+            &tip,
+            "index/counts.json",
+            &counts.replace("\"open\": 1", "\"open\": 0"),
+        ),
+    ];
+    for tree in forged {
+        let event = json!({"seq": next_seq(&r), "ts": now_ts(), "sender": "implementer#2", "type": "heartbeat", "payload": {}});
+        let c = forge(&r, run, "heartbeat by implementer#2", &event, Some(&tree));
+        writes_refuse(
+            &r,
+            run,
+            &c,
+            "its tree does not match the replay of its event",
+        );
+        git(
+            &r.dir,
+            &["update-ref", &format!("refs/mara/{run}"), &tip, &c],
+        );
+    }
+    let o = r.mara_as("implementer#2", &["claim", "--next"]);
+    o.ok("claim --next on the restored ref");
+    assert!(o.stdout.contains("T2"), "{}", o.stdout);
+    r.verify_ok();
+}
