@@ -88,7 +88,9 @@ pub fn run_hook(ctx: &Ctx, args: HookArgs) -> Result<Report> {
     let Some((ledger, me)) = in_run(ctx) else {
         return quiet();
     };
-    let board = ledger.read(|s| s.full_board())?;
+    // The hooks need the claimed tasks (this instance's, and the paths others
+    // reserved): the work in progress, not every task.
+    let board = ledger.read(|s| s.working_board())?;
     let held = board.held_by(&me);
     match args.name.as_str() {
         "commit-msg" => {

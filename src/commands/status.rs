@@ -14,7 +14,7 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     let (ledger, note) = super::reader(ctx, false)?;
     let snap = ledger.snapshot()?;
     // The counts, the instances and the tasks held or in review: not every task.
-    let board = snap.status_board()?;
+    let board = snap.working_board()?;
     let now = now();
     let counts = snap.task_counts()?;
     let mut text = format!(

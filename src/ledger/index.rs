@@ -189,10 +189,11 @@ impl<'l> Snapshot<'l> {
             }))
     }
 
-    /// The board `status` shows: every instance, and of the tasks those held,
-    /// awaiting review or sent back (format 2; the whole board otherwise). Its
-    /// `counts()` is not the run's: see [`Snapshot::task_counts`].
-    pub fn status_board(&self) -> Result<Board> {
+    /// The board of the work in progress, what `status` and the git hooks read:
+    /// every instance, and of the tasks those claimed, awaiting review or sent
+    /// back (format 2; the whole board otherwise). Its `counts()` is not the
+    /// run's: see [`Snapshot::task_counts`].
+    pub fn working_board(&self) -> Result<Board> {
         if !self.indexed() {
             return self.full_board();
         }

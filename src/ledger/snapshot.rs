@@ -104,8 +104,17 @@ impl<'l> Snapshot<'l> {
                 .unwrap_or_default();
             board.artifacts.insert(InstanceId::from_file_stem(stem)?, a);
         }
-        board.index = crate::board::index::derive(&board.tasks);
         *self.full.borrow_mut() = Some(board.clone());
+        Ok(board)
+    }
+
+    /// The whole board with the index state the rule keeps, derived from every
+    /// task (a read of the whole board does not need it).
+    fn full_board_for_rule(&self) -> Result<Board> {
+        let mut board = self.full_board()?;
+        if self.config.board_format() >= 2 {
+            board.index = board::index::derive(&board.tasks);
+        }
         Ok(board)
     }
 
@@ -146,10 +155,10 @@ impl<'l> Snapshot<'l> {
             event,
             EventKind::TaskEdit { .. } | EventKind::TaskCancel { .. }
         ) {
-            return self.full_board();
+            return self.full_board_for_rule();
         }
-        if let Some(full) = self.full.borrow().as_ref() {
-            return Ok(full.clone());
+        if self.full.borrow().is_some() {
+            return self.full_board_for_rule();
         }
         let mut board = self.empty_board();
         let (tasks, mut instances) = board::needs(event);

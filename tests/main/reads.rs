@@ -10,6 +10,7 @@ use mara::board::{self, EventKind, NewTask, RunConfig, TaskStatus, Verdict, BOAR
 use mara::ids::{InstanceId, TaskId};
 use mara::ledger::{now, Draft, Ledger};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 
 use crate::common::{git, TestRepo};
 
@@ -103,7 +104,7 @@ fn reads_agree(ledger: &Ledger) {
         }
     }
     assert_eq!(snap.task_counts().expect("counts"), full.counts());
-    let status = snap.status_board().expect("status board");
+    let status = snap.working_board().expect("status board");
     assert_eq!(status.instances, full.instances);
     for w in 0..WHO.len() {
         assert_eq!(status.held_by(&iid(w)), full.held_by(&iid(w)));
@@ -120,6 +121,19 @@ fn reads_agree(ledger: &Ledger) {
 }
 
 fn run_case(review: bool, roles: Vec<usize>, deps: Vec<Vec<bool>>, ops: Vec<Op>) {
+    let plan: Vec<NewTask> = (0..N)
+        .map(|i| {
+            let d: Vec<usize> = (0..i).filter(|&j| deps[i][j]).collect();
+            new_task(i, roles[i], &d, (i % 3) as i64 - 1)
+        })
+        .collect();
+    run_plan(review, plan, ops, 1);
+}
+
+/// Writes `plan` then `ops` through the ledger, comparing the reads every
+/// `every` events, and verifies the log.
+fn run_plan(review: bool, plan: Vec<NewTask>, ops: Vec<Op>, every: usize) {
+    let n = plan.len();
     let r = TestRepo::new();
     let repo = git2::Repository::open(&r.dir).expect("open");
     let mut config = RunConfig::new("r".parse().expect("run"), 300);
@@ -128,16 +142,10 @@ fn run_case(review: bool, roles: Vec<usize>, deps: Vec<Vec<bool>>, ops: Vec<Op>)
         config.review_role = Some("reviewer".into());
     }
     let (ledger, _) = Ledger::init(repo, config, "planner").expect("init");
-    let plan: Vec<NewTask> = (0..N)
-        .map(|i| {
-            let d: Vec<usize> = (0..i).filter(|&j| deps[i][j]).collect();
-            new_task(i, roles[i], &d, (i % 3) as i64 - 1)
-        })
-        .collect();
     write(&ledger, "planner", EventKind::Plan { tasks: plan });
     reads_agree(&ledger);
-    let mut added = N;
-    for op in ops {
+    let mut added = n;
+    for (k, op) in ops.into_iter().enumerate() {
         match op {
             Op::Claim(w, t) => write(&ledger, WHO[w], EventKind::Claim { task: tid(t) }),
             Op::Next(w) => {
@@ -206,7 +214,7 @@ fn run_case(review: bool, roles: Vec<usize>, deps: Vec<Vec<bool>>, ops: Vec<Op>)
             ),
             Op::Add(role) => {
                 // A task waiting for the first open ones.
-                let deps: Vec<usize> = (0..2).map(|k| (added + k) % N).collect();
+                let deps: Vec<usize> = (0..2).map(|k| (added + k) % n).collect();
                 write(
                     &ledger,
                     "planner",
@@ -217,8 +225,11 @@ fn run_case(review: bool, roles: Vec<usize>, deps: Vec<Vec<bool>>, ops: Vec<Op>)
                 added += 1;
             }
         }
-        reads_agree(&ledger);
+        if k % every == 0 {
+            reads_agree(&ledger);
+        }
     }
+    reads_agree(&ledger);
     let (problems, _) = ledger.verify().expect("verify runs");
     assert!(problems.is_empty(), "{problems:#?}");
 }
@@ -242,6 +253,32 @@ proptest! {
     ) {
         run_case(review, roles, deps, ops);
     }
+}
+
+/// The same on a 10,000-task board (one plan; each task waits for up to two
+/// earlier ones, priorities from -2 to 2), with `claim --next` across the board
+/// and the other ops on its first tasks: reads compared every 60 events.
+#[test]
+fn indexed_reads_agree_on_a_10000_task_board() {
+    const BIG: usize = 10_000;
+    let mut rng = fastrand::Rng::with_seed(16);
+    let plan: Vec<NewTask> = (0..BIG)
+        .map(|i| {
+            let mut deps = std::collections::BTreeSet::new();
+            for _ in 0..2 {
+                if i > 0 && rng.f32() < 0.3 {
+                    deps.insert(rng.usize(0..i));
+                }
+            }
+            let deps: Vec<usize> = deps.into_iter().collect();
+            new_task(i, i % 7, &deps, (i % 5) as i64 - 2)
+        })
+        .collect();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let ops: Vec<Op> = (0..240)
+        .map(|_| op().new_tree(&mut runner).expect("an op").current())
+        .collect();
+    run_plan(true, plan, ops, 60);
 }
 
 /// A format-1 run (made before the indexes) still claims, reads and verifies: its
