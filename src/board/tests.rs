@@ -1151,11 +1151,14 @@ fn good_message_types_are_fine() {
     ] {
         assert_eq!(check_message_type(kind), Ok(()), "{kind}");
         let changes = r.ok(1, I1, msg(kind, "we use sqlite"));
-        // A message changes nothing but the sender's lease.
+        // A message changes nothing but the sender's lease (and a question is
+        // open until someone answers it).
         assert!(
-            changes
-                .iter()
-                .all(|c| matches!(c, Change::Instance(i) if i.id == iid(I1))),
+            changes.iter().all(|c| match c {
+                Change::Instance(i) => i.id == iid(I1),
+                Change::Question(q) => kind == "question" && q.from == I1,
+                _ => false,
+            }),
             "{changes:?}"
         );
     }
@@ -1285,6 +1288,9 @@ fn every_kind() -> Vec<EventKind> {
                 poll_sec: None,
                 roles: None,
                 format: Some(BOARD_FORMAT),
+                stall_after_sec: Some(60),
+                on_stall: Some(OnStall::Stop),
+                max_handoffs: Some(3),
             },
         },
         EventKind::TaskAdd {
@@ -1398,6 +1404,19 @@ fn every_kind() -> Vec<EventKind> {
             branch: Some("mara/r/implementer_1".into()),
             note: Some("token bucket, 3 tests".into()),
         },
+        EventKind::Stall {
+            last: LastProgress {
+                seq: 3,
+                kind: "claim".into(),
+                ts: ts_ms(),
+            },
+            handoffs: vec![Handoffs {
+                task: tid("T1"),
+                handoffs: 6,
+            }],
+            questions: vec![4],
+            action: OnStall::Notify("reviewer".into()),
+        },
     ]
 }
 
@@ -1484,6 +1503,14 @@ fn shapes(kind: &EventKind) -> Vec<String> {
         EventKind::Artifact { branch, .. } => opt(k, "branch", branch.is_some()),
         EventKind::Progress { task, .. } => opt(k, "task", task.is_some()),
         EventKind::Message { to, .. } => opt("message", "to", to.is_some()),
+        EventKind::Stall {
+            handoffs,
+            questions,
+            ..
+        } => {
+            opt(k, "handoffs", !handoffs.is_empty());
+            opt(k, "questions", !questions.is_empty());
+        }
     }
     out
 }
@@ -1539,6 +1566,10 @@ fn stored_events_re_serialise_byte_for_byte() {
         "verdict.note",
         "done.commit",
         "done.no-commit",
+        "stall.handoffs",
+        "stall.no-handoffs",
+        "stall.questions",
+        "stall.no-questions",
     ];
     let missing: Vec<&str> = want.into_iter().filter(|w| !seen.contains(*w)).collect();
     assert!(missing.is_empty(), "no stored line shows {missing:?}");
@@ -1563,6 +1594,7 @@ fn reserved_types_are_the_tags_of_every_own_kind() {
         "task_edit",
         "task_cancel",
         "verdict",
+        "stall",
     ];
     want.sort_unstable();
     let mut got = reserved_types().to_vec();
@@ -1778,7 +1810,12 @@ fn change_contents_round_trip() {
     ));
     let mut seen = BTreeSet::new();
     for c in &all {
-        let bytes = c.contents();
+        let Some(bytes) = c.contents() else {
+            assert!(matches!(c, Change::Settled(_) | Change::Answered(_)));
+            assert_eq!(c.path()[0], "stall");
+            seen.insert("removal");
+            continue;
+        };
         assert_eq!(bytes.last(), Some(&b'\n'));
         let text = std::str::from_utf8(&bytes).expect("utf-8");
         let _: Value = serde_json::from_str(text).expect("valid JSON");
@@ -1817,13 +1854,41 @@ fn change_contents_round_trip() {
                 assert_eq!(id, &iid(I1));
                 seen.insert("artifacts");
             }
+            Change::Progress(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<Progress>(&bytes).expect("progress"),
+                    x
+                );
+                assert_eq!(c.path(), ["stall", "progress.json"]);
+                seen.insert("progress");
+            }
+            Change::Handoffs(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<Handoffs>(&bytes).expect("handoffs"),
+                    x
+                );
+                assert_eq!(c.path(), Handoffs::path(&x.task));
+                seen.insert("handoffs");
+            }
+            Change::Question(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<Question>(&bytes).expect("question"),
+                    x
+                );
+                assert_eq!(c.path(), Question::path(x.seq));
+                seen.insert("question");
+            }
+            Change::Settled(_) | Change::Answered(_) => unreachable!("removals have no bytes"),
         }
     }
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    for kind in ["config", "task", "instance", "artifacts", "progress"] {
+        assert!(seen.contains(kind), "no {kind} change among {seen:?}");
+    }
     // A done task with every optional field set survives too.
     let t = r.task("A").clone();
     assert!(t.done_at.is_some() && t.claimed_at.is_some() && t.artifact.is_some());
-    let back: Task = serde_json::from_slice(&Change::Task(t.clone()).contents()).expect("task");
+    let bytes = Change::Task(t.clone()).contents().expect("a task file");
+    let back: Task = serde_json::from_slice(&bytes).expect("task");
     assert_eq!(back, t);
 }
 

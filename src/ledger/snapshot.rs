@@ -94,6 +94,7 @@ impl<'l> Snapshot<'l> {
                 .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
             board.instances.insert(i.id.clone(), i);
         }
+        self.load_stall(&mut board)?;
         for (name, bytes) in self.blobs_under("artifacts")? {
             let a: Vec<Artifact> = serde_json::from_slice(&bytes)
                 .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
@@ -108,10 +109,42 @@ impl<'l> Snapshot<'l> {
         Ok(board)
     }
 
-    /// Every blob below a top-level directory, with its path.
+    /// The stall guard's files (format 2): the last progress, the tasks handed off
+    /// too often, the open questions. A handful of small files.
+    fn load_stall(&self, board: &mut Board) -> Result<()> {
+        board.progress = self.read_json(&board::Progress::path())?;
+        for (name, bytes) in self.blobs_under("stall/handoffs")? {
+            let h: board::Handoffs = serde_json::from_slice(&bytes)
+                .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
+            board.flagged.insert(h.task, h.handoffs);
+        }
+        for (name, bytes) in self.blobs_under("stall/questions")? {
+            let q: board::Question = serde_json::from_slice(&bytes)
+                .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
+            board.questions.insert(q.seq, q);
+        }
+        Ok(())
+    }
+
+    /// What the stall guard reads of a format-2 board: the config, every instance
+    /// record and the guard's files; no task.
+    pub fn stall_board(&self) -> Result<Board> {
+        let mut board = self.empty_board();
+        for blob in self.blobs_under("instances")? {
+            let i: RoleInstance = serde_json::from_slice(&blob.1)
+                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+            board.instances.insert(i.id.clone(), i);
+        }
+        self.load_stall(&mut board)?;
+        Ok(board)
+    }
+
+    /// Every blob below a directory (`tasks`, `stall/questions`), with its path.
     fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let Some(entry) = self.tree.get_name(dir) else {
-            return Ok(vec![]);
+        let entry = match self.tree.get_path(std::path::Path::new(dir)) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("reading {dir} at {}", self.tip)),
         };
         let tree = self.repo.find_tree(entry.id())?;
         let mut out = vec![];
@@ -151,6 +184,22 @@ impl<'l> Snapshot<'l> {
             return Ok(full.clone());
         }
         let mut board = self.empty_board();
+        if self.config.board_format() >= 2 {
+            // What the stall guard's rules read: the last progress a stall names,
+            // the questions it flags, the question a reply answers.
+            match event {
+                EventKind::Stall { questions, .. } => {
+                    board.progress = self.read_json(&board::Progress::path())?;
+                    for q in questions {
+                        self.load_question(&mut board, *q)?;
+                    }
+                }
+                EventKind::Message {
+                    reply_to: Some(q), ..
+                } => self.load_question(&mut board, *q)?,
+                _ => {}
+            }
+        }
         let (tasks, mut instances) = board::needs(event);
         self.load(&mut board, &tasks)?;
         let (more_tasks, more_instances) = board::needs_after(event, &board);
@@ -182,6 +231,13 @@ impl<'l> Snapshot<'l> {
             }
         }
         Ok(board)
+    }
+
+    fn load_question(&self, board: &mut Board, seq: u64) -> Result<()> {
+        if let Some(q) = self.read_json::<board::Question>(&board::Question::path(seq))? {
+            board.questions.insert(seq, q);
+        }
+        Ok(())
     }
 
     fn load(&self, board: &mut Board, ids: &[TaskId]) -> Result<()> {
@@ -231,5 +287,30 @@ impl Ledger {
             .read_json(&["config.json".to_owned()])?
             .ok_or_else(|| anyhow!("{tip} on {} has no config.json", self.refname))?;
         Ok(Snapshot { config, ..snap })
+    }
+}
+
+impl Ledger {
+    /// The board the stall guard reads at `snap`: of a format-2 run its few files
+    /// ([`Snapshot::stall_board`]); a format-1 run kept none, so its log is replayed
+    /// ([`board::replay`]), a read of every event.
+    pub fn stall_board(&self, snap: &Snapshot<'_>) -> Result<Board> {
+        if snap.config.board_format() >= 2 {
+            return snap.stall_board();
+        }
+        let events = self
+            .event_lines_at(snap.tip, 0)?
+            .into_iter()
+            .map(|(c, line)| {
+                crate::board::Event::from_json(&line)
+                    .with_context(|| format!("reading the event of {c} on {}", self.refname))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(board::replay(events))
+    }
+
+    /// What the stall guard flags at `snap`, at `now` (see [`Board::stall_flags`]).
+    pub fn stall_flags(&self, snap: &Snapshot<'_>, now: Ts) -> Result<board::Flags> {
+        Ok(self.stall_board(snap)?.stall_flags(now))
     }
 }

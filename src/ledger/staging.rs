@@ -9,9 +9,10 @@ use git2::{Mempack, ObjectType, Odb, Oid, Repository, Tree};
 
 use crate::board::Change;
 
-/// A tree edit: blobs to write at paths below one directory.
+/// A tree edit: blobs to write (or remove) at paths below one directory.
 enum Node {
     Blob(Vec<u8>),
+    Remove,
     Dir(BTreeMap<String, Node>),
 }
 
@@ -37,12 +38,23 @@ pub fn write_changes(
                 .or_insert_with(|| Node::Dir(BTreeMap::new()));
             node = match next {
                 Node::Dir(m) => m,
-                Node::Blob(_) => unreachable!("board paths never put a file where a directory is"),
+                Node::Blob(_) | Node::Remove => {
+                    unreachable!("board paths never put a file where a directory is")
+                }
             };
         }
-        node.insert(file.clone(), Node::Blob(c.contents()));
+        let leaf = c.contents().map_or(Node::Remove, Node::Blob);
+        node.insert(file.clone(), leaf);
     }
-    write_dir(read, write, written, base, root)
+    match write_dir(read, write, written, base, root)? {
+        Some(oid) => Ok(oid),
+        // Only a board without files: never after `init`, which writes the config.
+        None => {
+            let oid = write.treebuilder(None)?.write()?;
+            written.push(oid);
+            Ok(oid)
+        }
+    }
 }
 
 fn write_dir(
@@ -51,7 +63,7 @@ fn write_dir(
     written: &mut Vec<Oid>,
     base: Option<&Tree<'_>>,
     edits: BTreeMap<String, Node>,
-) -> Result<Oid> {
+) -> Result<Option<Oid>> {
     let mut builder = write.treebuilder(base)?;
     for (name, node) in edits {
         match node {
@@ -60,19 +72,33 @@ fn write_dir(
                 written.push(oid);
                 builder.insert(&name, oid, 0o100644)?;
             }
+            Node::Remove => {
+                if builder.get(&name)?.is_some() {
+                    builder.remove(&name)?;
+                }
+            }
             Node::Dir(children) => {
                 let sub = match base.and_then(|b| b.get_name(&name)) {
                     Some(e) if e.kind() == Some(ObjectType::Tree) => Some(read.find_tree(e.id())?),
                     _ => None,
                 };
-                let oid = write_dir(read, write, written, sub.as_ref(), children)?;
-                builder.insert(&name, oid, 0o040000)?;
+                match write_dir(read, write, written, sub.as_ref(), children)? {
+                    Some(oid) => {
+                        builder.insert(&name, oid, 0o040000)?;
+                    }
+                    // A directory left empty goes: git keeps no empty trees.
+                    None if builder.get(&name)?.is_some() => builder.remove(&name)?,
+                    None => {}
+                }
             }
         }
     }
+    if builder.is_empty() {
+        return Ok(None);
+    }
     let oid = builder.write()?;
     written.push(oid);
-    Ok(oid)
+    Ok(Some(oid))
 }
 
 /// An in-memory object database for the objects of an event. `Staging::land`
