@@ -130,23 +130,14 @@ impl SeedConfig {
             }
         }
         if let Some(r) = &c.review_role {
-            if !self.roles.is_empty() && !self.roles.iter().any(|x| &x.id == r) {
-                bail!(
-                    "coordination.review_role is {r:?}, which is none of the config's roles ({}); name one of them or drop the review step",
-                    self.roles.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", ")
-                );
-            }
+            self.check_role_named(&format!("coordination.review_role is {r:?}"), r)
+                .map_err(|e| anyhow!("{e} or drop the review step"))?;
         }
         if let Some(m) = c.max_handoffs.filter(|m| *m > MAX_HANDOFFS) {
             bail!("coordination.max_handoffs is {m}; use 0 to {MAX_HANDOFFS}");
         }
         if let Some(OnStall::Notify(r)) = &c.on_stall {
-            if !self.roles.is_empty() && !self.roles.iter().any(|x| &x.id == r) {
-                bail!(
-                    "coordination.on_stall notifies {r:?}, which is none of the config's roles ({}); name one of them",
-                    self.roles.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", ")
-                );
-            }
+            self.check_role_named(&format!("coordination.on_stall notifies {r:?}"), r)?;
         }
         if let Some(o) = &self.outputs {
             let p = &o.pattern;
@@ -166,6 +157,21 @@ impl SeedConfig {
             && self.coordination.remote.is_none()
         {
             bail!("coordination.lock_mode is \"remote\" but coordination.remote names no remote; add \"remote\": \"origin\"");
+        }
+        Ok(())
+    }
+
+    /// A role a key names must be one of the config's roles, when it lists any.
+    fn check_role_named(&self, what: &str, role: &str) -> Result<()> {
+        if !self.roles.is_empty() && !self.roles.iter().any(|x| x.id == role) {
+            bail!(
+                "{what}, which is none of the config's roles ({}); name one of them",
+                self.roles
+                    .iter()
+                    .map(|x| x.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Ok(())
     }

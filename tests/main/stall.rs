@@ -103,6 +103,23 @@ fn instances_that_only_talk_stall_the_run_and_on_stall_stop_ends_it() {
             "{inst}"
         );
     }
+    // The report lists it.
+    let page = r.root().join("report.html");
+    r.mara(&[
+        "--run",
+        run,
+        "report",
+        "--html",
+        page.to_str().expect("UTF-8"),
+    ])
+    .ok("report");
+    let html = std::fs::read_to_string(&page).expect("the report");
+    let section = &html[html.find(r#"<div id="stall">"#).expect("a stall section")..];
+    assert!(
+        section.contains(&format!(r#"<li data-seq="{}">"#, stalls[0]["seq"]))
+            && section.contains("stall by "),
+        "{section}"
+    );
     // Recorded: the board knows the stall was reported (once per period).
     assert_eq!(
         st["stall"]["last_progress"]["stall_seq"], stalls[0]["seq"],
@@ -141,6 +158,20 @@ fn a_run_is_flagged_stalled_after_the_configured_time_and_progress_ends_it() {
             && text.stdout.contains("last progress seq 0 (init by"),
         "{}",
         text.stdout
+    );
+    let page = r.root().join("report.html");
+    r.mara(&[
+        "--run",
+        run,
+        "report",
+        "--html",
+        page.to_str().expect("UTF-8"),
+    ])
+    .ok("report");
+    let html = std::fs::read_to_string(&page).expect("the report");
+    assert!(
+        html.contains(r#"<li class="flag">stalled: no claim, done, review or integration"#),
+        "{html}"
     );
     let board = r.mara(&["--run", run, "board"]);
     board.ok("board");
@@ -445,11 +476,9 @@ fn forged_stall_events_and_absurd_stall_configs_are_refused() {
         .stderr_has("refusing to build on")
         .stderr_has("stall_after_sec is 0");
     // And the config file is refused before anything is written.
+    let roles = json!([{"id": "implementer", "file": "roles/implementer.json", "instances": 1}]);
     for (coordination, why) in [
-        (
-            json!({"stall_after_sec": 0}),
-            "coordination.stall_after_sec is 0",
-        ),
+        (json!({"stall_after_sec": 0}), "coordination.stall_after_sec is 0"),
         (
             json!({"max_handoffs": 1_000_000}),
             "coordination.max_handoffs is 1000000",
@@ -458,20 +487,18 @@ fn forged_stall_events_and_absurd_stall_configs_are_refused() {
             json!({"on_stall": "explode"}),
             "use \"warn\", \"stop\" or \"notify <role>\"",
         ),
+        (
+            json!({"on_stall": "notify reviewer"}),
+            "coordination.on_stall notifies \"reviewer\", which is none of the config's roles (implementer)",
+        ),
     ] {
         let cfg = r.write_outside(
             "bad.json",
-            &json!({ "coordination": coordination }).to_string(),
+            &json!({ "roles": roles, "coordination": coordination }).to_string(),
         );
-        r.mara(&[
-            "init",
-            "--run",
-            "never",
-            "--config",
-            cfg.to_str().expect("UTF-8"),
-        ])
-        .expect_code(1, "a bad stall setting")
-        .stderr_has(why);
+        r.mara(&["init", "--run", "never", "--config", cfg.to_str().expect("UTF-8")])
+            .expect_code(1, "a bad stall setting")
+            .stderr_has(why);
     }
     assert!(git(&r.dir, &["for-each-ref", "refs/mara/never"])
         .trim()
