@@ -187,7 +187,7 @@ pub fn conclude(ledger: &Ledger, s: &Summary) -> Result<Report> {
     let report = Report::new(summary_text(ledger, s)?, summary_json(ledger, s));
     let failed = s.failed();
     let error = if let Some(why) = &s.stopped {
-        anyhow!("{why}; every instance was stopped (on_stall stop)")
+        anyhow!("{why}; every instance was stopped")
     } else if s.interrupted {
         anyhow!(
             "run {} was interrupted; every instance was stopped",

@@ -84,16 +84,10 @@ impl<'l> Snapshot<'l> {
             return Ok(b.clone());
         }
         let mut board = self.empty_board();
-        for blob in self.blobs_under("tasks")? {
-            let t: Task = serde_json::from_slice(&blob.1)
-                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+        for t in self.records_under::<Task>("tasks")? {
             board.tasks.insert(t.id.clone(), t);
         }
-        for blob in self.blobs_under("instances")? {
-            let i: RoleInstance = serde_json::from_slice(&blob.1)
-                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
-            board.instances.insert(i.id.clone(), i);
-        }
+        self.load_instances(&mut board)?;
         self.load_stall(&mut board)?;
         for (name, bytes) in self.blobs_under("artifacts")? {
             let a: Vec<Artifact> = serde_json::from_slice(&bytes)
@@ -113,15 +107,18 @@ impl<'l> Snapshot<'l> {
     /// too often, the open questions. A handful of small files.
     fn load_stall(&self, board: &mut Board) -> Result<()> {
         board.progress = self.read_json(&board::Progress::path())?;
-        for (name, bytes) in self.blobs_under("stall/handoffs")? {
-            let h: board::Handoffs = serde_json::from_slice(&bytes)
-                .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
+        for h in self.records_under::<board::Handoffs>("stall/handoffs")? {
             board.flagged.insert(h.task, h.handoffs);
         }
-        for (name, bytes) in self.blobs_under("stall/questions")? {
-            let q: board::Question = serde_json::from_slice(&bytes)
-                .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
+        for q in self.records_under::<board::Question>("stall/questions")? {
             board.questions.insert(q.seq, q);
+        }
+        Ok(())
+    }
+
+    fn load_instances(&self, board: &mut Board) -> Result<()> {
+        for i in self.records_under::<RoleInstance>("instances")? {
+            board.instances.insert(i.id.clone(), i);
         }
         Ok(())
     }
@@ -130,13 +127,20 @@ impl<'l> Snapshot<'l> {
     /// record and the guard's files; no task.
     pub fn stall_board(&self) -> Result<Board> {
         let mut board = self.empty_board();
-        for blob in self.blobs_under("instances")? {
-            let i: RoleInstance = serde_json::from_slice(&blob.1)
-                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
-            board.instances.insert(i.id.clone(), i);
-        }
+        self.load_instances(&mut board)?;
         self.load_stall(&mut board)?;
         Ok(board)
+    }
+
+    /// Every file below a directory, read as a `T`.
+    fn records_under<T: DeserializeOwned>(&self, dir: &str) -> Result<Vec<T>> {
+        self.blobs_under(dir)?
+            .into_iter()
+            .map(|(name, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("board file {name} at {} is damaged", self.tip))
+            })
+            .collect()
     }
 
     /// Every blob below a directory (`tasks`, `stall/questions`), with its path.
@@ -298,15 +302,8 @@ impl Ledger {
         if snap.config.board_format() >= 2 {
             return snap.stall_board();
         }
-        let events = self
-            .event_lines_at(snap.tip, 0)?
-            .into_iter()
-            .map(|(c, line)| {
-                crate::board::Event::from_json(&line)
-                    .with_context(|| format!("reading the event of {c} on {}", self.refname))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(board::replay(events))
+        let events = self.events_at(snap.tip)?;
+        Ok(board::replay(events.into_iter().map(|(_, e)| e)))
     }
 
     /// What the stall guard flags at `snap`, at `now` (see [`Board::stall_flags`]).

@@ -148,7 +148,7 @@ pub(crate) fn status(r: &TestRepo, run: &str) -> Value {
 
 /// The instance `id` in `mara status --json`.
 #[track_caller]
-fn instance(status: &Value, id: &str) -> Value {
+pub(crate) fn instance(status: &Value, id: &str) -> Value {
     status["instances"]
         .as_array()
         .expect("instances is a list")

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::{blob, count_commits_with_subject, git, mktree, output_within, TestRepo};
-use crate::orchestrate::{config, log_json, mara_run_command, script_role, status, verify_ok};
+use crate::orchestrate::{
+    config, instance, log_json, mara_run_command, script_role, status, verify_ok,
+};
 use crate::trust::{forge, next_seq, now_ts};
 
 /// An instance that only talks: posts a note every 100 ms until it is stopped, or
@@ -37,6 +39,42 @@ fn init_with(r: &TestRepo, run: &str, coordination: Value) {
         cfg.to_str().expect("UTF-8"),
     ])
     .ok("mara init --config");
+}
+
+/// Makes run `run` by hand, as an older mara (or an attacker) would: its `init`
+/// commit, with the config's keys after `run` and `claim_timeout_sec` given in the
+/// order mara writes them (`rest`), and its tree.
+fn hand_made_init(r: &TestRepo, run: &str, rest: &str) {
+    let config = format!(r#"{{"run":"{run}","claim_timeout_sec":300,{rest}}}"#);
+    let value: Value = serde_json::from_str(&config).expect("JSON");
+    let pretty = format!("{}\n", serde_json::to_string_pretty(&value).expect("JSON"));
+    let blob = blob(&r.dir, pretty.as_bytes());
+    let tree = mktree(&r.dir, &[("100644", "blob", blob.trim(), "config.json")]);
+    let event = format!(
+        r#"{{"seq":0,"ts":"{}","sender":"operator","type":"init","payload":{{"config":{config}}}}}"#,
+        now_ts()
+    );
+    let message = format!("init {run} by operator\n\n{event}\n\nMara-Run: {run}\nMara-Seq: 0\n");
+    let file = r.write_outside("init-message.txt", &message);
+    let commit = git(
+        &r.dir,
+        &["commit-tree", &tree, "-F", file.to_str().expect("UTF-8")],
+    )
+    .trim()
+    .to_owned();
+    git(
+        &r.dir,
+        &["update-ref", &format!("refs/mara/{run}"), &commit],
+    );
+}
+
+/// `mara report --html` of the run, read back.
+fn report_html(r: &TestRepo, run: &str) -> String {
+    let page = r.root().join("report.html");
+    let path = page.to_str().expect("UTF-8");
+    r.mara(&["--run", run, "report", "--html", path])
+        .ok("report");
+    std::fs::read_to_string(&page).expect("the report")
 }
 
 /// `status --json`'s `stall` object.
@@ -87,13 +125,7 @@ fn instances_that_only_talk_stall_the_run_and_on_stall_stop_ends_it() {
     // Every instance was stopped, and says why.
     let st = status(&r, run);
     for i in ["talker#1", "talker#2"] {
-        let inst = st["instances"]
-            .as_array()
-            .expect("instances")
-            .iter()
-            .find(|x| x["id"] == i)
-            .unwrap_or_else(|| panic!("{i} in {st}"))
-            .clone();
+        let inst = instance(&st, i);
         assert_eq!(inst["status"], "failed", "{inst}");
         assert!(
             inst["reason"]
@@ -104,16 +136,7 @@ fn instances_that_only_talk_stall_the_run_and_on_stall_stop_ends_it() {
         );
     }
     // The report lists it.
-    let page = r.root().join("report.html");
-    r.mara(&[
-        "--run",
-        run,
-        "report",
-        "--html",
-        page.to_str().expect("UTF-8"),
-    ])
-    .ok("report");
-    let html = std::fs::read_to_string(&page).expect("the report");
+    let html = report_html(&r, run);
     let section = &html[html.find(r#"<div id="stall">"#).expect("a stall section")..];
     assert!(
         section.contains(&format!(r#"<li data-seq="{}">"#, stalls[0]["seq"]))
@@ -159,16 +182,7 @@ fn a_run_is_flagged_stalled_after_the_configured_time_and_progress_ends_it() {
         "{}",
         text.stdout
     );
-    let page = r.root().join("report.html");
-    r.mara(&[
-        "--run",
-        run,
-        "report",
-        "--html",
-        page.to_str().expect("UTF-8"),
-    ])
-    .ok("report");
-    let html = std::fs::read_to_string(&page).expect("the report");
+    let html = report_html(&r, run);
     assert!(
         html.contains(r#"<li class="flag">stalled: no claim, done, review or integration"#),
         "{html}"
@@ -444,29 +458,10 @@ fn forged_stall_events_and_absurd_stall_configs_are_refused() {
     }
     // A config with an absurd stall_after_sec, written as a run's first commit.
     let bad = "forged-config";
-    // The keys in the order mara writes them: the message must be mara's own.
-    let config = format!(
-        r#"{{"run":"{bad}","claim_timeout_sec":300,"lock_mode":"ref","format":2,"stall_after_sec":0}}"#
-    );
-    let value: Value = serde_json::from_str(&config).expect("JSON");
-    let pretty = format!("{}\n", serde_json::to_string_pretty(&value).expect("JSON"));
-    let blob = blob(&r.dir, pretty.as_bytes());
-    let tree = mktree(&r.dir, &[("100644", "blob", blob.trim(), "config.json")]);
-    let event = format!(
-        r#"{{"seq":0,"ts":"{}","sender":"attacker","type":"init","payload":{{"config":{config}}}}}"#,
-        now_ts()
-    );
-    let message = format!("init {bad} by attacker\n\n{event}\n\nMara-Run: {bad}\nMara-Seq: 0\n");
-    let file = r.write_outside("init-message.txt", &message);
-    let commit = git(
-        &r.dir,
-        &["commit-tree", &tree, "-F", file.to_str().expect("UTF-8")],
-    )
-    .trim()
-    .to_owned();
-    git(
-        &r.dir,
-        &["update-ref", &format!("refs/mara/{bad}"), &commit],
+    hand_made_init(
+        &r,
+        bad,
+        r#""lock_mode":"ref","format":2,"stall_after_sec":0"#,
     );
     r.mara(&["--run", bad, "verify"])
         .expect_code(1, "verify of an absurd config")
@@ -503,4 +498,50 @@ fn forged_stall_events_and_absurd_stall_configs_are_refused() {
     assert!(git(&r.dir, &["for-each-ref", "refs/mara/never"])
         .trim()
         .is_empty());
+}
+
+#[test]
+fn a_format_1_run_keeps_its_trees_and_the_guard_replays_its_log() {
+    let r = TestRepo::new();
+    let run = "old";
+    // A run made before board formats: no `format` in its config.
+    hand_made_init(
+        &r,
+        run,
+        r#""lock_mode":"ref","stall_after_sec":1,"max_handoffs":1"#,
+    );
+    r.mara(&["--run", run, "task", "add", "T1", "one"])
+        .ok("task add");
+    for who in ["implementer#1", "implementer#2"] {
+        r.mara_as(who, &["--run", run, "claim", "T1"]).ok("claim");
+        r.mara_as(who, &["--run", run, "release", "T1"])
+            .ok("release");
+    }
+    r.mara_as("implementer#1", &["--run", run, "post", "question", "why?"])
+        .ok("question");
+    // Its trees are what they always were.
+    let files = git(&r.dir, &["ls-tree", "-r", "--name-only", &r.tip(run)]);
+    assert!(!files.contains("stall/"), "{files}");
+    let task = git(
+        &r.dir,
+        &[
+            "cat-file",
+            "-p",
+            &format!(
+                "{}:{}",
+                r.tip(run),
+                files.lines().find(|l| l.ends_with("/T1.json")).expect("T1")
+            ),
+        ],
+    );
+    assert!(!task.contains("handoffs"), "{task}");
+    // The guard reads the log instead, and flags the same.
+    std::thread::sleep(Duration::from_millis(1100));
+    let s = stall_of(&r, run);
+    assert_eq!(s["stalled"], true, "{s}");
+    assert_eq!(s["last_progress"]["kind"], "claim", "{s}");
+    assert_eq!(s["last_progress"]["by"], "implementer#2", "{s}");
+    assert_eq!(s["handoffs"], json!([{"task": "T1", "handoffs": 2}]), "{s}");
+    assert_eq!(s["questions"].as_array().map(Vec::len), Some(1), "{s}");
+    verify_ok(&r, run);
 }
