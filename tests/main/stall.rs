@@ -122,6 +122,13 @@ fn instances_that_only_talk_stall_the_run_and_on_stall_stop_ends_it() {
     assert_eq!(p["last"]["seq"], 0, "{p}");
     assert_eq!(p["last"]["kind"], "init", "{p}");
     assert_eq!(p["action"], "stop", "{p}");
+    let listed = r.mara(&["--run", run, "log", "--type", "stall"]);
+    assert!(
+        listed.stdout.contains("stall      no progress for ")
+            && listed.stdout.contains(" since seq 0 (init); stop"),
+        "{}",
+        listed.stdout
+    );
     // Every instance was stopped, and says why.
     let st = status(&r, run);
     for i in ["talker#1", "talker#2"] {
