@@ -20,6 +20,11 @@ use crate::ids::{InstanceId, RunId, TaskId};
 
 pub mod index;
 pub use index::IndexState;
+mod stall;
+pub use stall::{
+    replay, stall_event, Flags, Handoffs, LastProgress, OnStall, Progress, Question,
+    DEFAULT_MAX_HANDOFFS, DEFAULT_STALL_AFTER_SEC, MAX_HANDOFFS, PROGRESS_KINDS,
+};
 
 /// A point in time, always UTC.
 pub type Ts = DateTime<Utc>;
@@ -96,6 +101,17 @@ pub struct RunConfig {
     /// run keeps the format it was made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<u32>,
+    /// Seconds without progress that make a stall (default
+    /// [`DEFAULT_STALL_AFTER_SEC`]); see [`stall`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_after_sec: Option<u64>,
+    /// What the orchestrator does on a stall (default warn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stall: Option<OnStall>,
+    /// How often a task may be handed off (released or reclaimed) before it is
+    /// flagged (default [`DEFAULT_MAX_HANDOFFS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_handoffs: Option<u32>,
 }
 
 /// The board format new runs are made with. 2 adds what reads need without
@@ -116,6 +132,9 @@ impl RunConfig {
             poll_sec: None,
             roles: None,
             format: Some(BOARD_FORMAT),
+            stall_after_sec: None,
+            on_stall: None,
+            max_handoffs: None,
         }
     }
 
@@ -239,6 +258,10 @@ pub struct Task {
     pub rework_by: Option<InstanceId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reopened_at: Option<Ts>,
+    /// How often it was handed off: released, or reclaimed from a silent holder
+    /// (format 2; see [`stall`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handoffs: u32,
 }
 
 fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
@@ -469,6 +492,17 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<TaskId>,
     },
+    /// The run stalled: no progress since `last` for the run's `stall_after_sec`
+    /// (recorded once per stalled period by the orchestrator), with the tasks handed
+    /// off too often and the questions left unanswered, and what it did about it.
+    Stall {
+        last: LastProgress,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        handoffs: Vec<Handoffs>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        questions: Vec<u64>,
+        action: OnStall,
+    },
     /// A channel message: `decision`, `question`, `answer`, `note`, or any other type
     /// that is not one of [`reserved_types`]. Not serde's: its tag is its `kind`.
     #[serde(skip)]
@@ -567,6 +601,7 @@ impl EventKind {
             EventKind::Progress { .. } => "progress",
             EventKind::Artifact { .. } => "artifact",
             EventKind::Conflict { .. } => "conflict",
+            EventKind::Stall { .. } => "stall",
             EventKind::Message { kind, .. } => kind,
         }
     }
@@ -589,6 +624,7 @@ impl EventKind {
             EventKind::Message {
                 task: Some(task), ..
             } => vec![task],
+            EventKind::Stall { handoffs, .. } => handoffs.iter().map(|h| &h.task).collect(),
             _ => vec![],
         }
     }
@@ -766,6 +802,30 @@ impl Event {
                     None => format!("progress by {by}: commit {}", one_line(&short, 10)),
                 }
             }
+            EventKind::Stall {
+                last,
+                handoffs,
+                questions,
+                action,
+            } => {
+                let mut s = format!(
+                    "stall by {by}: no progress for {} since seq {} ({})",
+                    ago(self.ts - last.ts),
+                    last.seq,
+                    one_line(&last.kind, 32)
+                );
+                if !handoffs.is_empty() {
+                    s.push_str(&format!(
+                        ", {} task(s) handed off too often",
+                        handoffs.len()
+                    ));
+                }
+                if !questions.is_empty() {
+                    s.push_str(&format!(", {} question(s) unanswered", questions.len()));
+                }
+                s.push_str(&format!("; {action}"));
+                s
+            }
             EventKind::Message { kind, text, .. } => {
                 format!("{} by {by}: {}", one_line(kind, 32), one_line(text, 72))
             }
@@ -805,6 +865,13 @@ pub struct Board {
     pub artifacts: BTreeMap<InstanceId, Vec<Artifact>>,
     /// The indexes' counts and waiting lists (format 2; see [`index`]).
     pub index: IndexState,
+    /// The last progress (format 2: `stall/progress.json`).
+    pub progress: Option<Progress>,
+    /// Questions nobody answered yet (format 2: `stall/questions/`).
+    pub questions: BTreeMap<u64, Question>,
+    /// Unfinished tasks handed off more than `max_handoffs` times, with the count
+    /// (format 2: `stall/handoffs/`).
+    pub flagged: stall::Flagged,
 }
 
 /// One file of the board tree written by an event.
@@ -822,6 +889,14 @@ pub enum Change {
     Waiting(TaskId, BTreeSet<TaskId>),
     /// An entry of a list of the index (format 2): added, or removed when false.
     Entry(Vec<String>, bool),
+    /// The stall guard's files (format 2): the last progress, a task handed off too
+    /// often, its flag gone once it is finished, an open question, and its file
+    /// gone once answered.
+    Progress(Progress),
+    Handoffs(Handoffs),
+    Settled(TaskId),
+    Question(Question),
+    Answered(u64),
 }
 
 impl Change {
@@ -838,33 +913,36 @@ impl Change {
                 index::list_dir(&["waiting", &bucket, &file])
             }
             Change::Entry(path, _) => path.clone(),
+            Change::Progress(_) => Progress::path(),
+            Change::Handoffs(h) => Handoffs::path(&h.task),
+            Change::Settled(t) => Handoffs::path(t),
+            Change::Question(q) => Question::path(q.seq),
+            Change::Answered(seq) => Question::path(*seq),
         }
     }
 
-    /// Whether the change removes its file rather than writing it.
-    pub fn removes(&self) -> bool {
-        match self {
-            Change::Waiting(_, list) => list.is_empty(),
-            Change::Entry(_, present) => !present,
-            _ => false,
-        }
-    }
-
-    /// The file's bytes: pretty JSON, so `git show` reads well.
-    pub fn contents(&self) -> Vec<u8> {
+    /// The file's bytes: pretty JSON, so `git show` reads well; `None` when the
+    /// change removes the file (a directory left empty goes too).
+    pub fn contents(&self) -> Option<Vec<u8>> {
         let mut v = match self {
             Change::Config(c) => serde_json::to_vec_pretty(c),
             Change::Task(t) => serde_json::to_vec_pretty(t),
             Change::Instance(i) => serde_json::to_vec_pretty(i),
             Change::Artifacts(_, a) => serde_json::to_vec_pretty(a),
             Change::Counts(c) => serde_json::to_vec_pretty(c),
+            Change::Waiting(_, list) if list.is_empty() => return None,
             Change::Waiting(_, list) => serde_json::to_vec_pretty(list),
-            // The entry's name is the record.
-            Change::Entry(..) => return vec![],
+            // The entry's name is the record: an empty file.
+            Change::Entry(_, true) => return Some(vec![]),
+            Change::Entry(_, false) => return None,
+            Change::Progress(p) => serde_json::to_vec_pretty(p),
+            Change::Handoffs(h) => serde_json::to_vec_pretty(h),
+            Change::Question(q) => serde_json::to_vec_pretty(q),
+            Change::Settled(_) | Change::Answered(_) => return None,
         }
         .expect("board records always serialise: plain structs of strings and numbers");
         v.push(b'\n');
-        v
+        Some(v)
     }
 }
 
@@ -892,6 +970,19 @@ impl Board {
                     self.index.waiting.insert(id, list);
                 }
                 Change::Entry(..) => {}
+                Change::Progress(p) => self.progress = Some(p),
+                Change::Handoffs(h) => {
+                    self.flagged.insert(h.task, h.handoffs);
+                }
+                Change::Settled(t) => {
+                    self.flagged.remove(&t);
+                }
+                Change::Question(q) => {
+                    self.questions.insert(q.seq, q);
+                }
+                Change::Answered(seq) => {
+                    self.questions.remove(&seq);
+                }
             }
         }
     }
@@ -957,6 +1048,7 @@ impl Board {
             version: self.seq,
             tasks: self.ordered_tasks(),
             synced_at: None,
+            stall: None,
         }
     }
 
@@ -1012,6 +1104,9 @@ pub struct BoardView<'a> {
     pub tasks: Vec<&'a Task>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synced_at: Option<Ts>,
+    /// What the stall guard flags, when it flags anything (see [`Flags`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall: Option<&'a Flags>,
 }
 
 /// The tasks of a board by status; shown as `2 open, 1 claimed, 3 done`, and in
@@ -1610,6 +1705,7 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
     if let Some(s) = c.poll_sec.filter(|s| !seconds_in_range(*s)) {
         return invalid(format!("poll_sec is {s}; use 1 to {MAX_SECONDS} seconds"));
     }
+    stall::check_config(c)?;
     Ok(())
 }
 
@@ -1669,6 +1765,7 @@ fn new_task(t: &NewTask, seq: u64, position: u32, ts: Ts) -> Task {
         sent_back: 0,
         rework_by: None,
         reopened_at: None,
+        handoffs: 0,
     }
 }
 
@@ -1859,7 +1956,14 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             task.as_ref(),
             *reply_to,
         )?,
+        EventKind::Stall {
+            last,
+            handoffs,
+            questions,
+            action,
+        } => stall::apply_stall(board, event, last, handoffs, questions, action)?,
     };
+    stall::derive(board, event, &mut changes);
     if board.config.as_ref().is_some_and(|c| c.board_format() >= 2) {
         let more = index::changes(board, &changes);
         changes.extend(more);

@@ -82,7 +82,7 @@ pub enum Cmd {
     MergeDeps(MergeDepsArgs),
     /// Show that this instance is alive (renews its lease).
     Heartbeat,
-    /// Show the task board.
+    /// Show the task board (and what the stall guard flags).
     Board(BoardArgs),
     /// Show the coordination log.
     Log(LogArgs),
@@ -90,7 +90,7 @@ pub enum Cmd {
     Show(ShowArgs),
     /// Approve a done task, or send it back with --changes.
     Review(ReviewArgs),
-    /// Show the run: task counts and instances.
+    /// Show the run: task counts, instances, and what the stall guard flags.
     Status,
     /// Gather the instances' artifacts into .multi_agent_runs/<run>/outputs/.
     Collect,
@@ -112,7 +112,8 @@ pub enum Cmd {
     Verify,
     /// Merge the small packfiles events leave (writes start this in the background).
     Gc(GcArgs),
-    /// Orchestrate a run: board from subtasks, then N instances per role.
+    /// Orchestrate a run: board from subtasks, then N instances per role; on a
+    /// stall, warns, notifies a role or stops (coordination.on_stall).
     Run(RunArgs),
     /// Run a demo with scripted agents in a scratch repository.
     Demo(DemoArgs),

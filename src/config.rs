@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::board::{LockMode, RunConfig, DEFAULT_CLAIM_TIMEOUT_SEC};
+use crate::board::{LockMode, OnStall, RunConfig, DEFAULT_CLAIM_TIMEOUT_SEC, MAX_HANDOFFS};
 use crate::ids::{InstanceId, RunId};
 
 /// Parses JSON into `T`; the error names `what` (the file), the key path
@@ -82,6 +82,15 @@ pub struct Coordination {
     pub review_role: Option<String>,
     /// Longest pause between fetches of a waiting command in remote mode (default 2).
     pub poll_sec: Option<u64>,
+    /// Seconds without a claim, done, review or integration, while instances are
+    /// live, that make the run stalled (default 600).
+    pub stall_after_sec: Option<u64>,
+    /// What `mara run` does on a stall: `"warn"` (default), `"notify <role>"`,
+    /// `"stop"`.
+    pub on_stall: Option<OnStall>,
+    /// How often a task may be released or reclaimed before it is flagged
+    /// (default 5).
+    pub max_handoffs: Option<u32>,
 }
 
 /// The `outputs` block.
@@ -114,18 +123,21 @@ impl SeedConfig {
             ("max_clock_skew_sec", c.max_clock_skew_sec),
             ("instance_timeout_sec", c.instance_timeout_sec),
             ("poll_sec", c.poll_sec),
+            ("stall_after_sec", c.stall_after_sec),
         ] {
             if let Some(t) = sec.filter(|t| !seconds_in_range(*t)) {
                 bail!("coordination.{key} is {t}; use 1 to {MAX_CLAIM_TIMEOUT_SEC} seconds");
             }
         }
         if let Some(r) = &c.review_role {
-            if !self.roles.is_empty() && !self.roles.iter().any(|x| &x.id == r) {
-                bail!(
-                    "coordination.review_role is {r:?}, which is none of the config's roles ({}); name one of them or drop the review step",
-                    self.roles.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", ")
-                );
-            }
+            self.check_role_named(&format!("coordination.review_role is {r:?}"), r)
+                .map_err(|e| anyhow!("{e} or drop the review step"))?;
+        }
+        if let Some(m) = c.max_handoffs.filter(|m| *m > MAX_HANDOFFS) {
+            bail!("coordination.max_handoffs is {m}; use 0 to {MAX_HANDOFFS}");
+        }
+        if let Some(OnStall::Notify(r)) = &c.on_stall {
+            self.check_role_named(&format!("coordination.on_stall notifies {r:?}"), r)?;
         }
         if let Some(o) = &self.outputs {
             let p = &o.pattern;
@@ -145,6 +157,21 @@ impl SeedConfig {
             && self.coordination.remote.is_none()
         {
             bail!("coordination.lock_mode is \"remote\" but coordination.remote names no remote; add \"remote\": \"origin\"");
+        }
+        Ok(())
+    }
+
+    /// A role a key names must be one of the config's roles, when it lists any.
+    fn check_role_named(&self, what: &str, role: &str) -> Result<()> {
+        if !self.roles.is_empty() && !self.roles.iter().any(|x| x.id == role) {
+            bail!(
+                "{what}, which is none of the config's roles ({}); name one of them",
+                self.roles
+                    .iter()
+                    .map(|x| x.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Ok(())
     }
@@ -179,6 +206,9 @@ impl SeedConfig {
             review_role: self.coordination.review_role.clone(),
             poll_sec: self.coordination.poll_sec,
             roles: self.role_names(),
+            stall_after_sec: self.coordination.stall_after_sec,
+            on_stall: self.coordination.on_stall.clone(),
+            max_handoffs: self.coordination.max_handoffs,
             ..RunConfig::new(run, claim_timeout_sec)
         }
     }

@@ -343,7 +343,12 @@ impl Ledger {
 
     /// Every event of the run, oldest first, with its commit.
     pub fn events(&self) -> Result<Vec<(Oid, Event)>> {
-        self.event_lines(0)?
+        self.events_at(self.tip()?)
+    }
+
+    /// Every event of the log up to `tip` (a commit of the run's ref), oldest first.
+    pub fn events_at(&self, tip: Oid) -> Result<Vec<(Oid, Event)>> {
+        self.event_lines_at(tip, 0)?
             .into_iter()
             .map(|(c, line)| {
                 let event = Event::from_json(&line)

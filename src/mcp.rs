@@ -363,7 +363,7 @@ fn table() -> Vec<Tool> {
     vec![
         Tool::new(
             "board",
-            "The task board: every task with status, holder and deps ({run, version, tasks}).",
+            "The task board: every task with status, holder and deps ({run, version, tasks}; stall when the stall guard flags the run, a task handed off too often or an unanswered question).",
             vec![],
             |ctx, NoArgs {}| board::run(ctx, board::BoardArgs { fetch: false }),
         ),

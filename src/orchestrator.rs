@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::board::{EventKind, InstanceStatus, Place};
+use crate::board::{stall_event, EventKind, InstanceStatus, OnStall, Place};
 use crate::config::{Role, SeedConfig};
 use crate::gitcmd::git_ok_env;
 use crate::ids::{InstanceId, RunId};
@@ -46,6 +46,9 @@ fn install_signal_handlers() {
 
 /// How long an interrupted or timed-out instance gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
+
+/// How often the run loop asks the stall guard.
+const STALL_CHECK: Duration = Duration::from_millis(500);
 
 /// What the orchestrator needs to start a run.
 pub struct RunSpec {
@@ -79,6 +82,10 @@ pub struct Summary {
     pub instances: Vec<Ended>,
     pub interrupted: bool,
     pub elapsed: Duration,
+    /// What the stall guard said during the run, one line per stall.
+    pub stalls: Vec<String>,
+    /// Set when the run stopped on a stall (`on_stall: stop`): why.
+    pub stopped: Option<String>,
 }
 
 impl Summary {
@@ -508,14 +515,21 @@ pub fn run(ledger: &Ledger, spec: &RunSpec, checked: Checked) -> Result<Summary>
         path: checked.path,
         dirs,
     };
-    let (ended, interrupted) = runner.supervise(instances, started)?;
+    let mut stalls = vec![];
+    let (ended, stop) = runner.supervise(instances, started, &mut stalls)?;
     output::progress_clear(spec.progress);
-    record_own_end(ledger, spec, interrupted)?;
+    record_own_end(ledger, spec, stop.as_ref())?;
     tidy_up(&spec.work_tree, &git_dir);
+    let interrupted = stop == Some(Stop::Interrupted);
     Ok(Summary {
         instances: ended,
         interrupted,
         elapsed: started.elapsed(),
+        stalls,
+        stopped: match stop {
+            Some(Stop::Stalled(why)) => Some(why),
+            _ => None,
+        },
     })
 }
 
@@ -548,12 +562,15 @@ fn add_worktrees(
 }
 
 /// The orchestrator is an instance on the board too: records that it is done.
-fn record_own_end(ledger: &Ledger, spec: &RunSpec, interrupted: bool) -> Result<()> {
+fn record_own_end(ledger: &Ledger, spec: &RunSpec, stop: Option<&Stop>) -> Result<()> {
     if let Ok(me) = spec.sender.parse::<InstanceId>() {
-        let (status, reason) = if interrupted {
-            (InstanceStatus::Failed, Some("interrupted".to_owned()))
-        } else {
-            (InstanceStatus::Exited, None)
+        let (status, reason) = match stop {
+            Some(Stop::Interrupted) => (InstanceStatus::Failed, Some("interrupted".to_owned())),
+            Some(Stop::Stalled(_)) => (
+                InstanceStatus::Failed,
+                Some("stopped: the run stalled".to_owned()),
+            ),
+            None => (InstanceStatus::Exited, None),
         };
         let kind = EventKind::Status {
             instance: me,
@@ -582,6 +599,25 @@ fn tidy_up(main_dir: &Path, git_dir: &Path) {
         .status();
 }
 
+/// Why the run loop stopped every instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Interrupted,
+    /// The stall guard, with `on_stall: stop`; the one-line reason.
+    Stalled(String),
+}
+
+impl Stop {
+    /// Why an instance was stopped, in its status event.
+    fn reason(&self) -> &'static str {
+        match self {
+            Stop::Interrupted => "stopped: the run was interrupted",
+            Stop::Stalled(_) => "stopped: the run stalled (on_stall stop)",
+        }
+    }
+}
+
 /// What the run loop starts, stops and records instances with.
 struct Runner<'a> {
     ledger: &'a Ledger,
@@ -592,30 +628,41 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Runs every instance to its end: starts the ready, reaps the ended, stops all
-    /// of them on an interrupt. Returns how each ended, and whether the run was
-    /// interrupted.
+    /// Runs every instance to its end: starts the ready, reaps the ended, asks the
+    /// stall guard, stops all of them on an interrupt or a stall that says stop.
+    /// Returns how each ended, and why the run stopped them if it did; `stalls`
+    /// gets a line per stall.
     fn supervise(
         &self,
         mut instances: Vec<Instance>,
         started: Instant,
-    ) -> Result<(Vec<Ended>, bool)> {
+        stalls: &mut Vec<String>,
+    ) -> Result<(Vec<Ended>, Option<Stop>)> {
         let mut ended: Vec<Ended> = vec![];
         let mut last_progress = Instant::now() - Duration::from_secs(1);
-        let mut interrupted = false;
+        let mut last_stall_check = Instant::now();
+        let mut stop: Option<Stop> = None;
         loop {
-            if INTERRUPTED.load(Ordering::SeqCst) && !interrupted {
-                interrupted = true;
+            if INTERRUPTED.load(Ordering::SeqCst) && stop.is_none() {
+                stop = Some(Stop::Interrupted);
                 output::progress_clear(self.spec.progress);
                 output::progress("mara run: interrupted; stopping every instance");
             }
-            if !interrupted {
+            if stop.is_none() && last_stall_check.elapsed() >= STALL_CHECK {
+                last_stall_check = Instant::now();
+                if let Some(why) = self.check_stall(stalls)? {
+                    output::progress_clear(self.spec.progress);
+                    output::progress(&format!("mara run: {why}; stopping every instance"));
+                    stop = Some(Stop::Stalled(why));
+                }
+            }
+            if stop.is_none() {
                 self.start_ready(&mut instances, &mut ended)?;
             }
             for inst in instances.iter_mut() {
-                ended.extend(self.reap(inst, interrupted)?);
+                ended.extend(self.reap(inst, stop.as_ref())?);
             }
-            if interrupted {
+            if stop.is_some() {
                 // Never-started instances are simply not run.
                 for inst in instances.iter_mut() {
                     if matches!(inst.state, State::Waiting) {
@@ -632,7 +679,60 @@ impl Runner<'_> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok((ended, interrupted))
+        Ok((ended, stop))
+    }
+
+    /// Asks the stall guard; on a stall not recorded yet, records one `stall` event
+    /// (once per stalled period: the event marks the last progress as reported) and
+    /// acts by the run's `on_stall`: warn on stderr, post an `alert` to a role, or
+    /// stop. Returns the one-line reason when the run must stop.
+    fn check_stall(&self, stalls: &mut Vec<String>) -> Result<Option<String>> {
+        let ledger = self.ledger;
+        let now = crate::ledger::now();
+        let flags = ledger.read(|s| ledger.stall_flags(s, now))?;
+        if flags
+            .last_progress
+            .as_ref()
+            .is_none_or(|p| p.stall_seq.is_some())
+            || stall_event(&flags).is_none()
+        {
+            return Ok(None);
+        }
+        // Judged again on the tip the event goes on, at the event's own time: a
+        // progress meanwhile ends the stall, and another writer may have recorded it.
+        let written = ledger.append(&self.spec.sender, |snap, ts| {
+            let flags = ledger.stall_flags(snap, ts)?;
+            let recorded = flags.last_progress.as_ref().and_then(|p| p.stall_seq);
+            Ok(match stall_event(&flags).filter(|_| recorded.is_none()) {
+                Some(kind) => Draft::Write(kind),
+                None => Draft::Noop(String::new()),
+            })
+        })?;
+        let crate::ledger::Outcome::Written(appended) = written else {
+            return Ok(None);
+        };
+        let at = appended.event.ts;
+        let flags = ledger.read(|s| ledger.stall_flags(s, at))?;
+        let said = format!("run {} {}", self.spec.run, flags.lines(at).join("; "));
+        stalls.push(said.clone());
+        match &flags.on_stall {
+            OnStall::Warn => output::warn(&said),
+            OnStall::Notify(role) => {
+                output::warn(&format!("{said}; told the {role} role"));
+                let kind = EventKind::Message {
+                    kind: "alert".to_owned(),
+                    text: format!(
+                        "{said}. See `mara status`; answer the open questions, or take a task that is ready"
+                    ),
+                    to: Some(role.clone()),
+                    task: None,
+                    reply_to: None,
+                };
+                ledger.append(&self.spec.sender, |_, _| Ok(Draft::Write(kind.clone())))?;
+            }
+            OnStall::Stop => return Ok(Some(said)),
+        }
+        Ok(None)
     }
 
     /// Starts every waiting instance whose role's predecessors (`after`) have all
@@ -702,7 +802,7 @@ impl Runner<'_> {
     /// Reaps, times out or stops a running instance; returns how it ended once it
     /// has. Stopping is SIGTERM to the group, then SIGKILL after the grace period;
     /// all instances get their grace at once.
-    fn reap(&self, inst: &mut Instance, interrupted: bool) -> Result<Option<Ended>> {
+    fn reap(&self, inst: &mut Instance, stop: Option<&Stop>) -> Result<Option<Ended>> {
         let State::Running {
             child,
             started,
@@ -713,8 +813,8 @@ impl Runner<'_> {
         };
         let limit = self.spec.seed.instance_timeout(&self.spec.roles[inst.role]);
         if stopping.is_none() {
-            let why = if interrupted {
-                Some("stopped: the run was interrupted".to_owned())
+            let why = if let Some(stop) = stop {
+                Some(stop.reason().to_owned())
             } else if limit.is_some_and(|l| started.elapsed() > Duration::from_secs(l)) {
                 Some(format!(
                     "stopped at its time limit of {}s",

@@ -257,6 +257,28 @@ fn event_body() -> BoxedStrategy<(Value, Value)> {
                 ("task", task_id()),
             ])
         ),
+        typed(
+            "stall",
+            object(vec![
+                (
+                    "last",
+                    object(vec![
+                        ("seq", number()),
+                        ("kind", word(&["claim", "init", "note"])),
+                        ("ts", word(&["2026-01-01T10:00:00.123Z", "yesterday"])),
+                    ])
+                ),
+                (
+                    "handoffs",
+                    list(object(vec![("task", task_id()), ("handoffs", number())]))
+                ),
+                ("questions", list(number())),
+                (
+                    "action",
+                    word(&["warn", "stop", "notify reviewer", "notify", "notify a b"])
+                ),
+            ])
+        ),
         (
             word(&["decision", "question", "answer", "note"]),
             object(vec![("note", text())])
@@ -317,6 +339,24 @@ fn seed_config() -> BoxedStrategy<Value> {
                 ("remote", word(&["origin"])),
                 ("instance_timeout_sec", number()),
                 ("max_clock_skew_sec", number()),
+                // Mostly good values here: every bad key refuses the whole config,
+                // and the test wants many configs through.
+                (
+                    "stall_after_sec",
+                    prop_oneof![9 => (1u64..2000).prop_map(Value::from), 1 => number()].boxed(),
+                ),
+                (
+                    "on_stall",
+                    prop_oneof![
+                        9 => prop::sample::select(&["warn", "stop"][..]).prop_map(|s| json!(s)),
+                        1 => word(&["notify reviewer", "notify Reviewer#1", "halt"]),
+                    ]
+                    .boxed(),
+                ),
+                (
+                    "max_handoffs",
+                    prop_oneof![9 => (0u64..100).prop_map(Value::from), 1 => number()].boxed(),
+                ),
             ]),
         ),
         (

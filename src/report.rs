@@ -395,6 +395,7 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         .filter(|e| matches!(e.kind, EventKind::Conflict { .. }))
         .collect();
     stats(&mut h, board, conflicts.len());
+    stall_section(&mut h, board, events, generated);
     h.push_str(r#"<h2>Timeline</h2><div class="legend"><span><i style="background:#2f6fde"></i>held</span><span><i style="background:#1f9d55"></i>claimed &rarr; done</span><span><i style="background:#d9822b"></i>claimed &rarr; released</span><span><i style="background:#7a5af8"></i>decision / message</span><span><i style="background:#d64545"></i>conflict / failed</span><span><i style="background:#b8c0cc"></i>instance running</span></div><div class="scroll" id="timeline">"#);
     h.push_str(&timeline(events, board));
     h.push_str("</div>");
@@ -409,6 +410,56 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
         esc(run)
     );
     h
+}
+
+/// The stall guard: what it flags now (a stalled run, tasks handed off too often,
+/// questions left unanswered), and the stalls the orchestrator recorded.
+fn stall_section(h: &mut String, board: &Board, events: &[Event], now: Ts) {
+    let flags = match board.config.as_ref().map(|c| c.board_format()) {
+        Some(f) if f >= 2 => board.stall_flags(now),
+        // A format-1 run kept nothing for the guard: its log, replayed, tells.
+        _ => crate::board::replay(events.iter().cloned()).stall_flags(now),
+    };
+    let recorded: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Stall { .. }))
+        .collect();
+    h.push_str(r#"<h2>Stall guard</h2><div id="stall">"#);
+    let lines = flags.lines(now);
+    if lines.is_empty() {
+        let _ = write!(
+            h,
+            r#"<p class="empty">nothing flagged{}</p>"#,
+            flags
+                .last_progress
+                .as_ref()
+                .map_or(String::new(), |p| format!(
+                    "; last progress {}, {}",
+                    esc(&p.describe()),
+                    p.ts.format("%Y-%m-%d %H:%M:%S UTC")
+                ))
+        );
+    } else {
+        h.push_str("<ul>");
+        for l in lines {
+            let _ = write!(h, r#"<li class="flag">{}</li>"#, esc(&l));
+        }
+        h.push_str("</ul>");
+    }
+    if !recorded.is_empty() {
+        h.push_str(r#"<p>stalls recorded:</p><ul>"#);
+        for e in recorded {
+            let _ = write!(
+                h,
+                r#"<li data-seq="{}">{} &middot; {}</li>"#,
+                e.seq,
+                e.ts.format("%Y-%m-%d %H:%M:%S UTC"),
+                esc(&e.subject())
+            );
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("</div>");
 }
 
 /// The counts at the top: tasks by status, instances, conflicts.

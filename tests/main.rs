@@ -34,6 +34,8 @@ mod remote;
 mod repos;
 #[path = "main/shell.rs"]
 mod shell;
+#[path = "main/stall.rs"]
+mod stall;
 #[path = "main/team.rs"]
 mod team;
 #[path = "main/trust.rs"]

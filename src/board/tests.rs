@@ -1181,11 +1181,14 @@ fn good_message_types_are_fine() {
     ] {
         assert_eq!(check_message_type(kind), Ok(()), "{kind}");
         let changes = r.ok(1, I1, msg(kind, "we use sqlite"));
-        // A message changes nothing but the sender's lease.
+        // A message changes nothing but the sender's lease (and a question is
+        // open until someone answers it).
         assert!(
-            changes
-                .iter()
-                .all(|c| matches!(c, Change::Instance(i) if i.id == iid(I1))),
+            changes.iter().all(|c| match c {
+                Change::Instance(i) => i.id == iid(I1),
+                Change::Question(q) => kind == "question" && q.from == I1,
+                _ => false,
+            }),
             "{changes:?}"
         );
     }
@@ -1315,6 +1318,9 @@ fn every_kind() -> Vec<EventKind> {
                 poll_sec: None,
                 roles: None,
                 format: Some(BOARD_FORMAT),
+                stall_after_sec: Some(60),
+                on_stall: Some(OnStall::Stop),
+                max_handoffs: Some(3),
             },
         },
         EventKind::TaskAdd {
@@ -1428,6 +1434,19 @@ fn every_kind() -> Vec<EventKind> {
             branch: Some("mara/r/implementer_1".into()),
             note: Some("token bucket, 3 tests".into()),
         },
+        EventKind::Stall {
+            last: LastProgress {
+                seq: 3,
+                kind: "claim".into(),
+                ts: ts_ms(),
+            },
+            handoffs: vec![Handoffs {
+                task: tid("T1"),
+                handoffs: 6,
+            }],
+            questions: vec![4],
+            action: OnStall::Notify("reviewer".into()),
+        },
     ]
 }
 
@@ -1514,6 +1533,14 @@ fn shapes(kind: &EventKind) -> Vec<String> {
         EventKind::Artifact { branch, .. } => opt(k, "branch", branch.is_some()),
         EventKind::Progress { task, .. } => opt(k, "task", task.is_some()),
         EventKind::Message { to, .. } => opt("message", "to", to.is_some()),
+        EventKind::Stall {
+            handoffs,
+            questions,
+            ..
+        } => {
+            opt(k, "handoffs", !handoffs.is_empty());
+            opt(k, "questions", !questions.is_empty());
+        }
     }
     out
 }
@@ -1569,6 +1596,10 @@ fn stored_events_re_serialise_byte_for_byte() {
         "verdict.note",
         "done.commit",
         "done.no-commit",
+        "stall.handoffs",
+        "stall.no-handoffs",
+        "stall.questions",
+        "stall.no-questions",
     ];
     let missing: Vec<&str> = want.into_iter().filter(|w| !seen.contains(*w)).collect();
     assert!(missing.is_empty(), "no stored line shows {missing:?}");
@@ -1593,6 +1624,7 @@ fn reserved_types_are_the_tags_of_every_own_kind() {
         "task_edit",
         "task_cancel",
         "verdict",
+        "stall",
     ];
     want.sort_unstable();
     let mut got = reserved_types().to_vec();
@@ -1796,6 +1828,8 @@ fn change_contents_round_trip() {
     all.extend(apply(&Board::default(), &init).expect("init applies"));
     all.extend(r.ok(1, I1, claim("A")));
     all.extend(r.ok(2, I1, done("A", Some("out/a.md"), None)));
+    // A task waiting for C: C's waiting list.
+    all.extend(r.ok(2, ORCH, add("D", &["C"])));
     all.extend(r.ok(
         3,
         ORCH,
@@ -1808,15 +1842,23 @@ fn change_contents_round_trip() {
     ));
     let mut seen = BTreeSet::new();
     for c in &all {
-        if let Change::Entry(path, _) = c {
+        if let Change::Entry(path, present) = c {
             // An index entry is an empty file: its name is the record.
-            assert!(c.contents().is_empty());
+            assert_eq!(c.contents(), present.then(Vec::new));
             assert_eq!(&c.path(), path);
             assert_eq!(path[0], "index");
             seen.insert("entry");
             continue;
         }
-        let bytes = c.contents();
+        let Some(bytes) = c.contents() else {
+            assert!(matches!(
+                c,
+                Change::Settled(_) | Change::Answered(_) | Change::Waiting(..)
+            ));
+            assert!(["stall", "index"].contains(&c.path()[0].as_str()));
+            seen.insert("removal");
+            continue;
+        };
         assert_eq!(bytes.last(), Some(&b'\n'));
         let text = std::str::from_utf8(&bytes).expect("utf-8");
         let _: Value = serde_json::from_str(text).expect("valid JSON");
@@ -1872,14 +1914,51 @@ fn change_contents_round_trip() {
                 assert_eq!(c.path()[3], format!("{id}.json"));
                 seen.insert("waiting");
             }
+            Change::Progress(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<Progress>(&bytes).expect("progress"),
+                    x
+                );
+                assert_eq!(c.path(), ["stall", "progress.json"]);
+                seen.insert("progress");
+            }
+            Change::Handoffs(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<Handoffs>(&bytes).expect("handoffs"),
+                    x
+                );
+                assert_eq!(c.path(), Handoffs::path(&x.task));
+                seen.insert("handoffs");
+            }
+            Change::Question(x) => {
+                assert_eq!(
+                    &serde_json::from_slice::<Question>(&bytes).expect("question"),
+                    x
+                );
+                assert_eq!(c.path(), Question::path(x.seq));
+                seen.insert("question");
+            }
+            Change::Settled(_) | Change::Answered(_) => unreachable!("removals have no bytes"),
             Change::Entry(..) => unreachable!("handled above"),
         }
     }
-    assert_eq!(seen.len(), 7, "{seen:?}");
+    for kind in [
+        "config",
+        "task",
+        "instance",
+        "artifacts",
+        "progress",
+        "counts",
+        "waiting",
+        "entry",
+    ] {
+        assert!(seen.contains(kind), "no {kind} change among {seen:?}");
+    }
     // A done task with every optional field set survives too.
     let t = r.task("A").clone();
     assert!(t.done_at.is_some() && t.claimed_at.is_some() && t.artifact.is_some());
-    let back: Task = serde_json::from_slice(&Change::Task(t.clone()).contents()).expect("task");
+    let bytes = Change::Task(t.clone()).contents().expect("a task file");
+    let back: Task = serde_json::from_slice(&bytes).expect("task");
     assert_eq!(back, t);
 }
 
@@ -3057,4 +3136,263 @@ fn roles_the_run_does_not_have_are_invalid() {
     r.invalid(2, I1, to("tester#1"));
     r.ok(2, I1, to("reviewer"));
     r.ok(3, I1, to("implementer#2"));
+}
+
+// ---------------------------------------------------------------------------
+// the stall guard
+
+const OR1: &str = "orchestrator#1";
+
+/// A run of `format` (None: format 1) with `max_handoffs` and a stall after 600 s.
+fn stall_run(format: Option<u32>, max_handoffs: u32) -> Run {
+    let mut r = Run {
+        board: Board::default(),
+        log: vec![],
+        entries: BTreeSet::new(),
+    };
+    let config = RunConfig {
+        format,
+        max_handoffs: Some(max_handoffs),
+        roles: Some(vec!["implementer".into(), "reviewer".into()]),
+        ..config(300)
+    };
+    r.ok(0, ORCH, EventKind::Init { config });
+    r
+}
+
+fn stall(last: (u64, &str, i64), handoffs: &[(&str, u32)], questions: &[u64]) -> EventKind {
+    EventKind::Stall {
+        last: LastProgress {
+            seq: last.0,
+            kind: last.1.into(),
+            ts: at(last.2),
+        },
+        handoffs: handoffs
+            .iter()
+            .map(|(t, n)| Handoffs {
+                task: tid(t),
+                handoffs: *n,
+            })
+            .collect(),
+        questions: questions.to_vec(),
+        action: OnStall::Warn,
+    }
+}
+
+fn progress_of(changes: &[Change]) -> Option<&Progress> {
+    changes.iter().find_map(|c| match c {
+        Change::Progress(p) => Some(p),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_stall_event_must_name_the_last_progress_after_stall_after_sec_once() {
+    let mut r = stall_run(Some(BOARD_FORMAT), 5);
+    r.ok(1, ORCH, add("T1", &[]));
+    let c = r.ok(2, I1, claim("T1"));
+    let p = progress_of(&c).expect("a claim is progress");
+    assert_eq!((p.seq, p.kind.as_str(), p.ts), (2, "claim", at(2)));
+    assert_eq!(p.task, Some(tid("T1")));
+    // Talk is not progress.
+    let c = r.ok(3, I1, msg("note", "thinking"));
+    assert!(progress_of(&c).is_none(), "{c:?}");
+    assert_eq!(r.board.progress.as_ref().map(|p| p.seq), Some(2));
+    let m = r.invalid(300, OR1, stall((2, "claim", 2), &[], &[]));
+    assert!(m.contains("no stall") && m.contains("600s"), "{m}");
+    let m = r.invalid(700, OR1, stall((1, "claim", 2), &[], &[]));
+    assert!(
+        m.contains("but the board's is seq 2 (claim T1 by implementer#1)"),
+        "{m}"
+    );
+    let m = r.invalid(700, OR1, stall((3, "note", 2), &[], &[]));
+    assert!(m.contains("which is no progress"), "{m}");
+    let m = r.invalid(700, OR1, stall((9, "claim", 2), &[], &[]));
+    assert!(m.contains("not before it"), "{m}");
+    let m = r.invalid(700, OR1, stall((2, "claim", 2), &[("T1", 9)], &[]));
+    assert!(m.contains("flags T1 as handed off 9 times"), "{m}");
+    let m = r.invalid(700, OR1, stall((2, "claim", 2), &[], &[3]));
+    assert!(m.contains("question seq 3"), "{m}");
+    let mut wrong = stall((2, "claim", 2), &[], &[]);
+    if let EventKind::Stall { action, .. } = &mut wrong {
+        *action = OnStall::Stop;
+    }
+    let m = r.invalid(700, OR1, wrong);
+    assert!(m.contains("on_stall is stop, but the run's is warn"), "{m}");
+    let m = r.invalid(700, "someone", stall((2, "claim", 2), &[], &[]));
+    assert!(m.contains("needs an instance identity"), "{m}");
+    // The true one is recorded on the last progress, once.
+    let c = r.ok(700, OR1, stall((2, "claim", 2), &[], &[]));
+    assert_eq!(progress_of(&c).and_then(|p| p.stall_seq), Some(4));
+    let m = r.invalid(800, OR1, stall((2, "claim", 2), &[], &[]));
+    assert!(m.contains("recorded already (seq 4)"), "{m}");
+    // Progress starts a new period.
+    r.ok(900, I1, done("T1", None, None));
+    assert_eq!(r.board.progress.as_ref().map(|p| p.stall_seq), Some(None));
+    r.ok(1500, OR1, stall((5, "done", 900), &[], &[]));
+    // The subject says what it is.
+    let e = r.log.last().expect("the stall");
+    assert_eq!(
+        e.subject(),
+        "stall by orchestrator#1: no progress for 10m since seq 5 (done); warn"
+    );
+}
+
+#[test]
+fn a_task_handed_off_too_often_is_flagged_and_its_claims_are_no_progress() {
+    let mut r = stall_run(Some(BOARD_FORMAT), 1);
+    r.ok(1, ORCH, add("T1", &[]));
+    r.ok(2, I1, claim("T1"));
+    let c = r.ok(3, I1, release("T1", None));
+    assert_eq!(r.board.tasks[&tid("T1")].handoffs, 1);
+    assert!(!c.iter().any(|c| matches!(c, Change::Handoffs(_))), "{c:?}");
+    r.ok(4, I2, claim("T1"));
+    let c = r.ok(5, I2, release("T1", None));
+    assert!(c.contains(&Change::Handoffs(Handoffs {
+        task: tid("T1"),
+        handoffs: 2
+    })));
+    assert_eq!(r.board.flagged.get(&tid("T1")), Some(&2));
+    let flags = r.board.stall_flags(at(6));
+    assert_eq!(flags.handoffs.len(), 1);
+    // The next claim is the livelock going on: not progress.
+    let c = r.ok(6, I1, claim("T1"));
+    assert!(progress_of(&c).is_none(), "{c:?}");
+    assert_eq!(r.board.progress.as_ref().map(|p| p.seq), Some(4));
+    // A reclaim from a silent holder is a hand-off too.
+    let c = r.ok(400, I2, reclaim("T1", I1));
+    assert_eq!(r.board.tasks[&tid("T1")].handoffs, 3);
+    assert!(c
+        .iter()
+        .any(|c| matches!(c, Change::Handoffs(h) if h.handoffs == 3)));
+    // Done: no longer flagged.
+    let c = r.ok(401, I2, done("T1", None, None));
+    assert!(c.contains(&Change::Settled(tid("T1"))), "{c:?}");
+    assert!(r.board.flagged.is_empty());
+    assert!(r.board.stall_flags(at(402)).handoffs.is_empty());
+}
+
+#[test]
+fn a_question_is_open_until_someone_else_replies() {
+    let mut r = stall_run(Some(BOARD_FORMAT), 5);
+    let c = r.ok(1, I1, msg("question", "is /v2 in scope?"));
+    assert!(c
+        .iter()
+        .any(|c| matches!(c, Change::Question(q) if q.seq == 1)));
+    let reply = |text: &str| EventKind::Message {
+        kind: "answer".into(),
+        text: text.into(),
+        to: None,
+        task: None,
+        reply_to: Some(1),
+    };
+    r.ok(2, I1, reply("anyone?"));
+    assert!(
+        r.board.questions.contains_key(&1),
+        "the asker does not answer"
+    );
+    assert!(r.board.stall_flags(at(500)).questions.is_empty(), "not yet");
+    assert_eq!(r.board.stall_flags(at(601)).questions.len(), 1);
+    let c = r.ok(3, I2, reply("no"));
+    assert!(c.contains(&Change::Answered(1)), "{c:?}");
+    assert!(r.board.questions.is_empty());
+}
+
+#[test]
+fn a_format_1_run_writes_no_stall_files_and_its_readers_replay_the_log() {
+    let script = |r: &mut Run| {
+        r.ok(1, ORCH, add("T1", &[]));
+        for (t, who) in [(2, I1), (4, I2)] {
+            r.ok(t, who, claim("T1"));
+            r.ok(t + 1, who, release("T1", None));
+        }
+        r.ok(6, I1, msg("question", "why?"));
+        r.ok(7, I2, claim("T1"));
+        r.ok(8, I1, msg("note", "talk"));
+    };
+    let mut old = stall_run(None, 1);
+    script(&mut old);
+    let mut new = stall_run(Some(BOARD_FORMAT), 1);
+    script(&mut new);
+    // Format 1: nothing but what it always wrote.
+    let mut replayed = Board::default();
+    for e in &old.log {
+        let c = apply(&replayed, e).expect("replays");
+        assert!(
+            c.iter().all(|c| matches!(
+                c,
+                Change::Config(_) | Change::Task(_) | Change::Instance(_) | Change::Artifacts(..)
+            )),
+            "{c:?}"
+        );
+        replayed.commit(e.seq, c);
+    }
+    assert!(old.board.progress.is_none() && old.board.questions.is_empty());
+    assert_eq!(old.board.tasks[&tid("T1")].handoffs, 0);
+    // A stall event is checked for its bounds only, and changes nothing. (The
+    // claim at seq 7 was of a task handed off twice: no progress; seq 4 was.)
+    let c = old.ok(900, OR1, stall((4, "claim", 4), &[], &[]));
+    assert!(c.iter().all(|c| matches!(c, Change::Instance(_))), "{c:?}");
+    // Replayed as format 2, the old log flags what the new run flags.
+    let replayed = replay(old.log.clone());
+    let new_flags = new.board.stall_flags(at(900));
+    let old_flags = replayed.stall_flags(at(900));
+    assert_eq!(old_flags.handoffs, new_flags.handoffs);
+    assert_eq!(old_flags.questions, new_flags.questions);
+    assert_eq!(
+        old_flags.last_progress.as_ref().map(|p| (p.seq, p.ts)),
+        new_flags.last_progress.as_ref().map(|p| (p.seq, p.ts))
+    );
+    assert_eq!(
+        old_flags.last_progress.and_then(|p| p.stall_seq),
+        Some(9),
+        "the old run's stall event is seen"
+    );
+}
+
+#[test]
+fn stall_settings_out_of_bounds_are_invalid() {
+    for (config, why) in [
+        (
+            RunConfig {
+                stall_after_sec: Some(0),
+                ..config(300)
+            },
+            "stall_after_sec is 0",
+        ),
+        (
+            RunConfig {
+                max_handoffs: Some(MAX_HANDOFFS + 1),
+                ..config(300)
+            },
+            "max_handoffs is 10001",
+        ),
+        (
+            RunConfig {
+                on_stall: Some(OnStall::Notify("reviewer".into())),
+                roles: Some(vec!["implementer".into()]),
+                ..config(300)
+            },
+            "on_stall notifies reviewer, which is not one of the run's roles",
+        ),
+    ] {
+        let e = Event {
+            seq: 0,
+            ts: at(0),
+            sender: ORCH.into(),
+            kind: EventKind::Init { config },
+        };
+        match apply(&Board::default(), &e) {
+            Err(RuleError::Invalid(Invalid(m))) => assert!(m.contains(why), "{m}"),
+            other => panic!("expected {why:?}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        "notify reviewer".parse(),
+        Ok(OnStall::Notify("reviewer".into()))
+    );
+    assert_eq!(" stop ".parse(), Ok(OnStall::Stop));
+    for bad in ["", "notify", "notify a b", "notify Re#1", "halt"] {
+        assert!(bad.parse::<OnStall>().is_err(), "{bad:?}");
+    }
 }

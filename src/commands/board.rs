@@ -103,8 +103,10 @@ pub fn table(board: &Board) -> String {
 
 pub fn run(ctx: &Ctx, args: BoardArgs) -> Result<Report> {
     let (ledger, note) = super::reader(ctx, args.fetch)?;
-    let board = ledger.read(|s| s.full_board())?;
+    let now = crate::ledger::now();
+    let (board, stall) = ledger.read(|s| Ok((s.full_board()?, ledger.stall_flags(s, now)?)))?;
     let mut view = board.view();
+    view.stall = stall.any().then_some(&stall);
     view.synced_at = note
         .as_ref()
         .and(ledger.last_synced())
@@ -117,6 +119,9 @@ pub fn run(ctx: &Ctx, args: BoardArgs) -> Result<Report> {
         return Ok(report);
     }
     let mut text = table(&board);
+    for line in stall.lines(now) {
+        text.push_str(&format!("\n{line}"));
+    }
     if let Some(n) = note {
         text.push_str(&format!("\n{n}"));
     }

@@ -136,6 +136,11 @@ pub fn line(e: &Event, width: Option<usize>) -> String {
                 None => format!("commit {short} (its instance held no task)"),
             }
         }
+        // What the subject says after `stall by <who>: `.
+        EventKind::Stall { .. } => e
+            .subject()
+            .split_once(": ")
+            .map_or(String::new(), |(_, rest)| rest.to_owned()),
         EventKind::Review { task, verdict, .. } => match verdict {
             crate::board::Verdict::Approve => format!("{task} approved"),
             crate::board::Verdict::Changes => format!("{task} changes requested"),

@@ -157,6 +157,9 @@ pub fn summary_text(ledger: &Ledger, s: &Summary) -> Result<String> {
             e.place.log
         ));
     }
+    for line in &s.stalls {
+        text.push_str(&format!("  {line}\n"));
+    }
     let board = ledger.read(|s| s.full_board())?;
     text.push('\n');
     text.push_str(&super::board::table(&board));
@@ -167,6 +170,8 @@ pub fn summary_json(ledger: &Ledger, s: &Summary) -> serde_json::Value {
     json!({
         "run": ledger.run().as_str(),
         "interrupted": s.interrupted,
+        "stalls": s.stalls,
+        "stopped": s.stopped,
         "elapsed_sec": s.elapsed.as_secs_f64(),
         "instances": s.instances.iter().map(|e| json!({
             "id": e.id, "status": e.status, "reason": e.reason,
@@ -181,7 +186,9 @@ pub fn summary_json(ledger: &Ledger, s: &Summary) -> serde_json::Value {
 pub fn conclude(ledger: &Ledger, s: &Summary) -> Result<Report> {
     let report = Report::new(summary_text(ledger, s)?, summary_json(ledger, s));
     let failed = s.failed();
-    let error = if s.interrupted {
+    let error = if let Some(why) = &s.stopped {
+        anyhow!("{why}; every instance was stopped")
+    } else if s.interrupted {
         anyhow!(
             "run {} was interrupted; every instance was stopped",
             ledger.run()

@@ -109,6 +109,10 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     if let Some(r) = board.unreviewed() {
         let _ = writeln!(text, "{r}");
     }
+    let stall = ledger.stall_flags(&snap, now)?;
+    for line in stall.lines(now) {
+        let _ = writeln!(text, "{line}");
+    }
     Ok(Report::new(
         text.trim_end().to_owned(),
         json!({
@@ -119,6 +123,7 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
             "leases_run_out": expired,
             "stopped": stopped,
             "review_role": board.review_role(),
+            "stall": stall,
         }),
     ))
 }

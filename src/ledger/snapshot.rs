@@ -84,16 +84,11 @@ impl<'l> Snapshot<'l> {
             return Ok(b.clone());
         }
         let mut board = self.empty_board();
-        for blob in self.blobs_under("tasks")? {
-            let t: Task = serde_json::from_slice(&blob.1)
-                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
+        for t in self.records_under::<Task>("tasks")? {
             board.tasks.insert(t.id.clone(), t);
         }
-        for blob in self.blobs_under("instances")? {
-            let i: RoleInstance = serde_json::from_slice(&blob.1)
-                .with_context(|| format!("board file {} at {} is damaged", blob.0, self.tip))?;
-            board.instances.insert(i.id.clone(), i);
-        }
+        self.load_instances(&mut board)?;
+        self.load_stall(&mut board)?;
         for (name, bytes) in self.blobs_under("artifacts")? {
             let a: Vec<Artifact> = serde_json::from_slice(&bytes)
                 .with_context(|| format!("board file {name} at {} is damaged", self.tip))?;
@@ -118,10 +113,52 @@ impl<'l> Snapshot<'l> {
         Ok(board)
     }
 
-    /// Every blob below a top-level directory, with its path.
+    /// The stall guard's files (format 2): the last progress, the tasks handed off
+    /// too often, the open questions. A handful of small files.
+    fn load_stall(&self, board: &mut Board) -> Result<()> {
+        board.progress = self.read_json(&board::Progress::path())?;
+        for h in self.records_under::<board::Handoffs>("stall/handoffs")? {
+            board.flagged.insert(h.task, h.handoffs);
+        }
+        for q in self.records_under::<board::Question>("stall/questions")? {
+            board.questions.insert(q.seq, q);
+        }
+        Ok(())
+    }
+
+    fn load_instances(&self, board: &mut Board) -> Result<()> {
+        for i in self.records_under::<RoleInstance>("instances")? {
+            board.instances.insert(i.id.clone(), i);
+        }
+        Ok(())
+    }
+
+    /// What the stall guard reads of a format-2 board: the config, every instance
+    /// record and the guard's files; no task.
+    pub fn stall_board(&self) -> Result<Board> {
+        let mut board = self.empty_board();
+        self.load_instances(&mut board)?;
+        self.load_stall(&mut board)?;
+        Ok(board)
+    }
+
+    /// Every file below a directory, read as a `T`.
+    fn records_under<T: DeserializeOwned>(&self, dir: &str) -> Result<Vec<T>> {
+        self.blobs_under(dir)?
+            .into_iter()
+            .map(|(name, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("board file {name} at {} is damaged", self.tip))
+            })
+            .collect()
+    }
+
+    /// Every blob below a directory (`tasks`, `stall/questions`), with its path.
     pub(super) fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let Some(entry) = self.tree.get_name(dir) else {
-            return Ok(vec![]);
+        let entry = match self.tree.get_path(std::path::Path::new(dir)) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("reading {dir} at {}", self.tip)),
         };
         let tree = self.repo.find_tree(entry.id())?;
         let mut out = vec![];
@@ -161,6 +198,22 @@ impl<'l> Snapshot<'l> {
             return self.full_board_for_rule();
         }
         let mut board = self.empty_board();
+        if self.config.board_format() >= 2 {
+            // What the stall guard's rules read: the last progress a stall names,
+            // the questions it flags, the question a reply answers.
+            match event {
+                EventKind::Stall { questions, .. } => {
+                    board.progress = self.read_json(&board::Progress::path())?;
+                    for q in questions {
+                        self.load_question(&mut board, *q)?;
+                    }
+                }
+                EventKind::Message {
+                    reply_to: Some(q), ..
+                } => self.load_question(&mut board, *q)?,
+                _ => {}
+            }
+        }
         let (tasks, mut instances) = board::needs(event);
         self.load(&mut board, &tasks)?;
         let (more_tasks, more_instances) = board::needs_after(event, &board);
@@ -230,6 +283,13 @@ impl<'l> Snapshot<'l> {
         Ok(())
     }
 
+    fn load_question(&self, board: &mut Board, seq: u64) -> Result<()> {
+        if let Some(q) = self.read_json::<board::Question>(&board::Question::path(seq))? {
+            board.questions.insert(seq, q);
+        }
+        Ok(())
+    }
+
     /// `index/counts.json`: the tasks by role and status (empty before any task).
     pub fn counts(&self) -> Result<BTreeMap<String, Counts>> {
         Ok(self
@@ -290,5 +350,23 @@ impl Ledger {
             .read_json(&["config.json".to_owned()])?
             .ok_or_else(|| anyhow!("{tip} on {} has no config.json", self.refname))?;
         Ok(Snapshot { config, ..snap })
+    }
+}
+
+impl Ledger {
+    /// The board the stall guard reads at `snap`: of a format-2 run its few files
+    /// ([`Snapshot::stall_board`]); a format-1 run kept none, so its log is replayed
+    /// ([`board::replay`]), a read of every event.
+    pub fn stall_board(&self, snap: &Snapshot<'_>) -> Result<Board> {
+        if snap.config.board_format() >= 2 {
+            return snap.stall_board();
+        }
+        let events = self.events_at(snap.tip)?;
+        Ok(board::replay(events.into_iter().map(|(_, e)| e)))
+    }
+
+    /// What the stall guard flags at `snap`, at `now` (see [`Board::stall_flags`]).
+    pub fn stall_flags(&self, snap: &Snapshot<'_>, now: Ts) -> Result<board::Flags> {
+        Ok(self.stall_board(snap)?.stall_flags(now))
     }
 }

@@ -43,16 +43,18 @@ pub fn write_changes(
                 }
             };
         }
-        let leaf = if c.removes() {
-            Node::Remove
-        } else {
-            Node::Blob(c.contents())
-        };
+        let leaf = c.contents().map_or(Node::Remove, Node::Blob);
         node.insert(file.clone(), leaf);
     }
-    // The root always holds config.json, so it is never empty.
-    write_dir(read, write, written, base, root)?
-        .ok_or_else(|| anyhow::anyhow!("an event would leave the board tree empty"))
+    match write_dir(read, write, written, base, root)? {
+        Some(oid) => Ok(oid),
+        // Only a board without files: never after `init`, which writes the config.
+        None => {
+            let oid = write.treebuilder(None)?.write()?;
+            written.push(oid);
+            Ok(oid)
+        }
+    }
 }
 
 fn write_dir(
@@ -84,8 +86,7 @@ fn write_dir(
                     Some(oid) => {
                         builder.insert(&name, oid, 0o040000)?;
                     }
-                    // A directory whose last entry went goes too: git has no
-                    // empty directories, and a replay must rebuild the same tree.
+                    // A directory left empty goes: git keeps no empty trees.
                     None if builder.get(&name)?.is_some() => builder.remove(&name)?,
                     None => {}
                 }

@@ -15,7 +15,7 @@ use crate::common::{
 };
 
 /// Writes `<tmp>/cfg/<name>` and returns its path.
-fn write_cfg(r: &TestRepo, name: &str, contents: &str) -> PathBuf {
+pub(crate) fn write_cfg(r: &TestRepo, name: &str, contents: &str) -> PathBuf {
     let p = cfg_dir(r).join(name);
     std::fs::write(&p, contents).expect("writing a config file");
     p
@@ -23,7 +23,7 @@ fn write_cfg(r: &TestRepo, name: &str, contents: &str) -> PathBuf {
 
 /// A role whose instances run `sh <tmp>/cfg/<role>.sh <extra args>`: writes the
 /// script and `roles/<role>.json` (with `more` merged into the role file's JSON).
-fn script_role(r: &TestRepo, role: &str, script: &str, args: &[&str], more: Value) {
+pub(crate) fn script_role(r: &TestRepo, role: &str, script: &str, args: &[&str], more: Value) {
     write_cfg(r, &format!("{role}.sh"), script);
     let mut command = vec!["sh".to_owned(), format!("{{config_dir}}/{role}.sh")];
     command.extend(args.iter().map(|a| (*a).to_owned()));
@@ -52,7 +52,12 @@ fn agent_role(r: &TestRepo, role: &str, more: Value) {
 }
 
 /// `<tmp>/cfg/<name>`: a config listing `roles` (id, instances), with `coordination`.
-fn config(r: &TestRepo, name: &str, roles: &[(&str, u32)], coordination: Value) -> PathBuf {
+pub(crate) fn config(
+    r: &TestRepo,
+    name: &str,
+    roles: &[(&str, u32)],
+    coordination: Value,
+) -> PathBuf {
     let roles: Vec<Value> = roles
         .iter()
         .map(|(id, n)| serde_json::json!({"id": id, "file": format!("roles/{id}.json"), "instances": n}))
@@ -62,7 +67,12 @@ fn config(r: &TestRepo, name: &str, roles: &[(&str, u32)], coordination: Value) 
 }
 
 /// `mara --run <run> run --config <config> [--tasks <tasks>]` in the repository.
-fn mara_run_command(r: &TestRepo, run: &str, config: &Path, tasks: Option<&Path>) -> Command {
+pub(crate) fn mara_run_command(
+    r: &TestRepo,
+    run: &str,
+    config: &Path,
+    tasks: Option<&Path>,
+) -> Command {
     let mut args = vec![
         "--run".to_owned(),
         run.to_owned(),
@@ -79,7 +89,12 @@ fn mara_run_command(r: &TestRepo, run: &str, config: &Path, tasks: Option<&Path>
 }
 
 /// Runs `mara run` to its end; returns what it said and how long it took.
-fn mara_run(r: &TestRepo, run: &str, config: &Path, tasks: Option<&Path>) -> (Out, Duration) {
+pub(crate) fn mara_run(
+    r: &TestRepo,
+    run: &str,
+    config: &Path,
+    tasks: Option<&Path>,
+) -> (Out, Duration) {
     let t = Instant::now();
     let out = mara_run_command(r, run, config, tasks)
         .output()
@@ -88,7 +103,7 @@ fn mara_run(r: &TestRepo, run: &str, config: &Path, tasks: Option<&Path>) -> (Ou
 }
 
 /// The run's commit subjects, oldest first.
-fn events(r: &TestRepo, run: &str) -> Vec<String> {
+pub(crate) fn events(r: &TestRepo, run: &str) -> Vec<String> {
     let mut s = subjects(&r.dir, run);
     s.reverse();
     s
@@ -125,7 +140,7 @@ fn statuses_of(events: &[String], instance: &str) -> Vec<String> {
 
 /// `mara --run <run> status --json`, parsed.
 #[track_caller]
-fn status(r: &TestRepo, run: &str) -> Value {
+pub(crate) fn status(r: &TestRepo, run: &str) -> Value {
     let out = r.mara(&["--run", run, "status", "--json"]);
     out.ok("mara status --json");
     serde_json::from_str(&out.stdout).expect("status --json prints one JSON value")
@@ -133,7 +148,7 @@ fn status(r: &TestRepo, run: &str) -> Value {
 
 /// The instance `id` in `mara status --json`.
 #[track_caller]
-fn instance(status: &Value, id: &str) -> Value {
+pub(crate) fn instance(status: &Value, id: &str) -> Value {
     status["instances"]
         .as_array()
         .expect("instances is a list")
@@ -165,7 +180,7 @@ fn tasks(r: &TestRepo, run: &str) -> Vec<(String, String, Option<String>)> {
 
 /// `mara --run <run> log --json`, one value per event.
 #[track_caller]
-fn log_json(r: &TestRepo, run: &str) -> Vec<Value> {
+pub(crate) fn log_json(r: &TestRepo, run: &str) -> Vec<Value> {
     let out = r.mara(&["--run", run, "log", "--json"]);
     out.ok("mara log --json");
     out.stdout
@@ -185,7 +200,7 @@ fn log_path(r: &TestRepo, run: &str, stem: &str) -> PathBuf {
 
 /// Asserts `mara --run <run> verify` exits 0.
 #[track_caller]
-fn verify_ok(r: &TestRepo, run: &str) {
+pub(crate) fn verify_ok(r: &TestRepo, run: &str) {
     r.mara(&["--run", run, "verify"]).ok("mara verify");
 }
 

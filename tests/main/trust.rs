@@ -10,7 +10,7 @@ use crate::common::{git, TestRepo};
 /// Appends a commit to `refs/mara/<run>` by hand, as an attacker with write access
 /// to the repository would: `subject`, the event line, mara's trailers, on `tree`
 /// (default: the tip's tree), parent the current tip. Returns the new commit.
-fn forge(
+pub(crate) fn forge(
     r: &TestRepo,
     run: &str,
     subject: &str,
@@ -53,12 +53,12 @@ fn forge(
 }
 
 /// The seq the next event gets.
-fn next_seq(r: &TestRepo) -> u64 {
+pub(crate) fn next_seq(r: &TestRepo) -> u64 {
     r.board()["version"].as_u64().expect("a version") + 1
 }
 
 /// Now, as events store it.
-fn now_ts() -> String {
+pub(crate) fn now_ts() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
