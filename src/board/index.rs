@@ -18,7 +18,7 @@
 //!   makes ready without reading the board.
 //!
 //! `<role>` is the task's role, or `_any` (not a role name: roles start with a
-//! letter). `<key>` is five directories deep and sorts as `claim --next` picks:
+//! letter). `<key>` is three names deep and sorts as `claim --next` picks:
 //! priority (higher first), then board order; its last part ends in the task id.
 //! The entries are empty files: the name is the record. A key is fanned out so no
 //! tree holds more than 256 entries of one plan, and an event rewrites only the
@@ -45,17 +45,19 @@ pub fn role_key(t: &Task) -> &str {
     t.role.as_deref().unwrap_or(ANY_ROLE)
 }
 
-/// The five directory names that order tasks as `claim --next` does: priority
-/// (higher first), then the seq of the event that added the task, then its
-/// position in that plan, each fixed-width hex so names sort as numbers do.
-pub fn key(t: &Task) -> [String; 5] {
+/// The three names of an entry's path, which order tasks as `claim --next` does:
+/// priority (higher first), then the seq of the event that added the task, then
+/// its position in that plan, each fixed-width hex so names sort as numbers do.
+/// Cut so that no tree grows past a few hundred entries: the first name holds the
+/// priority and the seq's high bits (few distinct values), the second the seq's
+/// low byte and the position's high bits, the last the position's low byte and
+/// the task id.
+pub fn key(t: &Task) -> [String; 3] {
     // i64 to u64 keeping the order, then reversed: the highest priority sorts first.
     let p = u64::MAX - ((t.priority as u64) ^ (1 << 63));
     [
-        format!("{p:016x}"),
-        format!("{:014x}", t.added_seq >> 8),
-        format!("{:02x}", t.added_seq & 0xff),
-        format!("{:06x}", t.position >> 8),
+        format!("{p:016x}{:014x}", t.added_seq >> 8),
+        format!("{:02x}{:06x}", t.added_seq & 0xff, t.position >> 8),
         format!("{:02x}-{}", t.position & 0xff, t.id),
     ]
 }
