@@ -12,30 +12,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{git, knob, plan_file, repo, MARA};
-
-/// A repository `name` below `root` with run `bench` and tasks T0..T<n-1>.
-fn board(root: &Path, name: &str, n: usize) -> PathBuf {
-    let dir = repo(name, root);
-    let plan = plan_file(root, n);
-    for args in [
-        vec!["init", "--run", "bench"],
-        vec!["plan", plan.to_str().expect("utf-8 path")],
-    ] {
-        assert!(Command::new(MARA)
-            .args(&args)
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("mara runs")
-            .success());
-    }
-    dir
-}
+use support::{git, knob, planned, MARA};
 
 /// One `mara claim` process as `who`; its exit code.
 fn claim(dir: &Path, who: &str, args: &[&str]) -> i32 {
@@ -100,9 +81,9 @@ fn main() {
     let base = support::knob_path("MARA_BENCH_DIR").unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::tempdir_in(base).expect("tempdir");
     eprintln!("building three boards of {tasks} tasks");
-    let alone = board(tmp.path(), "alone", tasks);
-    let many = board(tmp.path(), "many", tasks);
-    let named = board(tmp.path(), "named", tasks);
+    let alone = planned(tmp.path(), "alone", tasks);
+    let many = planned(tmp.path(), "many", tasks);
+    let named = planned(tmp.path(), "named", tasks);
 
     let (t_alone, n_alone) = drain_next(&alone, 1);
     let (t_many, n_many) = drain_next(&many, procs);

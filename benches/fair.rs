@@ -14,17 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use support::{git, knob, median, ms, plan_file, repo, timed, MARA};
-
-fn mara_ok(dir: &std::path::Path, args: &[&str]) {
-    assert!(Command::new(MARA)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("mara runs")
-        .success());
-}
+use support::{git, knob, median, ms, plan_file, repo, run_ok, timed, MARA};
 
 fn main() {
     let tasks = knob("MARA_BENCH_TASKS", 200);
@@ -40,10 +30,18 @@ fn main() {
         })
         .collect();
     let plan = plan_file(tmp.path(), tasks);
-    mara_ok(&dirs[0], &["init", "--run", "bench", "--remote", "origin"]);
-    mara_ok(&dirs[0], &["plan", plan.to_str().expect("utf-8 path")]);
+    run_ok(
+        MARA,
+        &dirs[0],
+        &["init", "--run", "bench", "--remote", "origin"],
+    );
+    run_ok(
+        MARA,
+        &dirs[0],
+        &["plan", plan.to_str().expect("utf-8 path")],
+    );
     for d in &dirs[1..] {
-        mara_ok(d, &["sync", "--run", "bench"]);
+        run_ok(MARA, d, &["sync", "--run", "bench"]);
     }
 
     // The floor: a plain push of a one-commit fast-forward to the same daemon.

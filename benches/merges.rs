@@ -11,10 +11,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{git, knob, mara, median, ms, plan_file, repo, timed, MARA};
+use support::{git, knob, mara, median, ms, planned, timed};
 
 fn main() {
     let tasks = knob("MARA_BENCH_TASKS", 400);
@@ -22,20 +22,7 @@ fn main() {
     let blocks = knob("MARA_BENCH_BLOCKS", 4).min(tasks / per_block).max(1);
     let base = support::knob_path("MARA_BENCH_DIR").unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::tempdir_in(base).expect("tempdir");
-    let dir = repo("small", tmp.path());
-    let plan = plan_file(tmp.path(), tasks);
-    for args in [
-        vec!["init", "--run", "bench"],
-        vec!["plan", plan.to_str().expect("utf-8 path")],
-    ] {
-        assert!(Command::new(MARA)
-            .args(&args)
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("mara runs")
-            .success());
-    }
+    let dir = planned(tmp.path(), "small", tasks);
     let a = git(&dir, &["rev-parse", "refs/mara/bench"]);
     let b = git(&dir, &["rev-parse", "refs/mara/bench~1"]);
     let repo_handle = git2::Repository::open(&dir).expect("open");

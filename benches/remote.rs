@@ -11,7 +11,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use support::{git, knob, mara, median, ms, plan_file, repo, timed, MARA};
+use support::{git, knob, mara, median, ms, plan_file, repo, run_ok, timed, MARA};
 
 fn main() {
     let rounds = knob("MARA_BENCH_N", 60);
@@ -23,18 +23,8 @@ fn main() {
     let claimer = |name: &str, exe: &str| {
         let clone = repo(name, tmp.path());
         git(&clone, &["remote", "add", "origin", &url]);
-        for args in [
-            vec!["init", "--run", name, "--remote", "origin"],
-            vec!["plan", plan.to_str().expect("utf-8 path")],
-        ] {
-            assert!(Command::new(exe)
-                .args(&args)
-                .current_dir(&clone)
-                .stdout(Stdio::null())
-                .status()
-                .expect("mara runs")
-                .success());
-        }
+        run_ok(exe, &clone, &["init", "--run", name, "--remote", "origin"]);
+        run_ok(exe, &clone, &["plan", plan.to_str().expect("utf-8 path")]);
         clone
     };
     let clone = claimer("bench", MARA);
