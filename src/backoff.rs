@@ -82,6 +82,12 @@ impl Backoff {
         Backoff::new(first, Growth::Doubling { cap }, Jitter::Spread)
     }
 
+    /// Each pause anywhere from a quarter of its size to all of it.
+    pub fn spread_jitter(mut self) -> Backoff {
+        self.jitter = Jitter::Spread;
+        self
+    }
+
     /// Each pause anywhere from nothing to its size.
     pub fn full_jitter(mut self) -> Backoff {
         self.jitter = Jitter::Full;

@@ -44,7 +44,7 @@ use crate::backoff::Backoff;
 use crate::board::{apply, Board, Event, EventKind, RunConfig, Ts};
 use crate::ids::RunId;
 use crate::output;
-use crate::remote::{self, Push};
+use crate::remote::{self, Push, Turn};
 
 mod append;
 mod check;
@@ -207,11 +207,18 @@ impl Ledger {
             Ok(commit)
         })?;
         if let Some(remote) = &shared {
-            match remote::push(ledger.repo.path(), remote, commit, &ledger.refname)? {
+            match remote::push(
+                ledger.repo.path(),
+                remote,
+                commit,
+                &ledger.refname,
+                Turn::Set,
+            )? {
                 Push::Accepted => ledger.mark_synced(),
-                Push::Lost(why) => bail!(
-                    "remote {remote} already has run {} ({why}); join it with `mara sync --run {} --remote {remote}`, or pick another id",
+                lost => bail!(
+                    "remote {remote} already has run {} ({}); join it with `mara sync --run {} --remote {remote}`, or pick another id",
                     ledger.run,
+                    lost.why(),
                     ledger.run
                 ),
             }

@@ -284,3 +284,28 @@ pub fn release(dir: &Path, task: &str) {
         },
     );
 }
+
+/// Runs `exe` (a mara binary) with `args` in `dir`; panics unless it exits 0.
+pub fn run_ok(exe: &str, dir: &Path, args: &[&str]) {
+    assert!(
+        Command::new(exe)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("mara runs")
+            .success(),
+        "mara {args:?} failed in {}",
+        dir.display()
+    );
+}
+
+/// A repository `name` below `root` with run `bench` (made current) and tasks
+/// T0..T<n-1>.
+pub fn planned(root: &Path, name: &str, n: usize) -> std::path::PathBuf {
+    let dir = repo(name, root);
+    let plan = plan_file(root, n);
+    run_ok(MARA, &dir, &["init", "--run", "bench"]);
+    run_ok(MARA, &dir, &["plan", plan.to_str().expect("utf-8 path")]);
+    dir
+}

@@ -1,9 +1,10 @@
 //! `mara claim ID` / `mara claim --next [--wait SECS] [--merge-deps]`: take a task.
 //!
 //! With `--wait`, a `claim --next` that finds nothing ready waits for the run's
-//! ref to move ([`Ledger::wait_for_change`]) and tries again; several waiters
+//! ref to move ([`Ledger::wait_to_write`]) and tries again; several waiters
 //! race for a new task through the same compare-and-swap as any claim, so one
-//! gets it and the others wait on. "Nothing left" (exit 4) ends the wait at once.
+//! gets it and the others wait on (each woken waiter pauses a random moment
+//! first, so they do not all write at once). "Nothing left" (exit 4) ends the wait at once.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -107,7 +108,7 @@ pub fn run(ctx: &Ctx, args: ClaimArgs) -> Result<Report> {
                     None => ledger.tip()?,
                 };
                 let until = deadline.min(Instant::now() + RECHECK);
-                if ledger.wait_for_change(tip, until)?.is_none() && until >= deadline {
+                if ledger.wait_to_write(tip, until)?.is_none() && until >= deadline {
                     return Err(e);
                 }
             }

@@ -1,9 +1,11 @@
 //! The append loop: read the tip, check what is new there, let the command draft
 //! its event, check the rule, write, and compare-and-swap the ref (or push it); on
-//! a lost race, again after a jittered pause.
+//! a lost race, again after a jittered pause. Through a remote, a writer that lost
+//! says so on the run's turn ref and one that did not lets it go first
+//! ([`remote::Turn`]), so no clone starves.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid};
@@ -13,7 +15,7 @@ use super::sync::fetch_ref;
 use super::{marks, now, Appended, Draft, Ledger, Outcome, Snapshot, Staging};
 use crate::backoff::Backoff;
 use crate::board::{self, apply, Change, Event, Ts};
-use crate::remote::{self, Push};
+use crate::remote::{self, Push, Turn};
 
 /// How many times an append re-reads and retries after losing the race.
 const MAX_ATTEMPTS: u32 = 400;
@@ -21,6 +23,15 @@ const MAX_ATTEMPTS: u32 = 400;
 const MAX_REMOTE_ATTEMPTS: u32 = 2000;
 /// An append gives up after this long, however many attempts it made.
 const MAX_WAIT: Duration = Duration::from_secs(120);
+/// How many times an append lets a waiting writer go first before it pushes as a
+/// waiting writer itself (so an intent left by a writer that gave up or was
+/// killed delays the next writer by this many pushes and pauses, once: about
+/// eight push times).
+const MAX_YIELDS: u32 = 4;
+/// Waiting writers queue by how many pushes they lost: one that lost `n` pauses
+/// `QUEUE - n` push times before it fetches and tries again, so the one that
+/// waited longest comes back first and a newcomer last.
+const QUEUE: u32 = 4;
 /// The pauses before a read is retried after an object vanished under it: 1, 2,
 /// ... 8 ms.
 pub(super) fn vanished_backoff() -> Backoff {
@@ -63,6 +74,49 @@ enum Attempt {
     /// Try again at once: the judgement was made on the last fetched tip, and the
     /// tip is now fetched afresh.
     Refetched,
+    /// Another clone waits for its turn: try again after this pause.
+    Yielded(Duration),
+}
+
+/// Where one append stands in the turn-taking of clones ([`remote::Turn`]).
+#[derive(Default)]
+struct Turns {
+    /// How many push races it lost: from the first on it pushes as a waiting
+    /// writer.
+    lost: u32,
+    /// How many times it let a waiting writer go first.
+    yields: u32,
+}
+
+impl Turns {
+    fn turn(&self, tip: Oid) -> Turn {
+        if self.lost > 0 || self.yields >= MAX_YIELDS {
+            Turn::Wait
+        } else {
+            Turn::Take { expect: tip }
+        }
+    }
+
+    /// The pause of a writer that lets a waiting one go first: a quarter to one
+    /// push time (`push`, its own last push), jittered so that several yielding
+    /// writers do not come back at once; then it pushes again, which also tells
+    /// whether the waiting writer got through (the run's ref moved: lost).
+    fn yield_pause(push: Duration) -> Duration {
+        Backoff::fixed(push).spread_jitter().next().unwrap_or(push)
+    }
+
+    /// The pause of a writer that just lost a push race, before it fetches and
+    /// tries again: the longer it has waited (the more races it lost), the
+    /// shorter, so waiting writers take their turns about in the order they came
+    /// (see [`QUEUE`]), plus a few ms of jitter to break ties.
+    fn queue_pause(&self, push: Duration) -> Duration {
+        let ahead = QUEUE.saturating_sub(self.lost);
+        push.saturating_mul(ahead)
+            + Backoff::fixed(Duration::from_millis(5))
+                .full_jitter()
+                .next()
+                .unwrap_or_default()
+    }
 }
 
 impl Ledger {
@@ -89,9 +143,10 @@ impl Ledger {
         let mut fresh = false;
         let mut vanished = vanished_backoff();
         let mut pauses: Option<Backoff> = None;
+        let mut turns = Turns::default();
         loop {
             attempts += 1;
-            let lock = match self.attempt(stage, sender, draft, &mut fresh) {
+            let lock = match self.attempt(stage, sender, draft, &mut fresh, &mut turns) {
                 Ok(Attempt::Written(event, commit)) => {
                     return Ok(Outcome::Written(Box::new(Appended {
                         event: *event,
@@ -101,6 +156,11 @@ impl Ledger {
                 }
                 Ok(Attempt::Noop(msg)) => return Ok(Outcome::Noop(msg)),
                 Ok(Attempt::Refetched) => continue,
+                Ok(Attempt::Yielded(pause)) => {
+                    // At most MAX_YIELDS times per append: no budget to spend.
+                    std::thread::sleep(pause);
+                    continue;
+                }
                 Ok(Attempt::Lost) => None,
                 Ok(Attempt::Locked(path)) => Some(path),
                 Err(e) if is_vanished(&e) => {
@@ -124,9 +184,9 @@ impl Ledger {
     /// The pauses between attempts that lost a race.
     fn race_backoff(&self) -> Backoff {
         if matches!(self.remote.get(), Some(Some(_))) {
-            // The fetch after a rejected push already spaced this attempt out;
-            // sleeping longer only hands the next round to whoever won the last
-            // one (a writer whose local tip is current pushes without fetching).
+            // The fetch after a rejected push already spaced this attempt out, and
+            // a writer that did not lose lets this one go first (`remote::Turn`);
+            // sleeping longer would only give up that turn.
             Backoff::fixed(Duration::from_millis(5))
                 .full_jitter()
                 .attempts(MAX_REMOTE_ATTEMPTS)
@@ -162,6 +222,7 @@ impl Ledger {
         sender: &str,
         draft: &mut F,
         fresh: &mut bool,
+        turns: &mut Turns,
     ) -> Result<Attempt>
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
@@ -183,7 +244,7 @@ impl Ledger {
         let tree = stage.write_changes(&self.repo, Some(&snap.tree), &changes)?;
         let commit = self.commit_event(stage, &event, tree, Some(snap.tip))?;
         match &remote {
-            Some(remote) => self.push(stage, remote, snap.tip, event, commit, fresh),
+            Some(remote) => self.push(stage, remote, snap.tip, event, commit, fresh, turns),
             None => self.swap(stage, snap.tip, event, commit),
         }
     }
@@ -251,7 +312,9 @@ impl Ledger {
         }
     }
 
-    /// Remote mode: a non-force push is the compare-and-swap.
+    /// Remote mode: a non-force push is the compare-and-swap; the run's turn ref
+    /// goes along ([`remote::Turn`]).
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &self,
         stage: &Staging<'_>,
@@ -260,9 +323,18 @@ impl Ledger {
         event: Box<Event>,
         commit: Oid,
         fresh: &mut bool,
+        turns: &mut Turns,
     ) -> Result<Attempt> {
         stage.land(&self.repo)?;
-        match remote::push(self.repo.path(), remote, commit, &self.refname)? {
+        let started = Instant::now();
+        let pushed = remote::push(
+            self.repo.path(),
+            remote,
+            commit,
+            &self.refname,
+            turns.turn(tip),
+        )?;
+        match pushed {
             Push::Accepted => {
                 self.mark_synced();
                 self.advance_local(tip, commit, &event)?;
@@ -271,10 +343,26 @@ impl Ledger {
                 self.merge_packs();
                 Ok(Attempt::Written(event, commit))
             }
-            Push::Lost(_) => {
-                self.fetch(remote)?;
+            Push::Lost(_, intent) => {
+                let took = started.elapsed();
+                let waiting = turns.lost > 0;
+                turns.lost += 1;
+                let (git_dir, refname) = (self.repo.path(), self.refname.as_str());
+                std::thread::scope(|s| {
+                    // A waiting writer whose intent did not land sets it again,
+                    // alongside its pause and fetch.
+                    if waiting && !intent {
+                        s.spawn(move || remote::push_intent(git_dir, remote, commit, refname));
+                    }
+                    std::thread::sleep(turns.queue_pause(took));
+                    self.fetch(remote)
+                })?;
                 *fresh = true;
                 Ok(Attempt::Lost)
+            }
+            Push::Yield => {
+                turns.yields += 1;
+                Ok(Attempt::Yielded(Turns::yield_pause(started.elapsed())))
             }
         }
     }

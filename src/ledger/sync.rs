@@ -11,7 +11,7 @@ use super::locks::{recover_stale_lock, ref_lock};
 use super::{marks, now, Ledger};
 use crate::backoff::Backoff;
 use crate::ids::RunId;
-use crate::remote::{self, Push};
+use crate::remote::{self, Push, Turn};
 
 /// The file whose mtime says when this clone last synced a run with its remote.
 pub(super) fn sync_marker(repo: &Repository, run: &RunId) -> PathBuf {
@@ -126,13 +126,14 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
             }
             // Never spread events this clone has not checked.
             Ledger::new(Repository::open(repo.path())?, run.clone()).check_tip()?;
-            match remote::push(repo.path(), remote, l, &refname)? {
+            match remote::push(repo.path(), remote, l, &refname, Turn::Set)? {
                 Push::Accepted => Synced::Pushed {
                     from: theirs.unwrap_or(l),
                     to: l,
                 },
-                Push::Lost(why) => bail!(
-                    "remote {remote} moved {refname} while syncing ({why}); run `mara sync` again"
+                lost => bail!(
+                    "remote {remote} moved {refname} while syncing ({}); run `mara sync` again",
+                    lost.why()
                 ),
             }
         }

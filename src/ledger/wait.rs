@@ -9,6 +9,16 @@
 //! run's ref is also fetched, on a jittered back-off that starts at
 //! [`FIRST_FETCH`] and doubles up to the run's `coordination.poll_sec` (default 2),
 //! so an idle waiter costs the remote one small fetch every `poll_sec`.
+//!
+//! Waiters woken by one change do not all write at once: each pauses a random
+//! [`WAKE_SPREAD`] (locally) or [`WAKE_SPREAD_REMOTE`] (through a remote: about one
+//! push) before it returns, so the first one's claim is usually on the ref before
+//! the next one reads the board, and the others find nothing ready and wait on
+//! without writing. Only one of them can get a new task; without the spread each
+//! would draft, write and push a claim that all but one lose. A jittered pause
+//! was chosen over a queue on the board: a queue would cost every waiter a write
+//! (an event) to join it, and a waiter that dies would hold its place; the pause
+//! costs nothing when one waiter is woken, and the compare-and-swap still decides.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +38,12 @@ const FIRST_FETCH: Duration = Duration::from_millis(250);
 /// Even when nothing seems to change, the ref itself is read this often: a
 /// safety net for ref stores whose files this module does not know (reftable).
 const REREAD_EVERY: Duration = Duration::from_secs(1);
+/// The widest random pause of a woken waiter before it returns, locally: a local
+/// claim takes a few ms.
+const WAKE_SPREAD: Duration = Duration::from_millis(40);
+/// The same through a remote, where a claim is a push (about 70 ms to a `git
+/// daemon` on loopback).
+const WAKE_SPREAD_REMOTE: Duration = Duration::from_millis(150);
 /// Fetches that may fail in a row before a waiter gives up with the error.
 const MAX_FAILED_FETCHES: u32 = 3;
 /// `coordination.poll_sec` when the run does not set it.
@@ -95,6 +111,17 @@ impl Ledger {
     /// fetched meanwhile, on a back-off capped by `coordination.poll_sec`; three
     /// failed fetches in a row are an error.
     pub fn wait_for_change(&self, tip: Oid, deadline: Instant) -> Result<Option<Oid>> {
+        self.wait(tip, deadline, false)
+    }
+
+    /// [`Ledger::wait_for_change`] for a waiter that will write when woken
+    /// (`claim --next --wait`): it returns after a random pause, so waiters woken
+    /// by one change do not all write at once (see the module's docs).
+    pub fn wait_to_write(&self, tip: Oid, deadline: Instant) -> Result<Option<Oid>> {
+        self.wait(tip, deadline, true)
+    }
+
+    fn wait(&self, tip: Oid, deadline: Instant, spread: bool) -> Result<Option<Oid>> {
         let remote = match self.remote.get() {
             Some(r) => r.clone(),
             None => self.remote_for(&self.snapshot()?.config)?,
@@ -114,9 +141,19 @@ impl Ledger {
             let now = Instant::now();
             if files.changed() || now >= reread {
                 reread = now + REREAD_EVERY;
-                let cur = self.tip()?;
-                if cur != tip {
-                    return Ok(Some(cur));
+                if self.tip()? != tip {
+                    if !spread {
+                        return self.tip().map(Some);
+                    }
+                    let spread = match remote {
+                        Some(_) => WAKE_SPREAD_REMOTE,
+                        None => WAKE_SPREAD,
+                    };
+                    if let Some(pause) = Backoff::fixed(spread).full_jitter().next() {
+                        std::thread::sleep(pause);
+                    }
+                    // Another waiter may have written meanwhile: the newest tip.
+                    return self.tip().map(Some);
                 }
             }
             if now >= deadline {

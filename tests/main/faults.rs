@@ -300,6 +300,39 @@ fn claims_in_history(dir: &Path, run: &str) -> BTreeMap<String, (String, String)
     claims
 }
 
+/// Each instance's longest silence on the run's ref in `dir`: the longest gap
+/// between two of its claims, or from the first claim of the run to its first
+/// and from its last to the run's last, in whole seconds (commit times). A kill
+/// test must keep it under the lease (300 s), or a live claimer is reclaimed.
+fn longest_silences(dir: &Path, run: &str) -> BTreeMap<String, i64> {
+    let refname = format!("refs/mara/{run}");
+    let log = git(dir, &["log", "--reverse", "--format=%ct %s", &refname]);
+    let mut times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let (mut first, mut last) = (None, 0);
+    for line in log.lines() {
+        let (t, subject) = line.split_once(' ').expect("a time and a subject");
+        let t: i64 = t.parse().expect("a commit time");
+        if let Some((_, who)) = subject
+            .strip_prefix("claim ")
+            .and_then(|r| r.split_once(" by "))
+        {
+            first.get_or_insert(t);
+            last = t;
+            times.entry(who.to_owned()).or_default().push(t);
+        }
+    }
+    times
+        .into_iter()
+        .map(|(who, ts)| {
+            let mut edges = vec![first.unwrap_or(last)];
+            edges.extend(&ts);
+            edges.push(last);
+            let gap = edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            (who, gap)
+        })
+        .collect()
+}
+
 /// The checks of a kill test on the history in `dir`: every claim that exited 0
 /// is an ancestor of the tip, with its task and instance, and no task is claimed
 /// twice. Returns the claims that are in the history but exited otherwise (the
@@ -727,6 +760,12 @@ fn kill9_remote_claimers_never_lose_or_double_a_claim_on_the_remote() {
     let t = tally.into_inner().expect("the tally");
     let spawned = running.spawned.load(Ordering::Relaxed);
 
+    // Printed before the checks: a reclaim means an instance was silent for a
+    // whole lease while its claimers kept trying.
+    eprintln!(
+        "longest silence per instance on the remote (s): {:?}",
+        longest_silences(&origin.bare, run)
+    );
     // The remote: a commit, every claim that exited 0 in its history, none twice,
     // no lock left.
     let orphans = check_history(&origin.bare, run, &t.ok);
