@@ -460,6 +460,27 @@ pub enum EventKind {
         tasks: Vec<String>,
         action: String,
     },
+    /// Commits of `task` made under a claim that is not the one the task holds or
+    /// was completed under (`claim`: the `Mara-Claim` token they carry); the
+    /// integrator left them out.
+    Fenced {
+        task: String,
+        instance: String,
+        claim: String,
+        commits: Vec<String>,
+        reason: String,
+    },
+    /// A conflict the integrator reported was resolved: `commit` (on `branch`) merged
+    /// into the integration branch; `by` resolved it.
+    Resolved {
+        branch: String,
+        commit: String,
+        files: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<TaskId>,
+    },
     /// A commit made by an instance (recorded by the post-commit hook).
     Progress {
         commit: String,
@@ -564,6 +585,8 @@ impl EventKind {
             EventKind::Progress { .. } => "progress",
             EventKind::Artifact { .. } => "artifact",
             EventKind::Conflict { .. } => "conflict",
+            EventKind::Fenced { .. } => "fenced",
+            EventKind::Resolved { .. } => "resolved",
             EventKind::Message { kind, .. } => kind,
         }
     }
@@ -756,6 +779,14 @@ impl Event {
                 one_line(file, 60),
                 one_line(branch, 60)
             ),
+            EventKind::Fenced { task, instance, .. } => format!(
+                "fenced {} of {} by {by}",
+                one_line(task, 40),
+                one_line(instance, 40)
+            ),
+            EventKind::Resolved { branch, .. } => {
+                format!("resolved {} by {by}", one_line(branch, 60))
+            }
             EventKind::Progress { commit, task } => {
                 let short: String = commit.chars().take(10).collect();
                 match task {
@@ -1787,6 +1818,20 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             action,
             ..
         } => apply_conflict(file, branch, kind, action)?,
+        EventKind::Fenced {
+            task,
+            instance,
+            claim,
+            commits,
+            reason,
+        } => apply_fenced([task, instance, claim, reason], commits)?,
+        EventKind::Resolved {
+            branch,
+            commit,
+            files,
+            by,
+            task,
+        } => apply_resolved(board, branch, commit, files, by.as_deref(), task.as_ref())?,
         EventKind::Progress { commit, task } => {
             apply_progress(board, event, commit, task.as_ref())?
         }
@@ -2297,6 +2342,61 @@ fn apply_conflict(
     check_text("branch", branch)?;
     check_text("conflict kind", kind)?;
     check_text("conflict action", action)?;
+    Ok(vec![])
+}
+
+/// Most commits one `fenced` or files one `resolved` event lists.
+const MAX_LISTED: usize = 1000;
+
+/// `fenced`: commits the integrator left out; it changes no board file.
+fn apply_fenced(texts: [&String; 4], commits: &[String]) -> Result<Vec<Change>, RuleError> {
+    for (what, t) in [
+        "fenced task",
+        "fenced instance",
+        "fenced claim",
+        "fence reason",
+    ]
+    .iter()
+    .zip(texts)
+    {
+        check_text(what, t)?;
+    }
+    if commits.is_empty() || commits.len() > MAX_LISTED {
+        return invalid(format!(
+            "fenced lists {} commits; 1 to {MAX_LISTED}",
+            commits.len()
+        ));
+    }
+    for c in commits {
+        check_commit_id("fenced", c)?;
+    }
+    Ok(vec![])
+}
+
+/// `resolved`: a conflicts branch merged after its resolution; it changes no board
+/// file.
+fn apply_resolved(
+    board: &Board,
+    branch: &str,
+    commit: &str,
+    files: &[String],
+    by: Option<&str>,
+    task: Option<&TaskId>,
+) -> Result<Vec<Change>, RuleError> {
+    check_text("resolved branch", branch)?;
+    check_commit_id("resolved", commit)?;
+    if files.len() > MAX_LISTED {
+        return invalid(format!("resolved lists more than {MAX_LISTED} files"));
+    }
+    for f in files {
+        check_text("resolved file", f)?;
+    }
+    if let Some(b) = by {
+        check_text("resolver", b)?;
+    }
+    if let Some(t) = task {
+        existing(board, t)?;
+    }
     Ok(vec![])
 }
 

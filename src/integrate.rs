@@ -20,8 +20,13 @@ use git2::{IndexEntry, Oid, Repository};
 use serde::Serialize;
 use similar::TextDiff;
 
+use crate::board::one_line;
 use crate::ids::{InstanceId, RunId};
 use crate::trailers;
+
+pub mod fence;
+
+use fence::{Claims, FencedWork, HeldBack, Rewriter, Unattributed};
 
 /// One conflicted file of one branch's merge.
 #[derive(Serialize, Clone, Debug)]
@@ -149,6 +154,15 @@ pub struct Integration {
     pub base: String,
     pub tip: String,
     pub branches: Vec<BranchResult>,
+    /// Commits made under lost claims, left out.
+    #[serde(default)]
+    pub fenced: Vec<FencedWork>,
+    /// Good commits left out because they build on fenced ones.
+    #[serde(default)]
+    pub held_back: Vec<HeldBack>,
+    /// Merged commits that name no task and no claim.
+    #[serde(default)]
+    pub unattributed: Vec<Unattributed>,
 }
 
 impl Integration {
@@ -302,14 +316,16 @@ fn signature(s: &Sig) -> Result<git2::Signature<'static>> {
 /// exist), and its new value.
 pub type RefUpdate = (String, Option<Oid>, Oid);
 
-/// Merges `branches` into `into` (created at their merge base when new). Returns the
-/// result and the ref updates to make; [`apply_updates`] makes them.
+/// Merges `branches` into `into` (created at their merge base when new), leaving
+/// out the commits `claims` fences. Returns the result and the ref updates to make;
+/// [`apply_updates`] makes them.
 pub fn integrate(
     repo: &Repository,
     run: &RunId,
     branches: &[String],
     into: &str,
     who: &str,
+    claims: &Claims,
 ) -> Result<(Integration, Vec<RefUpdate>)> {
     if branches.is_empty() {
         bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
@@ -322,10 +338,13 @@ pub fn integrate(
     let old_into = repo.refname_to_id(&into_ref).ok();
     let base = starting_point(repo, old_into, &tips)?;
     let merger = Merger::new(repo, run, into, who);
+    let mut rewriter = Rewriter::new(repo, claims);
     let mut current = base;
     let mut results = vec![];
     let mut updates = vec![];
     for (b, tip) in branches.iter().zip(tips) {
+        // The branch without its fenced commits (itself when it has none).
+        let tip = rewriter.rewrite(b, tip, base)?;
         let step = merger.merge_branch(current, base, b, tip)?;
         current = step.into_tip;
         updates.extend(step.update);
@@ -341,6 +360,9 @@ pub fn integrate(
             base: base.to_string(),
             tip: current.to_string(),
             branches: results,
+            fenced: rewriter.fenced(),
+            held_back: rewriter.held_back,
+            unattributed: rewriter.unattributed,
         },
         updates,
     ))
@@ -750,6 +772,7 @@ pub fn report_markdown(i: &Integration) -> String {
             result
         );
     }
+    fence_sections(&mut s, i);
     let n = i.conflict_count();
     if n == 0 {
         let _ = writeln!(s, "\nEvery branch merged cleanly.");
@@ -786,4 +809,63 @@ pub fn report_markdown(i: &Integration) -> String {
         }
     }
     s
+}
+
+/// The fenced, held-back and unattributed commits of the report.
+fn fence_sections(s: &mut String, i: &Integration) {
+    let short = |c: &str| c.chars().take(10).collect::<String>();
+    if !i.fenced.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Fenced ({})\n\nCommits made under a claim that was lost, left out of `{}`:\n",
+            i.fenced.iter().map(|w| w.commits.len()).sum::<usize>(),
+            i.into
+        );
+        for w in &i.fenced {
+            let commits: Vec<String> = w.commits.iter().map(|c| short(c)).collect();
+            let _ = writeln!(
+                s,
+                "- {} by {} (claim {}, on {}): {}; commits {}",
+                one_line(&w.task, 40),
+                one_line(&w.instance, 40),
+                one_line(&short(&w.claim), 10),
+                w.branches.join(", "),
+                one_line(&w.reason, 200),
+                commits.join(", ")
+            );
+        }
+    }
+    if !i.held_back.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Held back ({})\n\nCommits that build on fenced work and no longer apply without it:\n",
+            i.held_back.len()
+        );
+        for h in &i.held_back {
+            let _ = writeln!(
+                s,
+                "- {} on {}: {}",
+                short(&h.commit),
+                h.branch,
+                one_line(&h.subject, 72)
+            );
+        }
+    }
+    if !i.unattributed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Unattributed ({})\n\nCommits that name no task and no claim (made outside mara's hooks); they are not fenced:\n",
+            i.unattributed.len()
+        );
+        for u in &i.unattributed {
+            let _ = writeln!(
+                s,
+                "- {} on {}: {} ({})",
+                short(&u.commit),
+                u.branch,
+                one_line(&u.subject, 72),
+                one_line(&u.paths.join(", "), 200)
+            );
+        }
+    }
 }

@@ -53,7 +53,9 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
             return Err(refusal.clone().into());
         }
     }
-    let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who)?;
+    let events = ledger.events()?;
+    let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
+    let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who, &claims)?;
     let md = integrate::report_markdown(&result);
     let json = serde_json::to_value(&result).expect("the report serialises");
     let dir = open_run_dir(&work_tree, &run, &[])?;
@@ -84,6 +86,7 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
     record(ctx, &ledger, &who, &result)?;
+    record_fenced(&ledger, &who, &result, &events)?;
     let report = Report::new(
         format!(
             "{md}\nreport: {}\n        {}",
@@ -138,6 +141,30 @@ fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             kind: "integration".into(),
             text: format!("merged {} into {}", merged.join(", "), r.into),
         };
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    Ok(())
+}
+
+/// One `fenced` event per group of fenced commits, unless the log has it already
+/// (a re-run finds the same commits again).
+fn record_fenced(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    r: &Integration,
+    events: &[(git2::Oid, crate::board::Event)],
+) -> Result<()> {
+    for w in &r.fenced {
+        let kind = EventKind::Fenced {
+            task: w.task.clone(),
+            instance: w.instance.clone(),
+            claim: w.claim.clone(),
+            commits: w.commits.clone(),
+            reason: w.reason.clone(),
+        };
+        if events.iter().any(|(_, e)| e.kind == kind) {
+            continue;
+        }
         ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
     Ok(())
