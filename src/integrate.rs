@@ -25,6 +25,7 @@ use crate::ids::{InstanceId, RunId};
 use crate::trailers;
 
 pub mod fence;
+pub mod matrix;
 
 use fence::{Claims, FencedWork, HeldBack, Rewriter, Unattributed};
 
@@ -163,6 +164,8 @@ pub struct Integration {
     /// Merged commits that name no task and no claim.
     #[serde(default)]
     pub unattributed: Vec<Unattributed>,
+    /// Every branch against the target and each other, before any merge; the order.
+    pub matrix: matrix::Matrix,
 }
 
 impl Integration {
@@ -318,14 +321,15 @@ pub type RefUpdate = (String, Option<Oid>, Oid);
 
 /// Merges `branches` into `into` (created at their merge base when new), leaving
 /// out the commits `claims` fences. Returns the result and the ref updates to make;
-/// [`apply_updates`] makes them.
+/// [`apply_updates`] makes them. `plan_only`: the matrix, the order and the fences,
+/// no merge (`integrate --plan`).
 pub fn integrate(
     repo: &Repository,
     run: &RunId,
     branches: &[String],
-    into: &str,
-    who: &str,
+    (into, who): (&str, &str),
     claims: &Claims,
+    plan_only: bool,
 ) -> Result<(Integration, Vec<RefUpdate>)> {
     if branches.is_empty() {
         bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
@@ -339,12 +343,26 @@ pub fn integrate(
     let base = starting_point(repo, old_into, &tips)?;
     let merger = Merger::new(repo, run, into, who);
     let mut rewriter = Rewriter::new(repo, claims);
+    let mut effective = vec![];
+    for (b, tip) in branches.iter().zip(tips) {
+        // The branch without its fenced commits (itself when it has none).
+        effective.push((b.clone(), rewriter.rewrite(b, tip, base)?));
+    }
+    let matrix = matrix::compute(repo, run, (into, base), &effective)?;
     let mut current = base;
     let mut results = vec![];
     let mut updates = vec![];
-    for (b, tip) in branches.iter().zip(tips) {
-        // The branch without its fenced commits (itself when it has none).
-        let tip = rewriter.rewrite(b, tip, base)?;
+    let order = if plan_only {
+        &[][..]
+    } else {
+        &matrix.order[..]
+    };
+    for b in order {
+        let tip = effective
+            .iter()
+            .find(|(n, _)| n == b)
+            .map(|(_, t)| *t)
+            .expect("the order lists the branches");
         let step = merger.merge_branch(current, base, b, tip)?;
         current = step.into_tip;
         updates.extend(step.update);
@@ -363,6 +381,7 @@ pub fn integrate(
             fenced: rewriter.fenced(),
             held_back: rewriter.held_back,
             unattributed: rewriter.unattributed,
+            matrix,
         },
         updates,
     ))
@@ -772,6 +791,13 @@ pub fn report_markdown(i: &Integration) -> String {
             result
         );
     }
+    let _ = writeln!(
+        s,
+        "\n## Merge order\n\n{}\n\nHow: {}.\n\n```text\n{}```",
+        i.matrix.order.join(", "),
+        i.matrix.heuristic,
+        i.matrix.text()
+    );
     fence_sections(&mut s, i);
     let n = i.conflict_count();
     if n == 0 {

@@ -24,6 +24,11 @@ pub struct IntegrateArgs {
     /// (the log records that this was used, and which tasks).
     #[arg(long)]
     pub unreviewed: bool,
+    /// Move nothing, write nothing: print the conflict matrix (every branch against
+    /// the target and every pair, merged in memory), the merge order and what would
+    /// be fenced.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
@@ -45,6 +50,12 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         args.branches
     };
     let who = ctx.operator(repo)?;
+    if args.plan {
+        let claims = integrate::fence::Claims::from_events(run.as_str(), &ledger.events()?);
+        let (result, _) =
+            integrate::integrate(repo, &run, &branches, (&into, &who), &claims, true)?;
+        return Ok(plan_report(&result));
+    }
     // With a review step, only approved work is integrated unless the caller says
     // otherwise; checked before any branch moves.
     let unreviewed = ledger.read(|s| Ok(s.full_board()?.unreviewed()))?;
@@ -55,7 +66,8 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     }
     let events = ledger.events()?;
     let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
-    let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who, &claims)?;
+    let (result, updates) =
+        integrate::integrate(repo, &run, &branches, (&into, &who), &claims, false)?;
     let md = integrate::report_markdown(&result);
     let json = serde_json::to_value(&result).expect("the report serialises");
     let dir = open_run_dir(&work_tree, &run, &[])?;
@@ -102,6 +114,29 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
             .into());
     }
     Ok(report)
+}
+
+/// What `integrate --plan` prints: the matrix, the order, what would be fenced.
+fn plan_report(r: &Integration) -> Report {
+    let mut text = r.matrix.text();
+    for w in &r.fenced {
+        text.push_str(&format!(
+            "would fence {} commit(s) of {} by {}: {}\n",
+            w.commits.len(),
+            crate::board::one_line(&w.task, 40),
+            crate::board::one_line(&w.instance, 40),
+            crate::board::one_line(&w.reason, 200)
+        ));
+    }
+    Report::new(
+        text.trim_end().to_owned(),
+        serde_json::json!({
+            "matrix": r.matrix,
+            "fenced": r.fenced,
+            "held_back": r.held_back,
+            "unattributed": r.unattributed,
+        }),
+    )
 }
 
 /// Every conflicted file is an event, so `mara log --type conflict` lists them.

@@ -1114,3 +1114,127 @@ fn collect_export_integrate_and_run_never_write_through_a_planted_link() {
     assert_eq!(r.tip(RUN), tip);
     r.verify_ok();
 }
+
+const I3: &str = "mara/r/implementer_3";
+
+/// Branches 1..3 where pairs (1,2) and (2,3) clash and (1,3) do not: 1 and 2 edit line
+/// 3 of `x.txt`, 2 and 3 line 7 of `y.txt`.
+fn three_branches() -> TestRepo {
+    let r = setup(&[
+        ("x.txt", ten_lines().as_bytes()),
+        ("y.txt", ten_lines().as_bytes()),
+    ]);
+    r.git(&["branch", I3]);
+    let edit = |line: usize, by: &str| {
+        ten_lines()
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i + 1 == line {
+                    format!("{l} by {by}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect::<String>()
+    };
+    let d = r.dir.clone();
+    commit_on(&r, I1, "x by one", "", || {
+        write(&d, "x.txt", edit(3, "one").as_bytes())
+    });
+    commit_on(&r, I2, "x and y by two", "", || {
+        write(&d, "x.txt", edit(3, "two").as_bytes());
+        write(&d, "y.txt", edit(7, "two").as_bytes());
+    });
+    commit_on(&r, I3, "y by three", "", || {
+        write(&d, "y.txt", edit(7, "three").as_bytes())
+    });
+    r
+}
+
+#[test]
+fn the_matrix_names_exactly_the_clashing_pairs_and_the_order_merges_around_them() {
+    let r = three_branches();
+    let before = all_refs(&r);
+    let plan = r.mara(&["integrate", "--plan", "--json"]);
+    plan.ok("integrate --plan");
+    assert_eq!(all_refs(&r), before, "--plan moves nothing");
+    assert!(
+        !run_dir(&r).join("integrator.json").exists(),
+        "--plan writes nothing"
+    );
+    let j: Value = serde_json::from_str(&plan.stdout).expect("--plan --json is JSON");
+    let pairs: Vec<(String, String)> = j["matrix"]["clashes"]
+        .as_array()
+        .expect("clashes")
+        .iter()
+        .map(|c| {
+            (
+                c["a"].as_str().unwrap().to_owned(),
+                c["b"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            (I1.to_owned(), I2.to_owned()),
+            (I2.to_owned(), I3.to_owned())
+        ],
+        "exactly (1,2) and (2,3) clash"
+    );
+    let c12 = &j["matrix"]["clashes"][0];
+    assert_eq!(c12["files"][0]["path"], "x.txt");
+    assert_eq!(c12["files"][0]["kind"], "content");
+    assert_eq!(c12["files"][0]["hunks"][0]["base"]["start"], 3);
+    assert_eq!(
+        c12["a_by"]["instances"],
+        serde_json::json!(["implementer#1"])
+    );
+    assert_eq!(
+        c12["b_by"]["instances"],
+        serde_json::json!(["implementer#2"])
+    );
+    assert_eq!(c12["base"], rev(&r, "main"));
+    assert_eq!(j["matrix"]["order"], serde_json::json!([I1, I3, I2]));
+    let text = r.mara(&["integrate", "--plan"]);
+    assert!(
+        text.stdout.contains(&format!("{I1} x {I2}")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("x.txt (content): lines base 3-3 / 3-3 / 3-3"),
+        "{}",
+        text.stdout
+    );
+
+    // The chosen order merges 1 and 3 and leaves 2 in conflict.
+    let out = r.mara(&["integrate"]);
+    out.expect_code(3, "one branch in conflict");
+    let j = report_json(&r);
+    let results: Vec<(String, String)> = j["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["branch"].as_str().unwrap().to_owned(),
+                b["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (I1.to_owned(), "merged".to_owned()),
+            (I3.to_owned(), "merged".to_owned()),
+            (I2.to_owned(), "conflicts".to_owned())
+        ]
+    );
+    assert_eq!(j["matrix"]["order"], serde_json::json!([I1, I3, I2]));
+    let md = report_md(&r);
+    assert!(md.contains("## Merge order"), "{md}");
+    assert!(md.contains("clash with nothing first"), "{md}");
+}
