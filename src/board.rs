@@ -93,6 +93,10 @@ pub struct RunConfig {
     /// run keeps the format it was made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<u32>,
+    /// The role whose instances resolve the integrator's conflicts (the config's
+    /// `integration.resolver_role`; `integrator` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver_role: Option<String>,
 }
 
 /// The board format new runs are made with. 2 adds what reads need without
@@ -113,6 +117,7 @@ impl RunConfig {
             poll_sec: None,
             roles: None,
             format: Some(BOARD_FORMAT),
+            resolver_role: None,
         }
     }
 
@@ -604,6 +609,9 @@ impl EventKind {
             | EventKind::TaskCancel { task, .. }
             | EventKind::Review { task, .. } => vec![task],
             EventKind::Progress {
+                task: Some(task), ..
+            }
+            | EventKind::Resolved {
                 task: Some(task), ..
             } => vec![task],
             EventKind::Message {
@@ -1577,6 +1585,12 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
         check_role(r)?;
         if c.roles.as_ref().is_some_and(|all| !all.contains(r)) {
             return invalid(format!("review_role {r} is not one of the run's roles"));
+        }
+    }
+    if let Some(r) = &c.resolver_role {
+        check_role(r)?;
+        if c.roles.as_ref().is_some_and(|all| !all.contains(r)) {
+            return invalid(format!("resolver_role {r} is not one of the run's roles"));
         }
     }
     if let Some(f) = c.format.filter(|f| !(1..=BOARD_FORMAT).contains(f)) {

@@ -51,6 +51,17 @@ pub struct SeedConfig {
     pub coordination: Coordination,
     #[serde(default)]
     pub outputs: Option<Outputs>,
+    #[serde(default)]
+    pub integration: Option<IntegrationCfg>,
+}
+
+/// The `integration` block.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationCfg {
+    /// The role that gets a task for each conflict the integrator leaves (default
+    /// `integrator`).
+    pub resolver_role: Option<String>,
 }
 
 /// One role of the run: `{ "id": "implementer", "file": "roles/implementer.json", "instances": 2 }`.
@@ -127,6 +138,18 @@ impl SeedConfig {
                 );
             }
         }
+        if let Some(r) = self
+            .integration
+            .as_ref()
+            .and_then(|i| i.resolver_role.as_ref())
+        {
+            if !self.roles.is_empty() && !self.roles.iter().any(|x| &x.id == r) {
+                bail!(
+                    "integration.resolver_role is {r:?}, which is none of the config's roles ({}); name one of them",
+                    self.roles.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         if let Some(o) = &self.outputs {
             let p = &o.pattern;
             if p.trim().is_empty()
@@ -179,6 +202,10 @@ impl SeedConfig {
             review_role: self.coordination.review_role.clone(),
             poll_sec: self.coordination.poll_sec,
             roles: self.role_names(),
+            resolver_role: self
+                .integration
+                .as_ref()
+                .and_then(|i| i.resolver_role.clone()),
             ..RunConfig::new(run, claim_timeout_sec)
         }
     }

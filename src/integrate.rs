@@ -26,6 +26,7 @@ use crate::trailers;
 
 pub mod fence;
 pub mod matrix;
+pub mod resolve;
 
 use fence::{Claims, FencedWork, HeldBack, Rewriter, Unattributed};
 
@@ -166,6 +167,9 @@ pub struct Integration {
     pub unattributed: Vec<Unattributed>,
     /// Every branch against the target and each other, before any merge; the order.
     pub matrix: matrix::Matrix,
+    /// Conflicts branches with commits of their own: merged, or what is left.
+    #[serde(default)]
+    pub resolutions: Vec<resolve::Resolution>,
 }
 
 impl Integration {
@@ -340,8 +344,14 @@ pub fn integrate(
         .then_some(())
         .ok_or_else(|| anyhow!("--into {into:?} is not a valid branch name"))?;
     let old_into = repo.refname_to_id(&into_ref).ok();
-    let base = starting_point(repo, old_into, &tips)?;
+    let mut base = starting_point(repo, old_into, &tips)?;
     let merger = Merger::new(repo, run, into, who);
+    // Resolved conflicts first: they bring both sides of an earlier conflict.
+    let mut resolutions = vec![];
+    if old_into.is_some() && !plan_only {
+        let s = signature(&merger.sig)?;
+        (base, resolutions) = resolve::merge_resolutions(repo, run, into, base, &s)?;
+    }
     let mut rewriter = Rewriter::new(repo, claims);
     let mut effective = vec![];
     for (b, tip) in branches.iter().zip(tips) {
@@ -382,6 +392,7 @@ pub fn integrate(
             held_back: rewriter.held_back,
             unattributed: rewriter.unattributed,
             matrix,
+            resolutions,
         },
         updates,
     ))
@@ -550,7 +561,21 @@ impl<'r> Merger<'r> {
         );
         let cc = repo.commit(None, &s, &s, &cmsg, &tree, &[&ours_c, &theirs_c])?;
         let cref = format!("refs/heads/{}", m.conflict_branch);
-        let update = (cref.clone(), repo.refname_to_id(&cref).ok(), cc);
+        let old = repo.refname_to_id(&cref).ok();
+        // A conflicts branch with commits of its own (a resolution) never moves.
+        let kept = match old {
+            Some(o) => resolve::has_own_commits(repo, o)?,
+            None => false,
+        };
+        let update = (!kept).then(|| (cref.clone(), old, cc));
+        if kept {
+            for f in &mut files {
+                f.action = format!(
+                    "left out of {into}; {} has commits of its own (a resolution) and was not moved: finish it and run `mara integrate --continue`",
+                    m.conflict_branch
+                );
+            }
+        }
         result.result = Outcome::Conflicts;
         result.commit = Some(cc.to_string());
         result.conflict_branch = Some(m.conflict_branch);
@@ -559,7 +584,7 @@ impl<'r> Merger<'r> {
             result,
             // A conflicted branch is left out of the integration branch.
             into_tip: current,
-            update: Some(update),
+            update,
         })
     }
 
@@ -799,6 +824,30 @@ pub fn report_markdown(i: &Integration) -> String {
         i.matrix.text()
     );
     fence_sections(&mut s, i);
+    if !i.resolutions.is_empty() {
+        let _ = writeln!(s, "\n## Resolutions ({})\n", i.resolutions.len());
+        for r in &i.resolutions {
+            let by =
+                r.by.as_deref()
+                    .map(|b| one_line(b, 64))
+                    .unwrap_or_else(|| "someone".into());
+            match (&r.merged, &r.left) {
+                (Some(c), _) => {
+                    let _ = writeln!(
+                        s,
+                        "- `{}`: resolved by {by} ({}), merged ({})",
+                        r.branch,
+                        r.files.join(", "),
+                        &c[..10]
+                    );
+                }
+                (None, Some(why)) => {
+                    let _ = writeln!(s, "- `{}`: not merged: {why}", r.branch);
+                }
+                (None, None) => {}
+            }
+        }
+    }
     let n = i.conflict_count();
     if n == 0 {
         let _ = writeln!(s, "\nEvery branch merged cleanly.");

@@ -1285,6 +1285,7 @@ fn every_kind() -> Vec<EventKind> {
                 poll_sec: None,
                 roles: None,
                 format: Some(BOARD_FORMAT),
+                resolver_role: Some("integrator".into()),
             },
         },
         EventKind::TaskAdd {

@@ -29,6 +29,12 @@ pub struct IntegrateArgs {
     /// be fenced.
     #[arg(long)]
     pub plan: bool,
+    /// Merge the resolved conflicts branches (`mara/<run>/conflicts/*` with commits
+    /// of their own) and go on; a resolution with conflict markers left, or one that
+    /// lacks a side of its conflict, is refused naming the branch and the files
+    /// (plain `integrate` merges them too, and only reports what is left).
+    #[arg(long = "continue")]
+    pub cont: bool,
 }
 
 pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
@@ -68,6 +74,19 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
     let (result, updates) =
         integrate::integrate(repo, &run, &branches, (&into, &who), &claims, false)?;
+    if args.cont {
+        let left: Vec<String> = result
+            .resolutions
+            .iter()
+            .filter_map(|r| r.left.as_ref().map(|why| format!("{}: {why}", r.branch)))
+            .collect();
+        if !left.is_empty() {
+            anyhow::bail!(
+                "not merging the resolution: {}; finish it on that branch (commit there) and run `mara integrate --continue` again",
+                left.join("; ")
+            );
+        }
+    }
     let md = integrate::report_markdown(&result);
     let json = serde_json::to_value(&result).expect("the report serialises");
     let dir = open_run_dir(&work_tree, &run, &[])?;
@@ -99,6 +118,7 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     }
     record(ctx, &ledger, &who, &result)?;
     record_fenced(&ledger, &who, &result, &events)?;
+    record_resolutions(&ledger, &who, &result)?;
     let report = Report::new(
         format!(
             "{md}\nreport: {}\n        {}",
@@ -203,4 +223,103 @@ fn record_fenced(
         ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
     Ok(())
+}
+
+/// A `resolved` event per merged resolution, and a resolve task (for the run's
+/// resolver role) per branch whose conflicts were just put on a conflicts branch.
+fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+    let board = ledger.read(|s| s.full_board())?;
+    for res in &r.resolutions {
+        let Some(commit) = &res.merged else {
+            continue;
+        };
+        let task = board
+            .tasks
+            .values()
+            .filter(|t| {
+                t.branch.as_deref() == Some(res.branch.as_str()) || resolve_task_of(t, &res.branch)
+            })
+            .map(|t| t.id.clone())
+            .next_back();
+        let kind = EventKind::Resolved {
+            branch: res.branch.clone(),
+            commit: commit.clone(),
+            files: res.files.clone(),
+            by: res.by.clone(),
+            task,
+        };
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    let config = board
+        .config
+        .clone()
+        .unwrap_or_else(|| crate::board::RunConfig::new(ledger.run().clone(), 0));
+    let role = config.resolver_role.clone().or_else(|| {
+        let default = "integrator".to_owned();
+        config
+            .roles
+            .as_ref()
+            .is_none_or(|all| all.contains(&default))
+            .then_some(default)
+    });
+    for b in &r.branches {
+        let Some(cb) = &b.conflict_branch else {
+            continue;
+        };
+        if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
+            continue;
+        }
+        // One open resolve task per conflicts branch.
+        if board
+            .tasks
+            .values()
+            .any(|t| resolve_task_of(t, cb) && !t.status.is_final())
+        {
+            continue;
+        }
+        let stem = cb.rsplit('/').next().unwrap_or(cb);
+        let id = (1..)
+            .map(|n| {
+                if n == 1 {
+                    format!("resolve-{stem}")
+                } else {
+                    format!("resolve-{stem}-{n}")
+                }
+            })
+            .find(|id| id.parse().is_ok_and(|t| !board.tasks.contains_key(&t)))
+            .expect("some id is free");
+        let task = crate::board::NewTask {
+            id: id.parse()?,
+            title: format!("resolve the conflict of {} on {cb}", b.branch),
+            deps: vec![],
+            // Reserves the conflicted files (a name that reads as a glob is left out).
+            paths: b
+                .conflicts
+                .iter()
+                .map(|c| c.path.clone())
+                .filter(|p| !p.contains(['*', '?', '[', ']', '{', '}', '\\']))
+                .collect(),
+            body: Some(integrate::resolve::task_body(
+                r,
+                &b.branch,
+                cb,
+                &b.conflicts,
+            )),
+            role: role.clone(),
+            priority: 0,
+            status: None,
+            claimed_by: None,
+        };
+        let kind = EventKind::TaskAdd { task };
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    Ok(())
+}
+
+/// Whether `t` is the resolve task of conflicts branch `cb` (its body names it).
+fn resolve_task_of(t: &crate::board::Task, cb: &str) -> bool {
+    t.id.as_str().starts_with("resolve-")
+        && t.body
+            .as_deref()
+            .is_some_and(|b| b.contains(&format!("`git switch {cb}`")))
 }

@@ -1238,3 +1238,107 @@ fn the_matrix_names_exactly_the_clashing_pairs_and_the_order_merges_around_them(
     assert!(md.contains("## Merge order"), "{md}");
     assert!(md.contains("clash with nothing first"), "{md}");
 }
+
+/// Switches to `branch`, writes `files`, commits as `who`, switches back.
+fn resolve_on(r: &TestRepo, branch: &str, files: &[(&str, String)], who: &str) -> String {
+    r.git(&["switch", "-q", branch]);
+    for (f, text) in files {
+        write(&r.dir, f, text.as_bytes());
+    }
+    r.git(&["add", "-A"]);
+    r.git(&[
+        "commit",
+        "-q",
+        "-m",
+        "resolve",
+        "-m",
+        &format!("Mara-Instance: {who}"),
+    ]);
+    let c = rev(r, "HEAD");
+    r.git(&["switch", "-q", "main"]);
+    c
+}
+
+#[test]
+fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
+    let r = three_branches();
+    r.mara(&["integrate"]).expect_code(3, "branch 2 conflicts");
+    let cb = "mara/r/conflicts/implementer_2";
+    // One resolve task for the integrator role, with both sides and the hunks.
+    let t = r.task("resolve-implementer_2");
+    assert_eq!(t["role"], "integrator", "{t}");
+    let body = t["body"].as_str().expect("a body");
+    assert!(body.contains(&format!("git switch {cb}")), "{body}");
+    assert!(body.contains("x.txt") && body.contains("y.txt"), "{body}");
+    assert!(
+        body.contains("line 3 by one") && body.contains("line 3 by two"),
+        "{body}"
+    );
+    assert!(body.contains("- hunk: base lines"), "{body}");
+    // The conflicts branch has diff3 markers (with the base).
+    let x = show(&r, cb, "x.txt");
+    assert!(x.contains("<<<<<<< ") && x.contains("||||||| base"), "{x}");
+    // A re-run adds no second task.
+    r.mara(&["integrate"]).expect_code(3, "still in conflict");
+    assert!(r.board()["tasks"]
+        .as_array()
+        .map(|ts| ts
+            .iter()
+            .filter(|t| t["id"].as_str().unwrap().starts_with("resolve-"))
+            .count()
+            == 1)
+        .unwrap_or(true));
+
+    // Half a resolution: x.txt fixed, markers left in y.txt.
+    let fixed_x = ten_lines().replace("line 3\n", "line 3 by one and two\n");
+    let half = resolve_on(&r, cb, &[("x.txt", fixed_x.clone())], "integrator#1");
+    let before = all_refs(&r);
+    let refused = r.mara(&["integrate", "--continue"]);
+    refused.expect_code(1, "markers left");
+    refused.stderr_has(cb).stderr_has("y.txt");
+    assert!(!refused.stderr.contains("x.txt"), "{}", refused.stderr);
+    assert_eq!(all_refs(&r), before, "a refusal moves nothing");
+    // A plain re-run does not move the resolution either, and says what is left.
+    r.mara(&["integrate"]);
+    assert_eq!(rev(&r, cb), half, "the resolution branch is never moved");
+    assert!(report_md(&r).contains("conflict markers are left in y.txt"));
+
+    // The rest of the resolution: it merges on --continue.
+    let fixed_y = ten_lines().replace("line 7\n", "line 7 by two and three\n");
+    resolve_on(&r, cb, &[("y.txt", fixed_y.clone())], "integrator#1");
+    r.mara(&["integrate", "--continue"])
+        .ok("the resolution merges");
+    assert_eq!(show(&r, INTEGRATION, "x.txt"), fixed_x);
+    assert_eq!(show(&r, INTEGRATION, "y.txt"), fixed_y);
+    for b in [I1, I2, I3] {
+        assert!(
+            r.git(&["merge-base", "--is-ancestor", b, INTEGRATION])
+                .is_empty(),
+            "{b} is in the integration branch"
+        );
+    }
+    let resolved = events_of_type(&r, "resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["payload"]["branch"], cb);
+    assert_eq!(resolved[0]["payload"]["by"], "integrator#1");
+    let md = report_md(&r);
+    assert!(
+        md.contains(&format!("`{cb}`: resolved by integrator#1")),
+        "{md}"
+    );
+    let j = report_json(&r);
+    assert_eq!(j["resolutions"][0]["by"], "integrator#1");
+    // Done: a further run is up to date and changes nothing.
+    let tip = rev(&r, INTEGRATION);
+    r.mara(&["integrate", "--continue"]).ok("nothing left");
+    assert_eq!(rev(&r, INTEGRATION), tip);
+    assert_eq!(events_of_type(&r, "resolved").len(), 1);
+
+    // Someone force-moves the conflicts branch: it is reported, never merged.
+    r.git(&["branch", "-f", cb, "main"]);
+    let out = r.mara(&["integrate", "--continue"]);
+    out.expect_code(1, "a moved conflicts branch");
+    out.stderr_has("not built on the integrator's conflicted merge");
+    assert_eq!(rev(&r, INTEGRATION), tip);
+    r.verify_ok();
+}
