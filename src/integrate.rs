@@ -170,6 +170,56 @@ pub struct Integration {
     /// Conflicts branches with commits of their own: merged, or what is left.
     #[serde(default)]
     pub resolutions: Vec<resolve::Resolution>,
+    /// Every done task: its commits (by trailer), the branches holding them, and
+    /// whether the integration branch has them all.
+    #[serde(default)]
+    pub tasks: Vec<TaskAccount>,
+}
+
+/// One done task's work (`integrated`: every commit of it that is not fenced is in
+/// the integration branch).
+#[derive(Serialize, Clone, Debug)]
+pub struct TaskAccount {
+    pub task: String,
+    pub commits: Vec<crate::commands::log::NamedCommit>,
+    pub integrated: bool,
+}
+
+/// The accounts of `done` tasks once the integration branch is at `tip`.
+pub fn task_accounts(
+    repo: &Repository,
+    into: &str,
+    tip: Oid,
+    done: &BTreeSet<String>,
+    fenced: &[FencedWork],
+) -> Result<Vec<TaskAccount>> {
+    let fenced: BTreeSet<&str> = fenced
+        .iter()
+        .flat_map(|w| w.commits.iter().map(String::as_str))
+        .collect();
+    let mut tips: Vec<(String, Oid)> = crate::commands::log::local_tips(repo)?
+        .into_iter()
+        .filter(|(n, _)| n != into)
+        .collect();
+    tips.push((into.to_owned(), tip));
+    let mut named = crate::commands::log::commits_naming_tasks(repo, &tips, done)?;
+    Ok(done
+        .iter()
+        .map(|t| {
+            let commits = named.remove(t).unwrap_or_default();
+            let good: Vec<_> = commits
+                .iter()
+                .filter(|c| !fenced.contains(c.commit.as_str()))
+                .collect();
+            let integrated =
+                !good.is_empty() && good.iter().all(|c| c.branches.iter().any(|b| b == into));
+            TaskAccount {
+                task: t.clone(),
+                commits,
+                integrated,
+            }
+        })
+        .collect())
 }
 
 impl Integration {
@@ -393,6 +443,7 @@ pub fn integrate(
             unattributed: rewriter.unattributed,
             matrix,
             resolutions,
+            tasks: vec![],
         },
         updates,
     ))
@@ -746,10 +797,13 @@ pub fn check_not_checked_out(repo: &Repository, refname: &str) -> Result<()> {
     }
     for (path, target) in heads {
         if target.as_deref() == Some(refname) {
-            bail!(
-                "{} is checked out in {path}; integrate into another branch with --into, or switch that worktree to another branch",
-                refname.trim_start_matches("refs/heads/")
-            );
+            let name = refname.trim_start_matches("refs/heads/");
+            let fix = if name.contains("/conflicts/") {
+                "commit your resolution there and run `mara integrate --continue` (a branch with commits of its own is never moved), or switch that worktree to another branch"
+            } else {
+                "integrate into another branch with --into, or switch that worktree to another branch"
+            };
+            bail!("{name} is checked out in {path}, and integrating would move it; {fix}");
         }
     }
     Ok(())
@@ -770,9 +824,10 @@ pub fn apply_updates(
             Some(o) => repo.reference_matching(name, *new, true, *o, msg),
             None => repo.reference_matching(name, *new, true, Oid::zero(), msg),
         };
+        crate::context::crash_point("integrate-between-refs");
         res.map_err(|e| match e.code() {
             git2::ErrorCode::Modified => {
-                anyhow!("{name} moved while integrating; run `mara integrate` again")
+                anyhow!("{name} moved while integrating (nothing after it was moved); run `mara integrate` again")
             }
             _ => anyhow!(e).context(format!("updating {name}")),
         })?;
@@ -823,6 +878,38 @@ pub fn report_markdown(i: &Integration) -> String {
         i.matrix.heuristic,
         i.matrix.text()
     );
+    if !i.tasks.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Tasks ({})\n\n| task | commits | branches | in `{}` |\n| --- | --- | --- | --- |",
+            i.tasks.len(),
+            i.into
+        );
+        for t in &i.tasks {
+            let commits: Vec<String> = t
+                .commits
+                .iter()
+                .map(|c| c.commit[..10].to_owned())
+                .collect();
+            let branches: BTreeSet<&str> = t
+                .commits
+                .iter()
+                .flat_map(|c| c.branches.iter().map(String::as_str))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                one_line(&t.task, 40),
+                if commits.is_empty() {
+                    "none by trailer".into()
+                } else {
+                    commits.join(", ")
+                },
+                branches.into_iter().collect::<Vec<_>>().join(", "),
+                if t.integrated { "yes" } else { "no" }
+            );
+        }
+    }
     fence_sections(&mut s, i);
     if !i.resolutions.is_empty() {
         let _ = writeln!(s, "\n## Resolutions ({})\n", i.resolutions.len());

@@ -48,9 +48,13 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         .into
         .unwrap_or_else(|| format!("mara/{run}/integration"));
     let branches = if args.branches.is_empty() {
+        // The integrator's own branch is merged only when named.
         integrate::instance_branches(repo, &run)?
             .into_iter()
             .filter(|b| *b != into)
+            .filter(|b| {
+                integrate::branch_instance(&run, b).is_none_or(|i| i.role() != "integrator")
+            })
             .collect()
     } else {
         args.branches
@@ -87,11 +91,24 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
             );
         }
     }
+    let mut result = result;
+    let done: std::collections::BTreeSet<String> = ledger.read(|s| {
+        Ok(s.full_board()?
+            .tasks
+            .values()
+            .filter(|t| t.status == crate::board::TaskStatus::Done)
+            .map(|t| t.id.to_string())
+            .collect())
+    })?;
+    let tip = git2::Oid::from_str(&result.tip)?;
+    result.tasks = integrate::task_accounts(repo, &into, tip, &done, &result.fenced)?;
     let md = integrate::report_markdown(&result);
     let json = serde_json::to_value(&result).expect("the report serialises");
     let dir = open_run_dir(&work_tree, &run, &[])?;
     exclude_run_dirs(repo)?;
+    crate::context::crash_point("integrate-before-refs");
     integrate::apply_updates(repo, &updates, &format!("mara integrate {run}"))?;
+    crate::context::crash_point("integrate-after-refs");
     let md_path = dir.write("integrator.md", md.as_bytes())?;
     let json_path = dir.write("integrator.json", format!("{json:#}\n").as_bytes())?;
     if let Some(crate::board::Refusal::Unreviewed {

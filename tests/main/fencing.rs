@@ -221,6 +221,29 @@ fn work_under_a_lost_claim_is_fenced_and_forged_claims_too() {
     assert!(md.contains("## Fenced (7)"), "{md}");
     assert!(md.contains("## Unattributed (1)"), "{md}");
 
+    // Every done task is accounted for: its commits, their branches, integrated.
+    let t1 = j["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "T1")
+        .expect("T1's account");
+    assert_eq!(t1["integrated"], true, "{t1}");
+    let api = t1["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["summary"] == "add api.txt")
+        .expect("the new holder's commit");
+    assert!(
+        api["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == INTEGRATION),
+        "{api}"
+    );
+    assert!(md.contains("## Tasks (2)"), "{md}");
     // One fenced event per group; a re-run records none again.
     let events = events_of_type(&r, "fenced");
     assert_eq!(events.len(), fenced.len(), "{events:?}");

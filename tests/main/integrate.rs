@@ -1328,6 +1328,21 @@ fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
     );
     let j = report_json(&r);
     assert_eq!(j["resolutions"][0]["by"], "integrator#1");
+    // The HTML report lists each conflicted file once, resolved, and by whom.
+    let page = r.root().join("report.html");
+    r.mara(&["report", "--html", page.to_str().unwrap()])
+        .ok("report --html");
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert_eq!(
+        html.matches("<td><code>x.txt</code></td>").count(),
+        1,
+        "x.txt once"
+    );
+    assert!(
+        html.contains("resolved by integrator#1"),
+        "resolved in the page"
+    );
+    assert!(!html.contains("<td>open</td>"), "no conflict left open");
     // Done: a further run is up to date and changes nothing.
     let tip = rev(&r, INTEGRATION);
     r.mara(&["integrate", "--continue"]).ok("nothing left");
@@ -1341,4 +1356,60 @@ fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
     out.stderr_has("not built on the integrator's conflicted merge");
     assert_eq!(rev(&r, INTEGRATION), tip);
     r.verify_ok();
+}
+
+#[test]
+fn a_crash_between_computing_and_moving_refs_leaves_the_old_tip_and_a_rerun_continues() {
+    let r = three_branches();
+    let before = all_refs(&r);
+    let crashed = r.mara_in(
+        &["integrate"],
+        &[("MARA_CRASH_AT", "integrate-before-refs")],
+        None,
+    );
+    assert_ne!(crashed.code, 0, "the injected crash stops it");
+    assert_eq!(all_refs(&r), before, "no branch moved");
+    assert!(
+        events_of_type(&r, "conflict").is_empty(),
+        "nothing recorded"
+    );
+    assert_eq!(
+        r.git(&["status", "--porcelain"]),
+        "",
+        "no worktree or index touched"
+    );
+    // Crashed after the integration branch moved, before the conflicts branch.
+    let crashed = r.mara_in(
+        &["integrate"],
+        &[("MARA_CRASH_AT", "integrate-between-refs")],
+        None,
+    );
+    assert_ne!(crashed.code, 0);
+    let tip = rev(&r, INTEGRATION);
+    assert!(!branch_exists(&r, "mara/r/conflicts/implementer_2"));
+    // The re-run continues: the integration branch is where it was, the conflict is
+    // kept and becomes a task.
+    r.mara(&["integrate"])
+        .expect_code(3, "the conflict is left");
+    assert_eq!(rev(&r, INTEGRATION), tip);
+    assert!(branch_exists(&r, "mara/r/conflicts/implementer_2"));
+    assert_eq!(r.task("resolve-implementer_2")["status"], "open");
+    assert_eq!(r.git(&["status", "--porcelain"]), "");
+    r.verify_ok();
+}
+
+#[test]
+fn the_integrators_own_branch_is_merged_only_when_named() {
+    let r = setup(&[]);
+    r.git(&["branch", "mara/r/integrator_1"]);
+    let d = r.dir.clone();
+    commit_on(&r, "mara/r/integrator_1", "report", "", || {
+        write(&d, "integrator.md", b"x\n")
+    });
+    commit_on(&r, I1, "work", "", || write(&d, "a.txt", b"a\n"));
+    r.mara(&["integrate"]).ok("integrate");
+    assert!(!files_of(&r, INTEGRATION).contains(&"integrator.md".to_owned()));
+    r.mara(&["integrate", "--branches", "mara/r/integrator_1"])
+        .ok("named");
+    assert!(files_of(&r, INTEGRATION).contains(&"integrator.md".to_owned()));
 }
