@@ -1080,6 +1080,10 @@ pub enum Refusal {
     Conflicts {
         files: usize,
     },
+    /// `plan --strict`: tasks that may run at once reserve overlapping paths.
+    Overlaps {
+        pairs: usize,
+    },
     /// Nothing can become ready for this role any more: exit code 4, "stop".
     NothingLeft {
         role: String,
@@ -1153,6 +1157,12 @@ impl fmt::Display for Refusal {
                 write!(
                     f,
                     "{files} file(s) in conflict; nothing was resolved silently"
+                )
+            }
+            Refusal::Overlaps { pairs } => {
+                write!(
+                    f,
+                    "{pairs} pair(s) of tasks not ordered by their deps reserve overlapping paths; nothing was added"
                 )
             }
             Refusal::NothingLeft { role } => {
@@ -1255,7 +1265,10 @@ impl Refusal {
                 "its holder may add paths with `mara task edit {task} --add-path GLOB`"
             )),
             Refusal::Conflicts { .. } => Some(
-                "read the report (integrator.md), resolve on the conflicts branch, and run `mara integrate` again".into(),
+                "read the report (integrator.md); each conflict is a resolve task: resolve on its conflicts branch, commit there, and run `mara integrate --continue`".into(),
+            ),
+            Refusal::Overlaps { .. } => Some(
+                "order them with deps, split their paths, or add the plan without --strict".into(),
             ),
             Refusal::Unreviewed { .. } => Some(
                 "wait for the reviews (`mara status`), or merge anyway with `mara integrate --unreviewed` (logged)".into(),

@@ -1413,3 +1413,58 @@ fn the_integrators_own_branch_is_merged_only_when_named() {
         .ok("named");
     assert!(files_of(&r, INTEGRATION).contains(&"integrator.md".to_owned()));
 }
+
+#[test]
+fn plan_check_lists_overlapping_paths_of_unordered_tasks_and_strict_refuses() {
+    let r = TestRepo::with_run(RUN);
+    let plan = r.write_outside(
+        "plan.json",
+        r#"[
+  {"id": "A", "title": "api", "paths": ["src/api/**"]},
+  {"id": "B", "title": "users", "paths": ["src/api/users.rs"]},
+  {"id": "C", "title": "after A", "deps": ["A"], "paths": ["src/api/**"]},
+  {"id": "D", "title": "ui", "paths": ["src/ui/"]}
+]"#,
+    );
+    let p = plan.to_str().unwrap();
+    let before = r.tip(RUN);
+    let check = r.mara(&["plan", p, "--check", "--json"]);
+    check.ok("plan --check");
+    let j: Value = serde_json::from_str(&check.stdout).expect("JSON");
+    let pairs: Vec<(String, String)> = j["overlaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["a"].as_str().unwrap().to_owned(),
+                o["b"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // A and C are ordered (C depends on A); D touches nothing of theirs.
+    assert_eq!(
+        pairs,
+        [
+            ("A".to_owned(), "B".to_owned()),
+            ("B".to_owned(), "C".to_owned())
+        ]
+    );
+    assert_eq!(r.tip(RUN), before, "--check adds nothing");
+    let strict = r.mara(&["plan", p, "--strict"]);
+    strict.expect_code(3, "--strict refuses overlaps");
+    assert!(
+        strict.stdout.contains("overlap: A and B"),
+        "{}",
+        strict.stdout
+    );
+    assert_eq!(r.tip(RUN), before, "a refusal adds nothing");
+    let added = r.mara(&["plan", p]);
+    added.ok("plan without --strict adds it");
+    assert!(
+        added.stderr.contains("overlap: A and B"),
+        "{}",
+        added.stderr
+    );
+    assert_eq!(r.task("A")["status"], "open");
+}
