@@ -261,6 +261,43 @@ fn blob_bytes(repo: &Repository, e: &Option<IndexEntry>) -> Result<Option<Vec<u8
     }
 }
 
+/// A conflicted entry of a merge, read: its path, the three versions, its kind.
+struct Sides {
+    path: String,
+    base: Option<Vec<u8>>,
+    ours: Option<Vec<u8>>,
+    theirs: Option<Vec<u8>>,
+    binary: bool,
+    kind: ConflictKind,
+}
+
+impl Sides {
+    fn of(repo: &Repository, c: &git2::IndexConflict) -> Result<Sides> {
+        let entry = c
+            .our
+            .as_ref()
+            .or(c.their.as_ref())
+            .or(c.ancestor.as_ref())
+            .expect("a conflict has at least one side");
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        let base = blob_bytes(repo, &c.ancestor)?;
+        let ours = blob_bytes(repo, &c.our)?;
+        let theirs = blob_bytes(repo, &c.their)?;
+        let binary = [&base, &ours, &theirs]
+            .iter()
+            .any(|x| x.as_deref().is_some_and(is_binary));
+        let kind = ConflictKind::of(c, binary);
+        Ok(Sides {
+            path,
+            base,
+            ours,
+            theirs,
+            binary,
+            kind,
+        })
+    }
+}
+
 /// A unified diff with line numbers, as people read them in review.
 fn unified(from: &[u8], to: &[u8], from_name: &str, to_name: &str) -> String {
     let a = String::from_utf8_lossy(from);
@@ -649,20 +686,14 @@ impl<'r> Merger<'r> {
         c: &git2::IndexConflict,
     ) -> Result<FileConflict> {
         let repo = self.repo;
-        let entry = c
-            .our
-            .as_ref()
-            .or(c.their.as_ref())
-            .or(c.ancestor.as_ref())
-            .expect("a conflict has at least one side");
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        let base_b = blob_bytes(repo, &c.ancestor)?;
-        let ours_b = blob_bytes(repo, &c.our)?;
-        let theirs_b = blob_bytes(repo, &c.their)?;
-        let binary = [&base_b, &ours_b, &theirs_b]
-            .iter()
-            .any(|x| x.as_deref().is_some_and(is_binary));
-        let kind = ConflictKind::of(c, binary);
+        let Sides {
+            path,
+            base: base_b,
+            ours: ours_b,
+            theirs: theirs_b,
+            binary,
+            kind,
+        } = Sides::of(repo, c)?;
         index.conflict_remove(std::path::Path::new(&path))?;
         let action = self.keep_both(m, index, c, &path, binary)?;
         let (diff_ours, diff_theirs) = if binary {

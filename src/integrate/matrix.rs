@@ -19,7 +19,7 @@ use git2::{Oid, Repository};
 use serde::Serialize;
 use similar::{DiffOp, TextDiff};
 
-use super::{blob_bytes, is_binary, touched, ConflictKind, Touch};
+use super::{touched, ConflictKind, Sides, Touch};
 use crate::ids::RunId;
 
 /// Lines `start..=end` (1-based) of one side of a clashing file; `len` 0 is an
@@ -192,24 +192,14 @@ fn clash(
     let mut paths = vec![];
     for c in index.conflicts()? {
         let c = c?;
-        let entry = c
-            .our
-            .as_ref()
-            .or(c.their.as_ref())
-            .or(c.ancestor.as_ref())
-            .expect("a conflict has at least one side");
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        let base_b = blob_bytes(repo, &c.ancestor)?;
-        let a_b = blob_bytes(repo, &c.our)?;
-        let b_b = blob_bytes(repo, &c.their)?;
-        let binary = [&base_b, &a_b, &b_b]
-            .iter()
-            .any(|x| x.as_deref().is_some_and(is_binary));
-        let kind = ConflictKind::of(&c, binary);
-        let hunks = match (binary, &a_b, &b_b) {
-            (false, Some(x), Some(y)) => clash_hunks(base_b.as_deref().unwrap_or_default(), x, y),
+        let sides = Sides::of(repo, &c)?;
+        let hunks = match (sides.binary, &sides.ours, &sides.theirs) {
+            (false, Some(x), Some(y)) => {
+                clash_hunks(sides.base.as_deref().unwrap_or_default(), x, y)
+            }
             _ => vec![],
         };
+        let (path, kind) = (sides.path, sides.kind);
         paths.push(path.clone());
         files.push(FileClash { path, kind, hunks });
     }

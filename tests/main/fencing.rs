@@ -8,9 +8,8 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::{ref_tip, Out, TestRepo};
+use crate::integrate::{events_of_type, files_of, report_json, report_md};
 
 const RUN: &str = "r";
 const I1: &str = "mara/r/implementer_1";
@@ -31,31 +30,6 @@ fn commit(r: &TestRepo, branch: &str, file: &str, trailers: &str) -> String {
 
 fn trailers(task: &str, claim: &str, instance: &str) -> String {
     format!("Mara-Task: {task}\nMara-Claim: {claim}\nMara-Instance: {instance}")
-}
-
-fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
-    r.git(&["ls-tree", "-r", "--name-only", rev])
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn events_of_type(r: &TestRepo, kind: &str) -> Vec<Value> {
-    let o = r.mara(&["log", "--type", kind, "--json"]);
-    o.ok("mara log --type --json");
-    o.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON value a line"))
-        .collect()
-}
-
-fn report_json(r: &TestRepo) -> Value {
-    let p = r
-        .dir
-        .join(".multi_agent_runs")
-        .join(RUN)
-        .join("integrator.json");
-    serde_json::from_str(&std::fs::read_to_string(p).expect("integrator.json")).expect("JSON")
 }
 
 /// `mara hook pre-push origin URL` with git's input line for pushing `branch`.
@@ -216,8 +190,7 @@ fn work_under_a_lost_claim_is_fenced_and_forged_claims_too() {
     let un = j["unattributed"].as_array().expect("unattributed list");
     assert_eq!(un.len(), 1, "{un:?}");
     assert_eq!(un[0]["paths"], serde_json::json!(["plain.txt"]));
-    let md = std::fs::read_to_string(r.dir.join(".multi_agent_runs/r/integrator.md"))
-        .expect("integrator.md");
+    let md = report_md(&r);
     assert!(md.contains("## Fenced (7)"), "{md}");
     assert!(md.contains("## Unattributed (1)"), "{md}");
 

@@ -59,7 +59,7 @@ fn show(r: &TestRepo, rev: &str, path: &str) -> String {
 }
 
 /// The files of a commit's tree.
-fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
+pub(crate) fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
     r.git(&["ls-tree", "-r", "--name-only", rev])
         .lines()
         .map(str::to_owned)
@@ -91,18 +91,18 @@ fn run_dir(r: &TestRepo) -> PathBuf {
     r.dir.join(".multi_agent_runs").join(RUN)
 }
 
-fn report_md(r: &TestRepo) -> String {
+pub(crate) fn report_md(r: &TestRepo) -> String {
     std::fs::read_to_string(run_dir(r).join("integrator.md")).expect("integrator.md is written")
 }
 
-fn report_json(r: &TestRepo) -> Value {
+pub(crate) fn report_json(r: &TestRepo) -> Value {
     let text = std::fs::read_to_string(run_dir(r).join("integrator.json"))
         .expect("integrator.json is written");
     serde_json::from_str(&text).expect("integrator.json is one JSON value")
 }
 
 /// The events of `mara log --type T --json`.
-fn events_of_type(r: &TestRepo, kind: &str) -> Vec<Value> {
+pub(crate) fn events_of_type(r: &TestRepo, kind: &str) -> Vec<Value> {
     let o = r.mara(&["log", "--type", kind, "--json"]);
     o.ok("mara log --type --json");
     o.stdout
