@@ -3,6 +3,10 @@
 //! different lines), against sequential `git merge` of the same branches in a clone,
 //! in one run. Goal: at most 1.5x.
 //!
+//! Then the conflict matrix (issue 15): `mara integrate --plan` (8 branches against
+//! the target and the 28 pairs: 36 merges in memory, one process) against 36
+//! `git merge-tree --write-tree` processes on the same branches. Goal: at most 0.5x.
+//!
 //! Run with `cargo bench --bench integrate` (`MARA_BENCH_N` rounds, default 5).
 
 mod support;
@@ -115,6 +119,7 @@ fn main() {
     );
     let merged = git(&clone, &["show", "integ:src/m30/f180.txt"]);
     assert_eq!(overlap, merged, "mara and git merge agree");
+    let (p, t) = matrix_rounds(&src, &branches, rounds);
     let (m, g) = (median(&mut m[1..].to_vec()), median(&mut g[1..].to_vec()));
     println!("rounds: {rounds}; {BRANCHES} branches x 200 changed files of {FILES}");
     println!("git merge, sequential in a clone: {:.0} ms", ms(g));
@@ -123,4 +128,42 @@ fn main() {
         ms(m),
         ms(m) / ms(g)
     );
+    println!("36 git merge-tree --write-tree:   {:.0} ms", ms(t));
+    println!(
+        "mara integrate --plan (matrix):   {:.0} ms  = {:.2}x (goal <= 0.5x)",
+        ms(p),
+        ms(p) / ms(t)
+    );
+}
+
+/// Medians of `mara integrate --plan` and of the 36 `git merge-tree` processes it
+/// replaces, the integration branch absent (the target is the branches' base).
+fn matrix_rounds(src: &Path, branches: &[String], rounds: usize) -> (Duration, Duration) {
+    let _ = Command::new("git")
+        .args(["branch", "-q", "-D", "mara/bench/integration"])
+        .current_dir(src)
+        .output();
+    let (mut p, mut t) = (vec![], vec![]);
+    for _ in 0..rounds + 1 {
+        p.push(timed(
+            Command::new(MARA)
+                .args(["integrate", "--plan"])
+                .current_dir(src),
+        ));
+        let mut total = Duration::ZERO;
+        let sides: Vec<&str> = std::iter::once("main")
+            .chain(branches.iter().map(String::as_str))
+            .collect();
+        for i in 0..sides.len() {
+            for j in i + 1..sides.len() {
+                total += timed(
+                    Command::new("git")
+                        .args(["merge-tree", "--write-tree", sides[i], sides[j]])
+                        .current_dir(src),
+                );
+            }
+        }
+        t.push(total);
+    }
+    (median(&mut p[1..].to_vec()), median(&mut t[1..].to_vec()))
 }

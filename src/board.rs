@@ -112,6 +112,10 @@ pub struct RunConfig {
     /// flagged (default [`DEFAULT_MAX_HANDOFFS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_handoffs: Option<u32>,
+    /// The role whose instances resolve the integrator's conflicts (the config's
+    /// `integration.resolver_role`; `integrator` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver_role: Option<String>,
 }
 
 /// The board format new runs are made with. 2 adds what reads need without
@@ -135,6 +139,7 @@ impl RunConfig {
             stall_after_sec: None,
             on_stall: None,
             max_handoffs: None,
+            resolver_role: None,
         }
     }
 
@@ -486,6 +491,27 @@ pub enum EventKind {
         tasks: Vec<String>,
         action: String,
     },
+    /// Commits of `task` made under a claim that is not the one the task holds or
+    /// was completed under (`claim`: the `Mara-Claim` token they carry); the
+    /// integrator left them out.
+    Fenced {
+        task: String,
+        instance: String,
+        claim: String,
+        commits: Vec<String>,
+        reason: String,
+    },
+    /// A conflict the integrator reported was resolved: `commit` (on `branch`) merged
+    /// into the integration branch; `by` resolved it.
+    Resolved {
+        branch: String,
+        commit: String,
+        files: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<TaskId>,
+    },
     /// A commit made by an instance (recorded by the post-commit hook).
     Progress {
         commit: String,
@@ -602,6 +628,8 @@ impl EventKind {
             EventKind::Artifact { .. } => "artifact",
             EventKind::Conflict { .. } => "conflict",
             EventKind::Stall { .. } => "stall",
+            EventKind::Fenced { .. } => "fenced",
+            EventKind::Resolved { .. } => "resolved",
             EventKind::Message { kind, .. } => kind,
         }
     }
@@ -619,6 +647,9 @@ impl EventKind {
             | EventKind::TaskCancel { task, .. }
             | EventKind::Review { task, .. } => vec![task],
             EventKind::Progress {
+                task: Some(task), ..
+            }
+            | EventKind::Resolved {
                 task: Some(task), ..
             } => vec![task],
             EventKind::Message {
@@ -795,6 +826,14 @@ impl Event {
                 one_line(file, 60),
                 one_line(branch, 60)
             ),
+            EventKind::Fenced { task, instance, .. } => format!(
+                "fenced {} of {} by {by}",
+                one_line(task, 40),
+                one_line(instance, 40)
+            ),
+            EventKind::Resolved { branch, .. } => {
+                format!("resolved {} by {by}", one_line(branch, 60))
+            }
             EventKind::Progress { commit, task } => {
                 let short: String = commit.chars().take(10).collect();
                 match task {
@@ -1175,6 +1214,10 @@ pub enum Refusal {
     Conflicts {
         files: usize,
     },
+    /// `plan --strict`: tasks that may run at once reserve overlapping paths.
+    Overlaps {
+        pairs: usize,
+    },
     /// Nothing can become ready for this role any more: exit code 4, "stop".
     NothingLeft {
         role: String,
@@ -1248,6 +1291,12 @@ impl fmt::Display for Refusal {
                 write!(
                     f,
                     "{files} file(s) in conflict; nothing was resolved silently"
+                )
+            }
+            Refusal::Overlaps { pairs } => {
+                write!(
+                    f,
+                    "{pairs} pair(s) of tasks not ordered by their deps reserve overlapping paths; nothing was added"
                 )
             }
             Refusal::NothingLeft { role } => {
@@ -1350,7 +1399,10 @@ impl Refusal {
                 "its holder may add paths with `mara task edit {task} --add-path GLOB`"
             )),
             Refusal::Conflicts { .. } => Some(
-                "read the report (integrator.md), resolve on the conflicts branch, and run `mara integrate` again".into(),
+                "read the report (integrator.md); each conflict is a resolve task: resolve on its conflicts branch, commit there, and run `mara integrate --continue`".into(),
+            ),
+            Refusal::Overlaps { .. } => Some(
+                "order them with deps, split their paths, or add the plan without --strict".into(),
             ),
             Refusal::Unreviewed { .. } => Some(
                 "wait for the reviews (`mara status`), or merge anyway with `mara integrate --unreviewed` (logged)".into(),
@@ -1697,6 +1749,12 @@ fn check_config(c: &RunConfig) -> Result<(), RuleError> {
             return invalid(format!("review_role {r} is not one of the run's roles"));
         }
     }
+    if let Some(r) = &c.resolver_role {
+        check_role(r)?;
+        if c.roles.as_ref().is_some_and(|all| !all.contains(r)) {
+            return invalid(format!("resolver_role {r} is not one of the run's roles"));
+        }
+    }
     if let Some(f) = c.format.filter(|f| !(1..=BOARD_FORMAT).contains(f)) {
         return invalid(format!(
             "the run's board format is {f}, which this mara does not know (it knows 1 to {BOARD_FORMAT}); use a newer mara"
@@ -1938,6 +1996,20 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             action,
             ..
         } => apply_conflict(file, branch, kind, action)?,
+        EventKind::Fenced {
+            task,
+            instance,
+            claim,
+            commits,
+            reason,
+        } => apply_fenced([task, instance, claim, reason], commits)?,
+        EventKind::Resolved {
+            branch,
+            commit,
+            files,
+            by,
+            task,
+        } => apply_resolved(board, branch, commit, files, by.as_deref(), task.as_ref())?,
         EventKind::Progress { commit, task } => {
             apply_progress(board, event, commit, task.as_ref())?
         }
@@ -2459,6 +2531,61 @@ fn apply_conflict(
     check_text("branch", branch)?;
     check_text("conflict kind", kind)?;
     check_text("conflict action", action)?;
+    Ok(vec![])
+}
+
+/// Most commits one `fenced` or files one `resolved` event lists.
+const MAX_LISTED: usize = 1000;
+
+/// `fenced`: commits the integrator left out; it changes no board file.
+fn apply_fenced(texts: [&String; 4], commits: &[String]) -> Result<Vec<Change>, RuleError> {
+    for (what, t) in [
+        "fenced task",
+        "fenced instance",
+        "fenced claim",
+        "fence reason",
+    ]
+    .iter()
+    .zip(texts)
+    {
+        check_text(what, t)?;
+    }
+    if commits.is_empty() || commits.len() > MAX_LISTED {
+        return invalid(format!(
+            "fenced lists {} commits; 1 to {MAX_LISTED}",
+            commits.len()
+        ));
+    }
+    for c in commits {
+        check_commit_id("fenced", c)?;
+    }
+    Ok(vec![])
+}
+
+/// `resolved`: a conflicts branch merged after its resolution; it changes no board
+/// file.
+fn apply_resolved(
+    board: &Board,
+    branch: &str,
+    commit: &str,
+    files: &[String],
+    by: Option<&str>,
+    task: Option<&TaskId>,
+) -> Result<Vec<Change>, RuleError> {
+    check_text("resolved branch", branch)?;
+    check_commit_id("resolved", commit)?;
+    if files.len() > MAX_LISTED {
+        return invalid(format!("resolved lists more than {MAX_LISTED} files"));
+    }
+    for f in files {
+        check_text("resolved file", f)?;
+    }
+    if let Some(b) = by {
+        check_text("resolver", b)?;
+    }
+    if let Some(t) = task {
+        existing(board, t)?;
+    }
     Ok(vec![])
 }
 

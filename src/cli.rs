@@ -96,7 +96,7 @@ pub enum Cmd {
     Collect,
     /// Merge the run's instance branches into one integration branch; report conflicts.
     Integrate(IntegrateArgs),
-    /// Install or remove mara's git hooks (commit-msg, pre-commit, post-commit).
+    /// Install or remove mara's git hooks (commit-msg, pre-commit, post-commit; pre-push on request).
     Hooks(HooksArgs),
     /// What the hook scripts call: `mara hook <name> [git's arguments]`.
     Hook(HookArgs),

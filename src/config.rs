@@ -51,6 +51,17 @@ pub struct SeedConfig {
     pub coordination: Coordination,
     #[serde(default)]
     pub outputs: Option<Outputs>,
+    #[serde(default)]
+    pub integration: Option<IntegrationCfg>,
+}
+
+/// The `integration` block.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationCfg {
+    /// The role that gets a task for each conflict the integrator leaves (default
+    /// `integrator`).
+    pub resolver_role: Option<String>,
 }
 
 /// One role of the run: `{ "id": "implementer", "file": "roles/implementer.json", "instances": 2 }`.
@@ -139,6 +150,13 @@ impl SeedConfig {
         if let Some(OnStall::Notify(r)) = &c.on_stall {
             self.check_role_named(&format!("coordination.on_stall notifies {r:?}"), r)?;
         }
+        if let Some(r) = self
+            .integration
+            .as_ref()
+            .and_then(|i| i.resolver_role.as_ref())
+        {
+            self.check_role_named(&format!("integration.resolver_role is {r:?}"), r)?;
+        }
         if let Some(o) = &self.outputs {
             let p = &o.pattern;
             if p.trim().is_empty()
@@ -209,6 +227,10 @@ impl SeedConfig {
             stall_after_sec: self.coordination.stall_after_sec,
             on_stall: self.coordination.on_stall.clone(),
             max_handoffs: self.coordination.max_handoffs,
+            resolver_role: self
+                .integration
+                .as_ref()
+                .and_then(|i| i.resolver_role.clone()),
             ..RunConfig::new(run, claim_timeout_sec)
         }
     }

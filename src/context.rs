@@ -34,6 +34,14 @@ pub fn path_with(dir: &std::path::Path) -> Result<std::ffi::OsString> {
     )?)
 }
 
+/// A test's crash injection: `MARA_CRASH_AT=<point>` aborts the process at that
+/// point (as a `kill -9` would stop it), so tests can show what a crash there leaves.
+pub fn crash_point(point: &str) {
+    if env("MARA_CRASH_AT").as_deref() == Some(point) {
+        std::process::abort();
+    }
+}
+
 /// `MARA_ALLOW_RESERVED=1`: commit files another instance's task reserves.
 pub fn allow_reserved() -> bool {
     env("MARA_ALLOW_RESERVED").is_some_and(|v| v != "0")

@@ -113,6 +113,49 @@ impl Globs {
     }
 }
 
+/// Whether some path may match both `a` and `b` (a heuristic, erring towards
+/// "yes"): a glob without wildcards is a path, matched by the other; two globs
+/// overlap when the folder before the first wildcard of one holds the other's,
+/// unless both end in different literal extensions (`src/*.rs`, `src/*.md`).
+/// Written by hand: globset matches paths, it does not intersect globs.
+pub fn may_overlap(a: &str, b: &str) -> bool {
+    const WILD: [char; 5] = ['*', '?', '[', '{', '\\'];
+    let literal = |g: &str| !g.contains(WILD);
+    let as_path = |g: &str| g.trim_end_matches('/').to_owned();
+    match (literal(a), literal(b)) {
+        (true, true) => {
+            let (a, b) = (as_path(a), as_path(b));
+            a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+        }
+        (true, false) => matches(b, &as_path(a)) || may_overlap_prefix(a, b),
+        (false, true) => matches(a, &as_path(b)) || may_overlap_prefix(b, a),
+        (false, false) => {
+            let prefix = |g: &str| {
+                let cut = g.find(WILD).unwrap_or(g.len());
+                g[..cut].rsplit_once('/').map_or("", |(d, _)| d).to_owned()
+            };
+            let (pa, pb) = (prefix(a), prefix(b));
+            let nested = pa.is_empty()
+                || pb.is_empty()
+                || pa == pb
+                || pa.starts_with(&format!("{pb}/"))
+                || pb.starts_with(&format!("{pa}/"));
+            let ext = |g: &str| {
+                g.rsplit_once('.')
+                    .map(|(_, e)| e.to_owned())
+                    .filter(|e| !e.contains(WILD) && !e.contains('/'))
+            };
+            nested && !matches!((ext(a), ext(b)), (Some(x), Some(y)) if x != y)
+        }
+    }
+}
+
+/// A literal folder `dir` (`src/api/`) overlaps a glob below it.
+fn may_overlap_prefix(dir: &str, glob: &str) -> bool {
+    let d = dir.trim_end_matches('/');
+    glob.starts_with(&format!("{d}/"))
+}
+
 /// Whether `glob` matches `path`; an invalid glob matches nothing.
 pub fn matches(glob: &str, path: &str) -> bool {
     Globs::new([glob]).0.first_match(Path::new(path)).is_some()
@@ -125,6 +168,19 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn overlaps_are_found_between_globs_and_paths() {
+        assert!(may_overlap("src/api/**", "src/api/users.rs"));
+        assert!(may_overlap("src/api/", "src/api/users.rs"));
+        assert!(may_overlap("src/**", "src/api/*.rs"));
+        assert!(may_overlap("src/api/", "src/api/**/*.rs"));
+        assert!(may_overlap("docs/x.md", "docs/x.md"));
+        assert!(!may_overlap("src/api/**", "src/ui/**"));
+        assert!(!may_overlap("src/*.rs", "src/*.md"));
+        assert!(!may_overlap("docs/x.md", "docs/y.md"));
+        assert!(!may_overlap("src/ui/", "src/api/users.rs"));
+    }
 
     #[test]
     fn globs_follow_folders() {

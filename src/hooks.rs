@@ -23,6 +23,19 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("post-commit", include_str!("../hooks/post-commit")),
 ];
 
+/// The hook installed only on request (`mara hooks install --pre-push`): it
+/// refuses to push fenced commits.
+pub const PRE_PUSH: (&str, &str) = ("pre-push", include_str!("../hooks/pre-push"));
+
+/// The hooks `install` writes: [`HOOKS`], and [`PRE_PUSH`] when asked.
+fn chosen(pre_push: bool) -> Vec<(&'static str, &'static str)> {
+    let mut v = HOOKS.to_vec();
+    if pre_push {
+        v.push(PRE_PUSH);
+    }
+    v
+}
+
 const BEGIN: &str = "# >>> mara >>>";
 const END: &str = "# <<< mara <<<";
 
@@ -73,12 +86,14 @@ fn is_shell_script(text: &str) -> bool {
 
 /// Installs mara's hooks. A hook the user already has keeps working: mara's lines go
 /// between markers right after its `#!` line. A hook that is not a shell script is
-/// left alone, and the error says which line to add to it.
-pub fn install(repo: &Repository) -> Result<Vec<HookChange>> {
+/// left alone, and the error says which line to add to it. `pre_push` adds the
+/// pre-push hook.
+pub fn install(repo: &Repository, pre_push: bool) -> Result<Vec<HookChange>> {
+    let hooks = chosen(pre_push);
     let dir = hooks_dir(repo)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Check every hook first, so a refusal changes nothing.
-    for (name, _) in HOOKS {
+    for (name, _) in &hooks {
         let path = dir.join(name);
         if let Ok(text) = std::fs::read_to_string(&path) {
             if !text.contains(BEGIN) && !is_shell_script(&text) {
@@ -95,7 +110,7 @@ pub fn install(repo: &Repository) -> Result<Vec<HookChange>> {
         }
     }
     let mut changes = vec![];
-    for (name, script) in HOOKS {
+    for (name, script) in hooks {
         let path = dir.join(name);
         let action = match std::fs::read_to_string(&path) {
             Ok(text) if text.contains(BEGIN) => "already installed",
@@ -134,7 +149,7 @@ fn make_executable(path: &Path) -> Result<()> {
 pub fn uninstall(repo: &Repository) -> Result<Vec<HookChange>> {
     let dir = hooks_dir(repo)?;
     let mut changes = vec![];
-    for (name, script) in HOOKS {
+    for (name, script) in chosen(true) {
         let path = dir.join(name);
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
@@ -228,14 +243,16 @@ pub fn reserved_staged(
     Ok(None)
 }
 
-/// Adds `Mara-Instance` and `Mara-Task` trailers to a commit message file with
-/// `git interpret-trailers`, so they land exactly where git's trailer parser
-/// looks for them, and never twice.
+/// Adds `Mara-Instance`, `Mara-Task` and `Mara-Claim` trailers (`claims`: the
+/// tokens under which `me` holds `tasks`) to a commit message file with
+/// `git interpret-trailers`, so they land exactly where git's trailer parser looks
+/// for them, and never twice.
 pub fn add_trailers(
     repo: &Repository,
     msg_file: &Path,
     me: &InstanceId,
     tasks: &[&TaskId],
+    claims: &[git2::Oid],
 ) -> Result<()> {
     let mut args: Vec<String> = vec![
         "interpret-trailers".into(),
@@ -246,6 +263,10 @@ pub fn add_trailers(
     for t in tasks {
         args.push("--trailer".into());
         args.push(format!("Mara-Task: {t}"));
+    }
+    for c in claims {
+        args.push("--trailer".into());
+        args.push(format!("{}: {c}", crate::trailers::CLAIM));
     }
     args.push("--trailer".into());
     args.push(format!("Mara-Instance: {me}"));
@@ -258,6 +279,62 @@ pub fn add_trailers(
             "`git interpret-trailers` failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
+    }
+    Ok(())
+}
+
+/// The pre-push hook: refuses a push (`input`: the lines git hands the hook,
+/// `<local ref> <local sha> <remote ref> <remote sha>`) that carries a fenced
+/// commit, naming each with its task, instance and why.
+pub fn pre_push(ledger: &crate::ledger::Ledger, remote: Option<&str>, input: &str) -> Result<()> {
+    use crate::integrate::fence::{Claims, Judgement};
+    let repo = ledger.repo();
+    let claims = Claims::from_events(ledger.run().as_str(), &ledger.events()?);
+    let mut bad = vec![];
+    for line in input.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [local_ref, local, _, remote_sha] = f[..] else {
+            continue;
+        };
+        let Ok(local) = git2::Oid::from_str(local) else {
+            continue;
+        };
+        if local.is_zero() {
+            continue; // a delete pushes no commits
+        }
+        let mut walk = repo.revwalk()?;
+        walk.push(local)?;
+        match git2::Oid::from_str(remote_sha) {
+            Ok(o) if !o.is_zero() && repo.find_commit(o).is_ok() => walk.hide(o)?,
+            // A new branch: what the remote has already is not this push's.
+            _ => {
+                if let Some(r) = remote {
+                    let _ = walk.hide_glob(&format!("refs/remotes/{r}/*"));
+                }
+            }
+        }
+        for oid in walk {
+            let c = repo.find_commit(oid?)?;
+            if c.parent_count() > 1 {
+                continue;
+            }
+            if let Judgement::Fenced(hit) = claims.judge(c.message_raw().unwrap_or_default()) {
+                bad.push(format!(
+                    "{} ({} by {}): {}",
+                    &c.id().to_string()[..10],
+                    crate::board::one_line(&hit.task, 40),
+                    crate::board::one_line(&hit.instance, 40),
+                    crate::board::one_line(&hit.reason, 200)
+                ));
+            }
+        }
+        if !bad.is_empty() {
+            bail!(
+                "{local_ref} carries {} fenced commit(s), made under a claim that was lost: {}; drop them (git rebase -i) or push with --no-verify",
+                bad.len(),
+                bad.join("; ")
+            );
+        }
     }
     Ok(())
 }
@@ -287,7 +364,7 @@ mod tests {
 
     #[test]
     fn shipped_scripts_carry_one_block() {
-        for (name, script) in HOOKS {
+        for (name, script) in chosen(true) {
             let b = block(script);
             assert!(
                 b.starts_with(BEGIN) && b.trim_end().ends_with(END),

@@ -20,8 +20,15 @@ use git2::{IndexEntry, Oid, Repository};
 use serde::Serialize;
 use similar::TextDiff;
 
+use crate::board::one_line;
 use crate::ids::{InstanceId, RunId};
 use crate::trailers;
+
+pub mod fence;
+pub mod matrix;
+pub mod resolve;
+
+use fence::{Claims, FencedWork, HeldBack, Rewriter, Unattributed};
 
 /// One conflicted file of one branch's merge.
 #[derive(Serialize, Clone, Debug)]
@@ -149,6 +156,70 @@ pub struct Integration {
     pub base: String,
     pub tip: String,
     pub branches: Vec<BranchResult>,
+    /// Commits made under lost claims, left out.
+    #[serde(default)]
+    pub fenced: Vec<FencedWork>,
+    /// Good commits left out because they build on fenced ones.
+    #[serde(default)]
+    pub held_back: Vec<HeldBack>,
+    /// Merged commits that name no task and no claim.
+    #[serde(default)]
+    pub unattributed: Vec<Unattributed>,
+    /// Every branch against the target and each other, before any merge; the order.
+    pub matrix: matrix::Matrix,
+    /// Conflicts branches with commits of their own: merged, or what is left.
+    #[serde(default)]
+    pub resolutions: Vec<resolve::Resolution>,
+    /// Every done task: its commits (by trailer), the branches holding them, and
+    /// whether the integration branch has them all.
+    #[serde(default)]
+    pub tasks: Vec<TaskAccount>,
+}
+
+/// One done task's work (`integrated`: every commit of it that is not fenced is in
+/// the integration branch).
+#[derive(Serialize, Clone, Debug)]
+pub struct TaskAccount {
+    pub task: String,
+    pub commits: Vec<crate::commands::log::NamedCommit>,
+    pub integrated: bool,
+}
+
+/// The accounts of `done` tasks once the integration branch is at `tip`.
+pub fn task_accounts(
+    repo: &Repository,
+    into: &str,
+    tip: Oid,
+    done: &BTreeSet<String>,
+    fenced: &[FencedWork],
+) -> Result<Vec<TaskAccount>> {
+    let fenced: BTreeSet<&str> = fenced
+        .iter()
+        .flat_map(|w| w.commits.iter().map(String::as_str))
+        .collect();
+    let mut tips: Vec<(String, Oid)> = crate::commands::log::local_tips(repo)?
+        .into_iter()
+        .filter(|(n, _)| n != into)
+        .collect();
+    tips.push((into.to_owned(), tip));
+    let mut named = crate::commands::log::commits_naming_tasks(repo, &tips, done)?;
+    Ok(done
+        .iter()
+        .map(|t| {
+            let commits = named.remove(t).unwrap_or_default();
+            let good: Vec<_> = commits
+                .iter()
+                .filter(|c| !fenced.contains(c.commit.as_str()))
+                .collect();
+            let integrated =
+                !good.is_empty() && good.iter().all(|c| c.branches.iter().any(|b| b == into));
+            TaskAccount {
+                task: t.clone(),
+                commits,
+                integrated,
+            }
+        })
+        .collect())
 }
 
 impl Integration {
@@ -187,6 +258,43 @@ fn blob_bytes(repo: &Repository, e: &Option<IndexEntry>) -> Result<Option<Vec<u8
     match e {
         Some(e) => Ok(Some(repo.find_blob(e.id)?.content().to_vec())),
         None => Ok(None),
+    }
+}
+
+/// A conflicted entry of a merge, read: its path, the three versions, its kind.
+struct Sides {
+    path: String,
+    base: Option<Vec<u8>>,
+    ours: Option<Vec<u8>>,
+    theirs: Option<Vec<u8>>,
+    binary: bool,
+    kind: ConflictKind,
+}
+
+impl Sides {
+    fn of(repo: &Repository, c: &git2::IndexConflict) -> Result<Sides> {
+        let entry = c
+            .our
+            .as_ref()
+            .or(c.their.as_ref())
+            .or(c.ancestor.as_ref())
+            .expect("a conflict has at least one side");
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        let base = blob_bytes(repo, &c.ancestor)?;
+        let ours = blob_bytes(repo, &c.our)?;
+        let theirs = blob_bytes(repo, &c.their)?;
+        let binary = [&base, &ours, &theirs]
+            .iter()
+            .any(|x| x.as_deref().is_some_and(is_binary));
+        let kind = ConflictKind::of(c, binary);
+        Ok(Sides {
+            path,
+            base,
+            ours,
+            theirs,
+            binary,
+            kind,
+        })
     }
 }
 
@@ -302,14 +410,17 @@ fn signature(s: &Sig) -> Result<git2::Signature<'static>> {
 /// exist), and its new value.
 pub type RefUpdate = (String, Option<Oid>, Oid);
 
-/// Merges `branches` into `into` (created at their merge base when new). Returns the
-/// result and the ref updates to make; [`apply_updates`] makes them.
+/// Merges `branches` into `into` (created at their merge base when new), leaving
+/// out the commits `claims` fences. Returns the result and the ref updates to make;
+/// [`apply_updates`] makes them. `plan_only`: the matrix, the order and the fences,
+/// no merge (`integrate --plan`).
 pub fn integrate(
     repo: &Repository,
     run: &RunId,
     branches: &[String],
-    into: &str,
-    who: &str,
+    (into, who): (&str, &str),
+    claims: &Claims,
+    plan_only: bool,
 ) -> Result<(Integration, Vec<RefUpdate>)> {
     if branches.is_empty() {
         bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
@@ -320,12 +431,35 @@ pub fn integrate(
         .then_some(())
         .ok_or_else(|| anyhow!("--into {into:?} is not a valid branch name"))?;
     let old_into = repo.refname_to_id(&into_ref).ok();
-    let base = starting_point(repo, old_into, &tips)?;
+    let mut base = starting_point(repo, old_into, &tips)?;
     let merger = Merger::new(repo, run, into, who);
+    // Resolved conflicts first: they bring both sides of an earlier conflict.
+    let mut resolutions = vec![];
+    if old_into.is_some() && !plan_only {
+        let s = signature(&merger.sig)?;
+        (base, resolutions) = resolve::merge_resolutions(repo, run, into, base, &s)?;
+    }
+    let mut rewriter = Rewriter::new(repo, claims);
+    let mut effective = vec![];
+    for (b, tip) in branches.iter().zip(tips) {
+        // The branch without its fenced commits (itself when it has none).
+        effective.push((b.clone(), rewriter.rewrite(b, tip, base)?));
+    }
+    let matrix = matrix::compute(repo, run, (into, base), &effective)?;
     let mut current = base;
     let mut results = vec![];
     let mut updates = vec![];
-    for (b, tip) in branches.iter().zip(tips) {
+    let order = if plan_only {
+        &[][..]
+    } else {
+        &matrix.order[..]
+    };
+    for b in order {
+        let tip = effective
+            .iter()
+            .find(|(n, _)| n == b)
+            .map(|(_, t)| *t)
+            .expect("the order lists the branches");
         let step = merger.merge_branch(current, base, b, tip)?;
         current = step.into_tip;
         updates.extend(step.update);
@@ -341,6 +475,12 @@ pub fn integrate(
             base: base.to_string(),
             tip: current.to_string(),
             branches: results,
+            fenced: rewriter.fenced(),
+            held_back: rewriter.held_back,
+            unattributed: rewriter.unattributed,
+            matrix,
+            resolutions,
+            tasks: vec![],
         },
         updates,
     ))
@@ -509,7 +649,21 @@ impl<'r> Merger<'r> {
         );
         let cc = repo.commit(None, &s, &s, &cmsg, &tree, &[&ours_c, &theirs_c])?;
         let cref = format!("refs/heads/{}", m.conflict_branch);
-        let update = (cref.clone(), repo.refname_to_id(&cref).ok(), cc);
+        let old = repo.refname_to_id(&cref).ok();
+        // A conflicts branch with commits of its own (a resolution) never moves.
+        let kept = match old {
+            Some(o) => resolve::has_own_commits(repo, o)?,
+            None => false,
+        };
+        let update = (!kept).then(|| (cref.clone(), old, cc));
+        if kept {
+            for f in &mut files {
+                f.action = format!(
+                    "left out of {into}; {} has commits of its own (a resolution) and was not moved: finish it and run `mara integrate --continue`",
+                    m.conflict_branch
+                );
+            }
+        }
         result.result = Outcome::Conflicts;
         result.commit = Some(cc.to_string());
         result.conflict_branch = Some(m.conflict_branch);
@@ -518,7 +672,7 @@ impl<'r> Merger<'r> {
             result,
             // A conflicted branch is left out of the integration branch.
             into_tip: current,
-            update: Some(update),
+            update,
         })
     }
 
@@ -532,20 +686,14 @@ impl<'r> Merger<'r> {
         c: &git2::IndexConflict,
     ) -> Result<FileConflict> {
         let repo = self.repo;
-        let entry = c
-            .our
-            .as_ref()
-            .or(c.their.as_ref())
-            .or(c.ancestor.as_ref())
-            .expect("a conflict has at least one side");
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        let base_b = blob_bytes(repo, &c.ancestor)?;
-        let ours_b = blob_bytes(repo, &c.our)?;
-        let theirs_b = blob_bytes(repo, &c.their)?;
-        let binary = [&base_b, &ours_b, &theirs_b]
-            .iter()
-            .any(|x| x.as_deref().is_some_and(is_binary));
-        let kind = ConflictKind::of(c, binary);
+        let Sides {
+            path,
+            base: base_b,
+            ours: ours_b,
+            theirs: theirs_b,
+            binary,
+            kind,
+        } = Sides::of(repo, c)?;
         index.conflict_remove(std::path::Path::new(&path))?;
         let action = self.keep_both(m, index, c, &path, binary)?;
         let (diff_ours, diff_theirs) = if binary {
@@ -680,10 +828,13 @@ pub fn check_not_checked_out(repo: &Repository, refname: &str) -> Result<()> {
     }
     for (path, target) in heads {
         if target.as_deref() == Some(refname) {
-            bail!(
-                "{} is checked out in {path}; integrate into another branch with --into, or switch that worktree to another branch",
-                refname.trim_start_matches("refs/heads/")
-            );
+            let name = refname.trim_start_matches("refs/heads/");
+            let fix = if name.contains("/conflicts/") {
+                "commit your resolution there and run `mara integrate --continue` (a branch with commits of its own is never moved), or switch that worktree to another branch"
+            } else {
+                "integrate into another branch with --into, or switch that worktree to another branch"
+            };
+            bail!("{name} is checked out in {path}, and integrating would move it; {fix}");
         }
     }
     Ok(())
@@ -704,9 +855,10 @@ pub fn apply_updates(
             Some(o) => repo.reference_matching(name, *new, true, *o, msg),
             None => repo.reference_matching(name, *new, true, Oid::zero(), msg),
         };
+        crate::context::crash_point("integrate-between-refs");
         res.map_err(|e| match e.code() {
             git2::ErrorCode::Modified => {
-                anyhow!("{name} moved while integrating; run `mara integrate` again")
+                anyhow!("{name} moved while integrating (nothing after it was moved); run `mara integrate` again")
             }
             _ => anyhow!(e).context(format!("updating {name}")),
         })?;
@@ -750,6 +902,70 @@ pub fn report_markdown(i: &Integration) -> String {
             result
         );
     }
+    let _ = writeln!(
+        s,
+        "\n## Merge order\n\n{}\n\nHow: {}.\n\n```text\n{}```",
+        i.matrix.order.join(", "),
+        i.matrix.heuristic,
+        i.matrix.text()
+    );
+    if !i.tasks.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Tasks ({})\n\n| task | commits | branches | in `{}` |\n| --- | --- | --- | --- |",
+            i.tasks.len(),
+            i.into
+        );
+        for t in &i.tasks {
+            let commits: Vec<String> = t
+                .commits
+                .iter()
+                .map(|c| c.commit[..10].to_owned())
+                .collect();
+            let branches: BTreeSet<&str> = t
+                .commits
+                .iter()
+                .flat_map(|c| c.branches.iter().map(String::as_str))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                one_line(&t.task, 40),
+                if commits.is_empty() {
+                    "none by trailer".into()
+                } else {
+                    commits.join(", ")
+                },
+                branches.into_iter().collect::<Vec<_>>().join(", "),
+                if t.integrated { "yes" } else { "no" }
+            );
+        }
+    }
+    fence_sections(&mut s, i);
+    if !i.resolutions.is_empty() {
+        let _ = writeln!(s, "\n## Resolutions ({})\n", i.resolutions.len());
+        for r in &i.resolutions {
+            let by =
+                r.by.as_deref()
+                    .map(|b| one_line(b, 64))
+                    .unwrap_or_else(|| "someone".into());
+            match (&r.merged, &r.left) {
+                (Some(c), _) => {
+                    let _ = writeln!(
+                        s,
+                        "- `{}`: resolved by {by} ({}), merged ({})",
+                        r.branch,
+                        r.files.join(", "),
+                        &c[..10]
+                    );
+                }
+                (None, Some(why)) => {
+                    let _ = writeln!(s, "- `{}`: not merged: {why}", r.branch);
+                }
+                (None, None) => {}
+            }
+        }
+    }
     let n = i.conflict_count();
     if n == 0 {
         let _ = writeln!(s, "\nEvery branch merged cleanly.");
@@ -786,4 +1002,63 @@ pub fn report_markdown(i: &Integration) -> String {
         }
     }
     s
+}
+
+/// The fenced, held-back and unattributed commits of the report.
+fn fence_sections(s: &mut String, i: &Integration) {
+    let short = |c: &str| c.chars().take(10).collect::<String>();
+    if !i.fenced.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Fenced ({})\n\nCommits made under a claim that was lost, left out of `{}`:\n",
+            i.fenced.iter().map(|w| w.commits.len()).sum::<usize>(),
+            i.into
+        );
+        for w in &i.fenced {
+            let commits: Vec<String> = w.commits.iter().map(|c| short(c)).collect();
+            let _ = writeln!(
+                s,
+                "- {} by {} (claim {}, on {}): {}; commits {}",
+                one_line(&w.task, 40),
+                one_line(&w.instance, 40),
+                one_line(&short(&w.claim), 10),
+                w.branches.join(", "),
+                one_line(&w.reason, 200),
+                commits.join(", ")
+            );
+        }
+    }
+    if !i.held_back.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Held back ({})\n\nCommits that build on fenced work and no longer apply without it:\n",
+            i.held_back.len()
+        );
+        for h in &i.held_back {
+            let _ = writeln!(
+                s,
+                "- {} on {}: {}",
+                short(&h.commit),
+                h.branch,
+                one_line(&h.subject, 72)
+            );
+        }
+    }
+    if !i.unattributed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Unattributed ({})\n\nCommits that name no task and no claim (made outside mara's hooks); they are not fenced:\n",
+            i.unattributed.len()
+        );
+        for u in &i.unattributed {
+            let _ = writeln!(
+                s,
+                "- {} on {}: {} ({})",
+                short(&u.commit),
+                u.branch,
+                one_line(&u.subject, 72),
+                one_line(&u.paths.join(", "), 200)
+            );
+        }
+    }
 }

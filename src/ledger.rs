@@ -376,10 +376,34 @@ impl Ledger {
     /// [`Ledger::event_lines`] of the log up to `tip` (a commit of the run's ref):
     /// a caller that waits for more next knows exactly which tip it read.
     pub fn event_lines_at(&self, tip: Oid, since: u64) -> Result<Vec<(Oid, String)>> {
+        let mut out = vec![];
+        self.walk_back(tip, |oid, seq, line| {
+            if oid == tip {
+                // A start (or a start over, after a repack): nothing read yet.
+                out.clear();
+            }
+            if seq < since {
+                return Ok(false);
+            }
+            out.push((oid, line.to_owned()));
+            Ok(true)
+        })?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Hands `visit` the stored lines from `tip` back, newest first (commit, seq,
+    /// line), until it returns `false` or the log begins: a reader that stops early
+    /// costs the commits it read. When objects vanish under it (a repack) the walk
+    /// starts over from `tip`.
+    pub fn walk_back(
+        &self,
+        tip: Oid,
+        mut visit: impl FnMut(Oid, u64, &str) -> Result<bool>,
+    ) -> Result<()> {
         self.count_use()?;
         self.settled(|| {
             let odb = self.repo.odb()?;
-            let mut out = vec![];
             let mut next = Some(tip);
             while let Some(oid) = next {
                 let object = odb.read(oid)?;
@@ -387,14 +411,12 @@ impl Ledger {
                     .with_context(|| format!("reading the event of {oid} on {}", self.refname))?;
                 let seq = message::seq_of_line(line)
                     .with_context(|| format!("reading the event of {oid} on {}", self.refname))?;
-                if seq < since {
+                if !visit(oid, seq, line)? {
                     break;
                 }
-                out.push((oid, line.to_owned()));
                 next = parent;
             }
-            out.reverse();
-            Ok(out)
+            Ok(())
         })
     }
 

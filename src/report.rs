@@ -401,7 +401,7 @@ pub fn html(run: &str, board: &Board, events: &[Event], generated: Ts) -> String
     h.push_str("</div>");
     board_table(&mut h, board);
     instances_table(&mut h, board);
-    conflicts_table(&mut h, &conflicts);
+    conflicts_table(&mut h, &conflicts, events);
     channel_table(&mut h, events);
     let _ = write!(
         h,
@@ -538,15 +538,34 @@ fn instances_table(h: &mut String, board: &Board) {
     h.push_str("</tbody></table></div>");
 }
 
-/// The integrator's conflicts, from its conflict events.
-fn conflicts_table(h: &mut String, conflicts: &[&Event]) {
+/// Who resolved the conflict `c` (a `resolved` event after it, of the conflicts
+/// branch of the same instance branch, naming the file or no file).
+fn resolution_of<'e>(
+    c: &Event,
+    file: &str,
+    branch: &str,
+    events: &'e [Event],
+) -> Option<&'e Event> {
+    let stem = branch.rsplit('/').next().unwrap_or(branch);
+    events.iter().find(|e| {
+        e.seq > c.seq
+            && matches!(&e.kind, EventKind::Resolved { branch: rb, files, .. }
+                if rb.rsplit('/').next() == Some(stem)
+                    && rb.contains("/conflicts/")
+                    && (files.is_empty() || files.iter().any(|f| f == file)))
+    })
+}
+
+/// The integrator's conflicts, from its conflict events: each file of a branch once
+/// (the latest report of it), open or resolved and by whom.
+fn conflicts_table(h: &mut String, conflicts: &[&Event], events: &[Event]) {
     h.push_str(r#"<h2>Conflicts</h2>"#);
     if conflicts.is_empty() {
         h.push_str(r#"<p class="empty" id="conflicts">The integrator reported no conflicts.</p>"#);
         return;
     }
-    h.push_str(r#"<div class="scroll"><table id="conflicts"><thead><tr><th>file</th><th>kind</th><th>branch</th><th>touched by</th><th>what mara did</th></tr></thead><tbody>"#);
-    for e in conflicts {
+    h.push_str(r#"<div class="scroll"><table id="conflicts"><thead><tr><th>file</th><th>kind</th><th>branch</th><th>touched by</th><th>what mara did</th><th>status</th></tr></thead><tbody>"#);
+    for (i, e) in conflicts.iter().enumerate() {
         if let EventKind::Conflict {
             file,
             branch,
@@ -556,15 +575,34 @@ fn conflicts_table(h: &mut String, conflicts: &[&Event]) {
             action,
         } = &e.kind
         {
+            let later = conflicts[i + 1..].iter().any(|x| {
+                matches!(&x.kind, EventKind::Conflict { file: f, branch: b, .. } if f == file && b == branch)
+            });
+            if later {
+                continue;
+            }
+            let status = match resolution_of(e, file, branch, events) {
+                Some(Event {
+                    kind: EventKind::Resolved { by, commit, .. },
+                    sender,
+                    ..
+                }) => format!(
+                    "resolved by {} (merged {})",
+                    by.as_deref().unwrap_or(sender),
+                    commit.chars().take(10).collect::<String>()
+                ),
+                _ => "open".to_owned(),
+            };
             let _ = write!(
                 h,
-                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
                 esc(file),
                 esc(kind),
                 esc(branch),
                 esc(&instances.join(", ")),
                 if tasks.is_empty() { String::new() } else { format!(" ({})", esc(&tasks.join(", "))) },
-                esc(action)
+                esc(action),
+                esc(&status)
             );
         }
     }

@@ -12,6 +12,8 @@ mod concurrency;
 mod errors;
 #[path = "main/faults.rs"]
 mod faults;
+#[path = "main/fencing.rs"]
+mod fencing;
 #[path = "main/flow.rs"]
 mod flow;
 #[path = "main/hooks.rs"]

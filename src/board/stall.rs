@@ -58,6 +58,7 @@ pub const PROGRESS_KINDS: &[&str] = &[
     "done",
     "verdict",
     "conflict",
+    "resolved",
     "integration",
 ];
 
@@ -259,7 +260,9 @@ pub(super) fn check_config(c: &RunConfig) -> Result<(), RuleError> {
 /// about. See the module's doc.
 fn progress_of<'e>(board: &Board, event: &'e Event, max: u32) -> Option<Option<&'e TaskId>> {
     match &event.kind {
-        EventKind::Init { .. } | EventKind::Conflict { .. } => Some(None),
+        EventKind::Init { .. } | EventKind::Conflict { .. } | EventKind::Resolved { .. } => {
+            Some(None)
+        }
         EventKind::Claim { task } | EventKind::Reclaim { task, .. } => {
             let churned = board.tasks.get(task).is_some_and(|t| t.handoffs > max);
             (!churned).then_some(Some(task))

@@ -1321,6 +1321,7 @@ fn every_kind() -> Vec<EventKind> {
                 stall_after_sec: Some(60),
                 on_stall: Some(OnStall::Stop),
                 max_handoffs: Some(3),
+                resolver_role: Some("integrator".into()),
             },
         },
         EventKind::TaskAdd {
@@ -1387,6 +1388,27 @@ fn every_kind() -> Vec<EventKind> {
             instances: vec![I1.into(), I2.into()],
             tasks: vec!["T1".into()],
             action: "left conflict markers".into(),
+        },
+        EventKind::Fenced {
+            task: "T1".into(),
+            instance: I1.into(),
+            claim: "0123456789abcdef0123456789abcdef01234567".into(),
+            commits: vec!["89abcdef0123456789abcdef0123456789abcdef".into()],
+            reason: "the lease expired and implementer#2 reclaimed it".into(),
+        },
+        EventKind::Resolved {
+            branch: "mara/r1/conflicts/implementer_2".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            files: vec!["src/api/mod.rs".into()],
+            by: Some(I1.into()),
+            task: Some(tid("T1")),
+        },
+        EventKind::Resolved {
+            branch: "mara/r1/conflicts/implementer_2".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            files: vec![],
+            by: None,
+            task: None,
         },
         EventKind::Progress {
             commit: "0123456789abcdef0123456789abcdef01234567".into(),
@@ -1511,7 +1533,12 @@ fn shapes(kind: &EventKind) -> Vec<String> {
         | EventKind::Claim { .. }
         | EventKind::Reclaim { .. }
         | EventKind::Heartbeat
+        | EventKind::Fenced { .. }
         | EventKind::Conflict { .. } => opt(k, "any", true),
+        EventKind::Resolved { by, task, .. } => {
+            opt(k, "by", by.is_some());
+            opt(k, "task", task.is_some());
+        }
         EventKind::Release { forced, reason, .. } => {
             opt(k, "forced", forced.is_some());
             opt(k, "reason", reason.is_some());
@@ -1625,6 +1652,9 @@ fn reserved_types_are_the_tags_of_every_own_kind() {
         "task_cancel",
         "verdict",
         "stall",
+        // Issue 15: the integrator's fences and resolutions.
+        "fenced",
+        "resolved",
     ];
     want.sort_unstable();
     let mut got = reserved_types().to_vec();

@@ -21,14 +21,19 @@ pub struct HooksArgs {
 pub enum HooksCmd {
     /// Install commit-msg, pre-commit and post-commit (core.hooksPath or .git/hooks),
     /// keeping hooks you already have.
-    Install,
+    Install {
+        /// Also install pre-push, which refuses to push commits made under a lost
+        /// claim (fenced: `mara log --type fenced`).
+        #[arg(long)]
+        pre_push: bool,
+    },
     /// Remove mara's lines from the hooks again.
     Uninstall,
 }
 
 #[derive(Args, Debug)]
 pub struct HookArgs {
-    /// commit-msg, pre-commit or post-commit.
+    /// commit-msg, pre-commit, post-commit or pre-push.
     pub name: String,
     /// What git passed to the hook.
     pub args: Vec<PathBuf>,
@@ -37,7 +42,7 @@ pub struct HookArgs {
 pub fn run_hooks(ctx: &Ctx, args: HooksArgs) -> Result<Report> {
     let repo = ctx.repo()?;
     let changes = match args.cmd {
-        HooksCmd::Install => hooks::install(&repo)?,
+        HooksCmd::Install { pre_push } => hooks::install(&repo, pre_push)?,
         HooksCmd::Uninstall => hooks::uninstall(&repo)?,
     };
     let dir = hooks::hooks_dir(&repo)?;
@@ -79,11 +84,27 @@ pub fn run_hook(ctx: &Ctx, args: HookArgs) -> Result<Report> {
             json!({ "hook": args.name, "acted": false }),
         ))
     };
-    if !hooks::HOOKS.iter().any(|(n, _)| *n == args.name) {
+    if !hooks::HOOKS.iter().any(|(n, _)| *n == args.name) && args.name != hooks::PRE_PUSH.0 {
         bail!(
-            "there is no mara hook {:?}; the hooks are commit-msg, pre-commit and post-commit",
+            "there is no mara hook {:?}; the hooks are commit-msg, pre-commit, post-commit and pre-push",
             args.name
         );
+    }
+    if args.name == hooks::PRE_PUSH.0 {
+        // Anyone's push is checked, not only an instance's.
+        let Some(ledger) = ctx
+            .repo()
+            .ok()
+            .and_then(|repo| ctx.run_id(&repo).ok().map(|run| (repo, run)))
+            .and_then(|(repo, run)| Ledger::open(repo, run).ok())
+        else {
+            return quiet();
+        };
+        let remote = args.args.first().map(|p| p.to_string_lossy().into_owned());
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+        hooks::pre_push(&ledger, remote.as_deref(), &input)?;
+        return Ok(Report::new("", json!({ "hook": args.name, "acted": true })));
     }
     let Some((ledger, me)) = in_run(ctx) else {
         return quiet();
@@ -97,7 +118,8 @@ pub fn run_hook(ctx: &Ctx, args: HookArgs) -> Result<Report> {
             let Some(file) = args.args.first() else {
                 bail!("commit-msg needs the message file git passes to the hook");
             };
-            hooks::add_trailers(ledger.repo(), file, &me, &held)?;
+            let claims = crate::integrate::fence::claim_tokens(&ledger, &held, &me)?;
+            hooks::add_trailers(ledger.repo(), file, &me, &held, &claims)?;
         }
         "pre-commit" => {
             if ctx_allows_reserved() {

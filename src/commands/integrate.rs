@@ -24,6 +24,17 @@ pub struct IntegrateArgs {
     /// (the log records that this was used, and which tasks).
     #[arg(long)]
     pub unreviewed: bool,
+    /// Move nothing, write nothing: print the conflict matrix (every branch against
+    /// the target and every pair, merged in memory), the merge order and what would
+    /// be fenced.
+    #[arg(long)]
+    pub plan: bool,
+    /// Merge the resolved conflicts branches (`mara/<run>/conflicts/*` with commits
+    /// of their own) and go on; a resolution with conflict markers left, or one that
+    /// lacks a side of its conflict, is refused naming the branch and the files
+    /// (plain `integrate` merges them too, and only reports what is left).
+    #[arg(long = "continue")]
+    pub cont: bool,
 }
 
 pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
@@ -37,14 +48,24 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         .into
         .unwrap_or_else(|| format!("mara/{run}/integration"));
     let branches = if args.branches.is_empty() {
+        // The integrator's own branch is merged only when named.
         integrate::instance_branches(repo, &run)?
             .into_iter()
             .filter(|b| *b != into)
+            .filter(|b| {
+                integrate::branch_instance(&run, b).is_none_or(|i| i.role() != "integrator")
+            })
             .collect()
     } else {
         args.branches
     };
     let who = ctx.operator(repo)?;
+    if args.plan {
+        let claims = integrate::fence::Claims::from_events(run.as_str(), &ledger.events()?);
+        let (result, _) =
+            integrate::integrate(repo, &run, &branches, (&into, &who), &claims, true)?;
+        return Ok(plan_report(&result));
+    }
     // With a review step, only approved work is integrated unless the caller says
     // otherwise; checked before any branch moves.
     let unreviewed = ledger.read(|s| Ok(s.full_board()?.unreviewed()))?;
@@ -53,12 +74,41 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
             return Err(refusal.clone().into());
         }
     }
-    let (result, updates) = integrate::integrate(repo, &run, &branches, &into, &who)?;
+    let events = ledger.events()?;
+    let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
+    let (result, updates) =
+        integrate::integrate(repo, &run, &branches, (&into, &who), &claims, false)?;
+    if args.cont {
+        let left: Vec<String> = result
+            .resolutions
+            .iter()
+            .filter_map(|r| r.left.as_ref().map(|why| format!("{}: {why}", r.branch)))
+            .collect();
+        if !left.is_empty() {
+            anyhow::bail!(
+                "not merging the resolution: {}; finish it on that branch (commit there) and run `mara integrate --continue` again",
+                left.join("; ")
+            );
+        }
+    }
+    let mut result = result;
+    let done: std::collections::BTreeSet<String> = ledger.read(|s| {
+        Ok(s.full_board()?
+            .tasks
+            .values()
+            .filter(|t| t.status == crate::board::TaskStatus::Done)
+            .map(|t| t.id.to_string())
+            .collect())
+    })?;
+    let tip = git2::Oid::from_str(&result.tip)?;
+    result.tasks = integrate::task_accounts(repo, &into, tip, &done, &result.fenced)?;
     let md = integrate::report_markdown(&result);
     let json = serde_json::to_value(&result).expect("the report serialises");
     let dir = open_run_dir(&work_tree, &run, &[])?;
     exclude_run_dirs(repo)?;
+    crate::context::crash_point("integrate-before-refs");
     integrate::apply_updates(repo, &updates, &format!("mara integrate {run}"))?;
+    crate::context::crash_point("integrate-after-refs");
     let md_path = dir.write("integrator.md", md.as_bytes())?;
     let json_path = dir.write("integrator.json", format!("{json:#}\n").as_bytes())?;
     if let Some(crate::board::Refusal::Unreviewed {
@@ -84,6 +134,8 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
     record(ctx, &ledger, &who, &result)?;
+    record_fenced(&ledger, &who, &result, &events)?;
+    record_resolutions(&ledger, &who, &result)?;
     let report = Report::new(
         format!(
             "{md}\nreport: {}\n        {}",
@@ -99,6 +151,29 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
             .into());
     }
     Ok(report)
+}
+
+/// What `integrate --plan` prints: the matrix, the order, what would be fenced.
+fn plan_report(r: &Integration) -> Report {
+    let mut text = r.matrix.text();
+    for w in &r.fenced {
+        text.push_str(&format!(
+            "would fence {} commit(s) of {} by {}: {}\n",
+            w.commits.len(),
+            crate::board::one_line(&w.task, 40),
+            crate::board::one_line(&w.instance, 40),
+            crate::board::one_line(&w.reason, 200)
+        ));
+    }
+    Report::new(
+        text.trim_end().to_owned(),
+        serde_json::json!({
+            "matrix": r.matrix,
+            "fenced": r.fenced,
+            "held_back": r.held_back,
+            "unattributed": r.unattributed,
+        }),
+    )
 }
 
 /// Every conflicted file is an event, so `mara log --type conflict` lists them.
@@ -141,4 +216,127 @@ fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
     Ok(())
+}
+
+/// One `fenced` event per group of fenced commits, unless the log has it already
+/// (a re-run finds the same commits again).
+fn record_fenced(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    r: &Integration,
+    events: &[(git2::Oid, crate::board::Event)],
+) -> Result<()> {
+    for w in &r.fenced {
+        let kind = EventKind::Fenced {
+            task: w.task.clone(),
+            instance: w.instance.clone(),
+            claim: w.claim.clone(),
+            commits: w.commits.clone(),
+            reason: w.reason.clone(),
+        };
+        if events.iter().any(|(_, e)| e.kind == kind) {
+            continue;
+        }
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    Ok(())
+}
+
+/// A `resolved` event per merged resolution, and a resolve task (for the run's
+/// resolver role) per branch whose conflicts were just put on a conflicts branch.
+fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+    let board = ledger.read(|s| s.full_board())?;
+    for res in &r.resolutions {
+        let Some(commit) = &res.merged else {
+            continue;
+        };
+        let task = board
+            .tasks
+            .values()
+            .filter(|t| {
+                t.branch.as_deref() == Some(res.branch.as_str()) || resolve_task_of(t, &res.branch)
+            })
+            .map(|t| t.id.clone())
+            .next_back();
+        let kind = EventKind::Resolved {
+            branch: res.branch.clone(),
+            commit: commit.clone(),
+            files: res.files.clone(),
+            by: res.by.clone(),
+            task,
+        };
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    let config = board
+        .config
+        .clone()
+        .unwrap_or_else(|| crate::board::RunConfig::new(ledger.run().clone(), 0));
+    let role = config.resolver_role.clone().or_else(|| {
+        let default = "integrator".to_owned();
+        config
+            .roles
+            .as_ref()
+            .is_none_or(|all| all.contains(&default))
+            .then_some(default)
+    });
+    for b in &r.branches {
+        let Some(cb) = &b.conflict_branch else {
+            continue;
+        };
+        if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
+            continue;
+        }
+        // One open resolve task per conflicts branch.
+        if board
+            .tasks
+            .values()
+            .any(|t| resolve_task_of(t, cb) && !t.status.is_final())
+        {
+            continue;
+        }
+        let stem = cb.rsplit('/').next().unwrap_or(cb);
+        let id = (1..)
+            .map(|n| {
+                if n == 1 {
+                    format!("resolve-{stem}")
+                } else {
+                    format!("resolve-{stem}-{n}")
+                }
+            })
+            .find(|id| id.parse().is_ok_and(|t| !board.tasks.contains_key(&t)))
+            .expect("some id is free");
+        let task = crate::board::NewTask {
+            id: id.parse()?,
+            title: format!("resolve the conflict of {} on {cb}", b.branch),
+            deps: vec![],
+            // Reserves the conflicted files (a name that reads as a glob is left out).
+            paths: b
+                .conflicts
+                .iter()
+                .map(|c| c.path.clone())
+                .filter(|p| !p.contains(['*', '?', '[', ']', '{', '}', '\\']))
+                .collect(),
+            body: Some(integrate::resolve::task_body(
+                r,
+                &b.branch,
+                cb,
+                &b.conflicts,
+            )),
+            role: role.clone(),
+            priority: 0,
+            status: None,
+            claimed_by: None,
+        };
+        let kind = EventKind::TaskAdd { task };
+        ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+    }
+    Ok(())
+}
+
+/// Whether `t` is the resolve task of conflicts branch `cb` (its body names it).
+fn resolve_task_of(t: &crate::board::Task, cb: &str) -> bool {
+    t.id.as_str().starts_with("resolve-")
+        && t.body
+            .as_deref()
+            .is_some_and(|b| b.contains(&format!("`git switch {cb}`")))
 }

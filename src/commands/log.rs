@@ -56,7 +56,14 @@ pub struct NamedCommit {
 /// from every branch tip), then matched against each branch, so a commit merged
 /// into several branches names all of them.
 pub fn commits_naming(repo: &git2::Repository, task: &TaskId) -> anyhow::Result<Vec<NamedCommit>> {
-    let mut tips: Vec<(String, git2::Oid)> = vec![];
+    let want = std::collections::BTreeSet::from([task.to_string()]);
+    let mut all = commits_naming_tasks(repo, &local_tips(repo)?, &want)?;
+    Ok(all.remove(task.as_str()).unwrap_or_default())
+}
+
+/// Every local branch and its tip.
+pub fn local_tips(repo: &git2::Repository) -> anyhow::Result<Vec<(String, git2::Oid)>> {
+    let mut tips = vec![];
     for branch in repo.branches(Some(git2::BranchType::Local))? {
         let (branch, _) = branch?;
         let name = branch.name()?.unwrap_or_default().to_owned();
@@ -64,12 +71,21 @@ pub fn commits_naming(repo: &git2::Repository, task: &TaskId) -> anyhow::Result<
             tips.push((name, tip));
         }
     }
+    Ok(tips)
+}
+
+/// [`commits_naming`] for several tasks at once, over the branches `tips`: one walk.
+pub fn commits_naming_tasks(
+    repo: &git2::Repository,
+    tips: &[(String, git2::Oid)],
+    tasks: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<NamedCommit>>> {
     let mut walk = repo.revwalk()?;
     walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)?;
-    for (_, tip) in &tips {
+    for (_, tip) in tips {
         walk.push(*tip)?;
     }
-    let mut out = vec![];
+    let mut out: std::collections::BTreeMap<String, Vec<NamedCommit>> = Default::default();
     for oid in walk {
         let oid = oid?;
         let commit = repo.find_commit(oid)?;
@@ -78,21 +94,25 @@ pub fn commits_naming(repo: &git2::Repository, task: &TaskId) -> anyhow::Result<
             continue;
         }
         let named = crate::trailers::parse(msg);
-        if !named.tasks.iter().any(|t| t == task.as_str()) {
+        let hits: Vec<&String> = named.tasks.iter().filter(|t| tasks.contains(*t)).collect();
+        if hits.is_empty() {
             continue;
         }
         let mut branches = vec![];
-        for (name, tip) in &tips {
+        for (name, tip) in tips {
             if *tip == oid || repo.graph_descendant_of(*tip, oid)? {
                 branches.push(name.clone());
             }
         }
-        out.push(NamedCommit {
+        let c = NamedCommit {
             commit: oid.to_string(),
             summary: commit.summary().unwrap_or_default().to_owned(),
-            instances: named.instances,
+            instances: named.instances.clone(),
             branches,
-        });
+        };
+        for t in hits {
+            out.entry(t.clone()).or_default().push(c.clone());
+        }
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::{
-    assert_ref_unchanged, clean_env, git_env, output_within, subjects, Out, TestRepo, MARA,
+    assert_ref_unchanged, clean_env, git_env, output_within, ref_tip, subjects, Out, TestRepo, MARA,
 };
 
 pub(crate) const RUN: &str = "hk";
@@ -274,6 +274,8 @@ fn commit_in_an_instances_worktree_gets_trailers_and_records_progress() {
     // The worktree's own config is the identity: no MARA_INSTANCE anywhere.
     r.mara_in(&["claim", "T1"], &[], Some(&wt))
         .ok("implementer#1 claims T1 from its worktree");
+    // The claim's token: the commit of its event, the run's tip now.
+    let token = ref_tip(&r.dir, RUN);
     assert_eq!(
         r.task_state("T1"),
         ("claimed".to_owned(), Some("implementer#1".to_owned()))
@@ -283,7 +285,7 @@ fn commit_in_an_instances_worktree_gets_trailers_and_records_progress() {
     commit(&r, &wt, &["-q", "-m", "add users endpoint"], &[]).ok("commit in wt1");
     assert_eq!(
         head_message(&r, &wt),
-        "add users endpoint\n\nMara-Task: T1\nMara-Instance: implementer#1\n"
+        format!("add users endpoint\n\nMara-Task: T1\nMara-Claim: {token}\nMara-Instance: implementer#1\n")
     );
     assert_eq!(
         head_format(&r, &wt, "%(trailers:key=Mara-Task,valueonly)"),
@@ -300,7 +302,10 @@ fn commit_in_an_instances_worktree_gets_trailers_and_records_progress() {
         &wt,
         &["interpret-trailers", "--parse", msg_file.to_str().unwrap()],
     );
-    assert_eq!(parsed, "Mara-Task: T1\nMara-Instance: implementer#1\n");
+    assert_eq!(
+        parsed,
+        format!("Mara-Task: T1\nMara-Claim: {token}\nMara-Instance: implementer#1\n")
+    );
 
     let c1 = head(&r, &wt);
     let ev = progress_events(&r);
@@ -324,12 +329,12 @@ fn commit_in_an_instances_worktree_gets_trailers_and_records_progress() {
     .ok("commit with a Signed-off-by");
     assert_eq!(
         head_message(&r, &wt),
-        "add orders endpoint\n\nSigned-off-by: X <x@example.invalid>\nMara-Task: T1\nMara-Instance: implementer#1\n"
+        format!("add orders endpoint\n\nSigned-off-by: X <x@example.invalid>\nMara-Task: T1\nMara-Claim: {token}\nMara-Instance: implementer#1\n")
     );
     // git parses only the last paragraph: all three are in it.
     assert_eq!(
         head_format(&r, &wt, "%(trailers:only,unfold)"),
-        "Signed-off-by: X <x@example.invalid>\nMara-Task: T1\nMara-Instance: implementer#1\n\n"
+        format!("Signed-off-by: X <x@example.invalid>\nMara-Task: T1\nMara-Claim: {token}\nMara-Instance: implementer#1\n\n")
     );
     let c2 = head(&r, &wt);
     let ev = progress_events(&r);
@@ -348,14 +353,19 @@ fn commit_in_an_instances_worktree_gets_trailers_and_records_progress() {
         "implementer#1\n\n"
     );
 
-    // Holding two tasks: both are named.
+    // Holding two tasks: both are named, each with its own claim.
     r.mara_in(&["claim", "T2"], &[], Some(&wt))
         .ok("implementer#1 claims T2");
+    let token2 = ref_tip(&r.dir, RUN);
     stage(&r, &wt, "src/ui/app.rs", "fn app() {}\n");
     commit(&r, &wt, &["-q", "-m", "wire ui to api"], &[]).ok("commit holding two tasks");
     assert_eq!(
         head_format(&r, &wt, "%(trailers:key=Mara-Task,valueonly)"),
         "T1\nT2\n\n"
+    );
+    assert_eq!(
+        head_format(&r, &wt, "%(trailers:key=Mara-Claim,valueonly)"),
+        format!("{token}\n{token2}\n\n")
     );
     r.verify_ok();
 }

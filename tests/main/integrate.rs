@@ -59,7 +59,7 @@ fn show(r: &TestRepo, rev: &str, path: &str) -> String {
 }
 
 /// The files of a commit's tree.
-fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
+pub(crate) fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
     r.git(&["ls-tree", "-r", "--name-only", rev])
         .lines()
         .map(str::to_owned)
@@ -91,18 +91,18 @@ fn run_dir(r: &TestRepo) -> PathBuf {
     r.dir.join(".multi_agent_runs").join(RUN)
 }
 
-fn report_md(r: &TestRepo) -> String {
+pub(crate) fn report_md(r: &TestRepo) -> String {
     std::fs::read_to_string(run_dir(r).join("integrator.md")).expect("integrator.md is written")
 }
 
-fn report_json(r: &TestRepo) -> Value {
+pub(crate) fn report_json(r: &TestRepo) -> Value {
     let text = std::fs::read_to_string(run_dir(r).join("integrator.json"))
         .expect("integrator.json is written");
     serde_json::from_str(&text).expect("integrator.json is one JSON value")
 }
 
 /// The events of `mara log --type T --json`.
-fn events_of_type(r: &TestRepo, kind: &str) -> Vec<Value> {
+pub(crate) fn events_of_type(r: &TestRepo, kind: &str) -> Vec<Value> {
     let o = r.mara(&["log", "--type", kind, "--json"]);
     o.ok("mara log --type --json");
     o.stdout
@@ -1113,4 +1113,358 @@ fn collect_export_integrate_and_run_never_write_through_a_planted_link() {
     );
     assert_eq!(r.tip(RUN), tip);
     r.verify_ok();
+}
+
+const I3: &str = "mara/r/implementer_3";
+
+/// Branches 1..3 where pairs (1,2) and (2,3) clash and (1,3) do not: 1 and 2 edit line
+/// 3 of `x.txt`, 2 and 3 line 7 of `y.txt`.
+fn three_branches() -> TestRepo {
+    let r = setup(&[
+        ("x.txt", ten_lines().as_bytes()),
+        ("y.txt", ten_lines().as_bytes()),
+    ]);
+    r.git(&["branch", I3]);
+    let edit = |line: usize, by: &str| {
+        ten_lines()
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i + 1 == line {
+                    format!("{l} by {by}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect::<String>()
+    };
+    let d = r.dir.clone();
+    commit_on(&r, I1, "x by one", "", || {
+        write(&d, "x.txt", edit(3, "one").as_bytes())
+    });
+    commit_on(&r, I2, "x and y by two", "", || {
+        write(&d, "x.txt", edit(3, "two").as_bytes());
+        write(&d, "y.txt", edit(7, "two").as_bytes());
+    });
+    commit_on(&r, I3, "y by three", "", || {
+        write(&d, "y.txt", edit(7, "three").as_bytes())
+    });
+    r
+}
+
+#[test]
+fn the_matrix_names_exactly_the_clashing_pairs_and_the_order_merges_around_them() {
+    let r = three_branches();
+    let before = all_refs(&r);
+    let plan = r.mara(&["integrate", "--plan", "--json"]);
+    plan.ok("integrate --plan");
+    assert_eq!(all_refs(&r), before, "--plan moves nothing");
+    assert!(
+        !run_dir(&r).join("integrator.json").exists(),
+        "--plan writes nothing"
+    );
+    let j: Value = serde_json::from_str(&plan.stdout).expect("--plan --json is JSON");
+    let pairs: Vec<(String, String)> = j["matrix"]["clashes"]
+        .as_array()
+        .expect("clashes")
+        .iter()
+        .map(|c| {
+            (
+                c["a"].as_str().unwrap().to_owned(),
+                c["b"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            (I1.to_owned(), I2.to_owned()),
+            (I2.to_owned(), I3.to_owned())
+        ],
+        "exactly (1,2) and (2,3) clash"
+    );
+    let c12 = &j["matrix"]["clashes"][0];
+    assert_eq!(c12["files"][0]["path"], "x.txt");
+    assert_eq!(c12["files"][0]["kind"], "content");
+    assert_eq!(c12["files"][0]["hunks"][0]["base"]["start"], 3);
+    assert_eq!(
+        c12["a_by"]["instances"],
+        serde_json::json!(["implementer#1"])
+    );
+    assert_eq!(
+        c12["b_by"]["instances"],
+        serde_json::json!(["implementer#2"])
+    );
+    assert_eq!(c12["base"], rev(&r, "main"));
+    assert_eq!(j["matrix"]["order"], serde_json::json!([I1, I3, I2]));
+    let text = r.mara(&["integrate", "--plan"]);
+    assert!(
+        text.stdout.contains(&format!("{I1} x {I2}")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("x.txt (content): lines base 3-3 / 3-3 / 3-3"),
+        "{}",
+        text.stdout
+    );
+
+    // The chosen order merges 1 and 3 and leaves 2 in conflict.
+    let out = r.mara(&["integrate"]);
+    out.expect_code(3, "one branch in conflict");
+    let j = report_json(&r);
+    let results: Vec<(String, String)> = j["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["branch"].as_str().unwrap().to_owned(),
+                b["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (I1.to_owned(), "merged".to_owned()),
+            (I3.to_owned(), "merged".to_owned()),
+            (I2.to_owned(), "conflicts".to_owned())
+        ]
+    );
+    assert_eq!(j["matrix"]["order"], serde_json::json!([I1, I3, I2]));
+    let md = report_md(&r);
+    assert!(md.contains("## Merge order"), "{md}");
+    assert!(md.contains("clash with nothing first"), "{md}");
+}
+
+/// Switches to `branch`, writes `files`, commits as `who`, switches back.
+fn resolve_on(r: &TestRepo, branch: &str, files: &[(&str, String)], who: &str) -> String {
+    r.git(&["switch", "-q", branch]);
+    for (f, text) in files {
+        write(&r.dir, f, text.as_bytes());
+    }
+    r.git(&["add", "-A"]);
+    r.git(&[
+        "commit",
+        "-q",
+        "-m",
+        "resolve",
+        "-m",
+        &format!("Mara-Instance: {who}"),
+    ]);
+    let c = rev(r, "HEAD");
+    r.git(&["switch", "-q", "main"]);
+    c
+}
+
+#[test]
+fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
+    let r = three_branches();
+    r.mara(&["integrate"]).expect_code(3, "branch 2 conflicts");
+    let cb = "mara/r/conflicts/implementer_2";
+    // One resolve task for the integrator role, with both sides and the hunks.
+    let t = r.task("resolve-implementer_2");
+    assert_eq!(t["role"], "integrator", "{t}");
+    let body = t["body"].as_str().expect("a body");
+    assert!(body.contains(&format!("git switch {cb}")), "{body}");
+    assert!(body.contains("x.txt") && body.contains("y.txt"), "{body}");
+    assert!(
+        body.contains("line 3 by one") && body.contains("line 3 by two"),
+        "{body}"
+    );
+    assert!(body.contains("- hunk: base lines"), "{body}");
+    // The conflicts branch has diff3 markers (with the base).
+    let x = show(&r, cb, "x.txt");
+    assert!(x.contains("<<<<<<< ") && x.contains("||||||| base"), "{x}");
+    // A re-run adds no second task.
+    r.mara(&["integrate"]).expect_code(3, "still in conflict");
+    assert!(r.board()["tasks"]
+        .as_array()
+        .map(|ts| ts
+            .iter()
+            .filter(|t| t["id"].as_str().unwrap().starts_with("resolve-"))
+            .count()
+            == 1)
+        .unwrap_or(true));
+
+    // Half a resolution: x.txt fixed, markers left in y.txt.
+    let fixed_x = ten_lines().replace("line 3\n", "line 3 by one and two\n");
+    let half = resolve_on(&r, cb, &[("x.txt", fixed_x.clone())], "integrator#1");
+    let before = all_refs(&r);
+    let refused = r.mara(&["integrate", "--continue"]);
+    refused.expect_code(1, "markers left");
+    refused.stderr_has(cb).stderr_has("y.txt");
+    assert!(!refused.stderr.contains("x.txt"), "{}", refused.stderr);
+    assert_eq!(all_refs(&r), before, "a refusal moves nothing");
+    // A plain re-run does not move the resolution either, and says what is left.
+    r.mara(&["integrate"]);
+    assert_eq!(rev(&r, cb), half, "the resolution branch is never moved");
+    assert!(report_md(&r).contains("conflict markers are left in y.txt"));
+
+    // The rest of the resolution: it merges on --continue.
+    let fixed_y = ten_lines().replace("line 7\n", "line 7 by two and three\n");
+    resolve_on(&r, cb, &[("y.txt", fixed_y.clone())], "integrator#1");
+    r.mara(&["integrate", "--continue"])
+        .ok("the resolution merges");
+    assert_eq!(show(&r, INTEGRATION, "x.txt"), fixed_x);
+    assert_eq!(show(&r, INTEGRATION, "y.txt"), fixed_y);
+    for b in [I1, I2, I3] {
+        assert!(
+            r.git(&["merge-base", "--is-ancestor", b, INTEGRATION])
+                .is_empty(),
+            "{b} is in the integration branch"
+        );
+    }
+    let resolved = events_of_type(&r, "resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["payload"]["branch"], cb);
+    assert_eq!(resolved[0]["payload"]["by"], "integrator#1");
+    let md = report_md(&r);
+    assert!(
+        md.contains(&format!("`{cb}`: resolved by integrator#1")),
+        "{md}"
+    );
+    let j = report_json(&r);
+    assert_eq!(j["resolutions"][0]["by"], "integrator#1");
+    // The HTML report lists each conflicted file once, resolved, and by whom.
+    let page = r.root().join("report.html");
+    r.mara(&["report", "--html", page.to_str().unwrap()])
+        .ok("report --html");
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert_eq!(
+        html.matches("<td><code>x.txt</code></td>").count(),
+        1,
+        "x.txt once"
+    );
+    assert!(
+        html.contains("resolved by integrator#1"),
+        "resolved in the page"
+    );
+    assert!(!html.contains("<td>open</td>"), "no conflict left open");
+    // Done: a further run is up to date and changes nothing.
+    let tip = rev(&r, INTEGRATION);
+    r.mara(&["integrate", "--continue"]).ok("nothing left");
+    assert_eq!(rev(&r, INTEGRATION), tip);
+    assert_eq!(events_of_type(&r, "resolved").len(), 1);
+
+    // Someone force-moves the conflicts branch: it is reported, never merged.
+    r.git(&["branch", "-f", cb, "main"]);
+    let out = r.mara(&["integrate", "--continue"]);
+    out.expect_code(1, "a moved conflicts branch");
+    out.stderr_has("not built on the integrator's conflicted merge");
+    assert_eq!(rev(&r, INTEGRATION), tip);
+    r.verify_ok();
+}
+
+#[test]
+fn a_crash_between_computing_and_moving_refs_leaves_the_old_tip_and_a_rerun_continues() {
+    let r = three_branches();
+    let before = all_refs(&r);
+    let crashed = r.mara_in(
+        &["integrate"],
+        &[("MARA_CRASH_AT", "integrate-before-refs")],
+        None,
+    );
+    assert_ne!(crashed.code, 0, "the injected crash stops it");
+    assert_eq!(all_refs(&r), before, "no branch moved");
+    assert!(
+        events_of_type(&r, "conflict").is_empty(),
+        "nothing recorded"
+    );
+    assert_eq!(
+        r.git(&["status", "--porcelain"]),
+        "",
+        "no worktree or index touched"
+    );
+    // Crashed after the integration branch moved, before the conflicts branch.
+    let crashed = r.mara_in(
+        &["integrate"],
+        &[("MARA_CRASH_AT", "integrate-between-refs")],
+        None,
+    );
+    assert_ne!(crashed.code, 0);
+    let tip = rev(&r, INTEGRATION);
+    assert!(!branch_exists(&r, "mara/r/conflicts/implementer_2"));
+    // The re-run continues: the integration branch is where it was, the conflict is
+    // kept and becomes a task.
+    r.mara(&["integrate"])
+        .expect_code(3, "the conflict is left");
+    assert_eq!(rev(&r, INTEGRATION), tip);
+    assert!(branch_exists(&r, "mara/r/conflicts/implementer_2"));
+    assert_eq!(r.task("resolve-implementer_2")["status"], "open");
+    assert_eq!(r.git(&["status", "--porcelain"]), "");
+    r.verify_ok();
+}
+
+#[test]
+fn the_integrators_own_branch_is_merged_only_when_named() {
+    let r = setup(&[]);
+    r.git(&["branch", "mara/r/integrator_1"]);
+    let d = r.dir.clone();
+    commit_on(&r, "mara/r/integrator_1", "report", "", || {
+        write(&d, "integrator.md", b"x\n")
+    });
+    commit_on(&r, I1, "work", "", || write(&d, "a.txt", b"a\n"));
+    r.mara(&["integrate"]).ok("integrate");
+    assert!(!files_of(&r, INTEGRATION).contains(&"integrator.md".to_owned()));
+    r.mara(&["integrate", "--branches", "mara/r/integrator_1"])
+        .ok("named");
+    assert!(files_of(&r, INTEGRATION).contains(&"integrator.md".to_owned()));
+}
+
+#[test]
+fn plan_check_lists_overlapping_paths_of_unordered_tasks_and_strict_refuses() {
+    let r = TestRepo::with_run(RUN);
+    let plan = r.write_outside(
+        "plan.json",
+        r#"[
+  {"id": "A", "title": "api", "paths": ["src/api/**"]},
+  {"id": "B", "title": "users", "paths": ["src/api/users.rs"]},
+  {"id": "C", "title": "after A", "deps": ["A"], "paths": ["src/api/**"]},
+  {"id": "D", "title": "ui", "paths": ["src/ui/"]}
+]"#,
+    );
+    let p = plan.to_str().unwrap();
+    let before = r.tip(RUN);
+    let check = r.mara(&["plan", p, "--check", "--json"]);
+    check.ok("plan --check");
+    let j: Value = serde_json::from_str(&check.stdout).expect("JSON");
+    let pairs: Vec<(String, String)> = j["overlaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["a"].as_str().unwrap().to_owned(),
+                o["b"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // A and C are ordered (C depends on A); D touches nothing of theirs.
+    assert_eq!(
+        pairs,
+        [
+            ("A".to_owned(), "B".to_owned()),
+            ("B".to_owned(), "C".to_owned())
+        ]
+    );
+    assert_eq!(r.tip(RUN), before, "--check adds nothing");
+    let strict = r.mara(&["plan", p, "--strict"]);
+    strict.expect_code(3, "--strict refuses overlaps");
+    assert!(
+        strict.stdout.contains("overlap: A and B"),
+        "{}",
+        strict.stdout
+    );
+    assert_eq!(r.tip(RUN), before, "a refusal adds nothing");
+    let added = r.mara(&["plan", p]);
+    added.ok("plan without --strict adds it");
+    assert!(
+        added.stderr.contains("overlap: A and B"),
+        "{}",
+        added.stderr
+    );
+    assert_eq!(r.task("A")["status"], "open");
 }

@@ -1,0 +1,290 @@
+//! The resolution loop: each conflict the integrator leaves is a task for the
+//! resolver role, on `mara/<run>/conflicts/<role>_<n>` (the merge with diff3
+//! markers). Whoever resolves it commits on that branch; `integrate --continue`
+//! (and every re-run of `integrate`) checks a branch that carries commits of its
+//! own (no conflict markers left in any file it changes against the integration
+//! branch; it contains both sides of the conflicted merge) and merges it, or says
+//! what is left. Such a branch is never moved by the integrator again.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use git2::{Commit, Oid, Repository};
+use serde::Serialize;
+
+use super::{is_binary, FileConflict, Integration};
+use crate::board::one_line;
+use crate::ids::RunId;
+use crate::trailers;
+
+/// The subject that starts the integrator's conflicted merge commits.
+pub const CONFLICTED: &str = "conflicted merge of ";
+
+/// Whether `c` is a conflicted merge the integrator made.
+fn is_conflicted_merge(c: &Commit) -> bool {
+    c.parent_count() == 2 && c.summary().is_some_and(|s| s.starts_with(CONFLICTED))
+}
+
+/// The conflicted merge a conflicts branch at `tip` starts from (following first
+/// parents), and whether commits of someone else's are on top of it.
+fn start_of(repo: &Repository, tip: Oid) -> Result<Option<(Commit<'_>, bool)>> {
+    let mut c = repo.find_commit(tip)?;
+    for depth in 0..10_000 {
+        if is_conflicted_merge(&c) {
+            return Ok(Some((c, depth > 0)));
+        }
+        match c.parent(0) {
+            Ok(p) => c = p,
+            Err(_) => break,
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the conflicts branch at `tip` carries commits of its own (a resolution,
+/// maybe unfinished): then the integrator never moves it.
+pub fn has_own_commits(repo: &Repository, tip: Oid) -> Result<bool> {
+    Ok(match start_of(repo, tip)? {
+        Some((_, own)) => own,
+        // Not the integrator's at all: someone else's branch.
+        None => true,
+    })
+}
+
+/// The files of `tree` that differ from `against` and hold conflict-marker lines.
+pub fn files_with_markers(repo: &Repository, against: Oid, tip: Oid) -> Result<Vec<String>> {
+    let old = repo.find_commit(against)?.tree()?;
+    let new = repo.find_commit(tip)?.tree()?;
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
+    let mut out = vec![];
+    for d in diff.deltas() {
+        let f = d.new_file();
+        if f.id().is_zero() {
+            continue;
+        }
+        let Ok(blob) = repo.find_blob(f.id()) else {
+            continue;
+        };
+        let data = blob.content();
+        if is_binary(data) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(data);
+        if text.lines().any(|l| {
+            l.starts_with("<<<<<<< ") || l.starts_with(">>>>>>> ") || l.starts_with("||||||| ")
+        }) {
+            if let Some(p) = f.path() {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A conflicts branch with commits of its own, and what became of it.
+#[derive(Serialize, Clone, Debug)]
+pub struct Resolution {
+    pub branch: String,
+    pub tip: String,
+    /// The merge commit on the integration branch, when it merged.
+    pub merged: Option<String>,
+    /// Who resolved it (the `Mara-Instance` of its commits, else their author).
+    pub by: Option<String>,
+    /// The files that were in conflict.
+    pub files: Vec<String>,
+    /// Why it did not merge, when it did not.
+    pub left: Option<String>,
+}
+
+/// The conflicts branches of a run: `mara/<run>/conflicts/*`.
+pub fn conflict_branches(repo: &Repository, run: &RunId) -> Result<Vec<(String, Oid)>> {
+    let prefix = format!("mara/{run}/conflicts/");
+    let mut out = vec![];
+    for b in repo.branches(Some(git2::BranchType::Local))? {
+        let (b, _) = b?;
+        if let (Some(name), Some(tip)) = (b.name()?, b.get().target()) {
+            if name.starts_with(&prefix) {
+                out.push((name.to_owned(), tip));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Merges every resolved conflicts branch into the integration branch at `current`
+/// (committing nothing to a ref). Returns where the integration branch is then and
+/// every branch with commits of its own, merged or with what is left.
+pub fn merge_resolutions(
+    repo: &Repository,
+    run: &RunId,
+    into: &str,
+    current: Oid,
+    sig: &git2::Signature,
+) -> Result<(Oid, Vec<Resolution>)> {
+    let mut current = current;
+    let mut out = vec![];
+    for (branch, tip) in conflict_branches(repo, run)? {
+        let start = match start_of(repo, tip)? {
+            Some((start, true)) => start,
+            Some((_, false)) => continue,
+            None => {
+                out.push(Resolution {
+                    branch: branch.clone(),
+                    tip: tip.to_string(),
+                    merged: None,
+                    by: None,
+                    files: vec![],
+                    left: Some(
+                        "it is not built on the integrator's conflicted merge (was it moved?); reset it or delete it".into(),
+                    ),
+                });
+                continue;
+            }
+        };
+        let mut r = Resolution {
+            branch: branch.clone(),
+            tip: tip.to_string(),
+            merged: None,
+            by: resolver(repo, start.id(), tip)?,
+            files: files_with_markers(repo, start.parent_id(0)?, start.id())?,
+            left: None,
+        };
+        if tip == current || repo.graph_descendant_of(current, tip)? {
+            // Merged already (an earlier --continue).
+            continue;
+        }
+        let markers = files_with_markers(repo, current, tip)?;
+        let sides = [start.parent_id(0)?, start.parent_id(1)?];
+        if !markers.is_empty() {
+            r.left = Some(format!(
+                "conflict markers are left in {}",
+                markers
+                    .iter()
+                    .map(|f| one_line(f, 200))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else if let Some(s) = sides
+            .iter()
+            .find(|s| !(tip == **s || repo.graph_descendant_of(tip, **s).unwrap_or(false)))
+        {
+            r.left = Some(format!("it does not contain {s}, one side of the conflict"));
+        } else {
+            let (ours, theirs) = (repo.find_commit(current)?, repo.find_commit(tip)?);
+            let mut index = repo.merge_commits(&ours, &theirs, None)?;
+            if index.has_conflicts() {
+                let files: Vec<String> = index
+                    .conflicts()?
+                    .filter_map(|c| c.ok())
+                    .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+                    .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                    .collect();
+                r.left = Some(format!(
+                    "it conflicts with {into} again in {}",
+                    files.join(", ")
+                ));
+            } else {
+                let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+                let mut msg = format!("merge the resolution {branch} into {into}\n\n");
+                let _ = writeln!(
+                    msg,
+                    "Resolves the conflict in {}{}.\n\nMara-Run: {run}",
+                    r.files.join(", "),
+                    r.by.as_ref()
+                        .map(|b| format!(", by {b}"))
+                        .unwrap_or_default()
+                );
+                let c = repo.commit(None, sig, sig, &msg, &tree, &[&ours, &theirs])?;
+                current = c;
+                r.merged = Some(c.to_string());
+            }
+        }
+        out.push(r);
+    }
+    Ok((current, out))
+}
+
+/// Who resolved: the first `Mara-Instance` of the commits after the conflicted
+/// merge, else the tip's author.
+fn resolver(repo: &Repository, start: Oid, tip: Oid) -> Result<Option<String>> {
+    let mut walk = repo.revwalk()?;
+    walk.push(tip)?;
+    walk.hide(start)?;
+    for oid in walk {
+        let c = repo.find_commit(oid?)?;
+        if let Some(i) = trailers::parse(c.message().unwrap_or_default())
+            .instances
+            .into_iter()
+            .next()
+        {
+            return Ok(Some(i));
+        }
+    }
+    Ok(repo
+        .find_commit(tip)?
+        .author()
+        .name()
+        .map(|n| one_line(n, 64)))
+}
+
+/// Longest body of a resolve task: the board takes 64 KiB.
+const MAX_BODY: usize = 48 * 1024;
+
+/// The body of the task that resolves `branch`'s conflicts: what to do, and each
+/// file's two sides and hunks.
+pub fn task_body(
+    i: &Integration,
+    branch: &str,
+    conflict_branch: &str,
+    files: &[FileConflict],
+) -> String {
+    let mut s = format!(
+        "Resolve the conflict of merging `{branch}` into `{}`.\n\n\
+         1. `git switch {conflict_branch}` (it holds the merge, with diff3 markers in text files).\n\
+         2. Resolve every file below, keeping what both sides meant; remove every marker.\n\
+         3. Commit on that branch, then `mara done <this task>`.\n\
+         4. `mara integrate --continue` merges it (a branch with markers left is refused, naming the files).\n",
+        i.into
+    );
+    for f in files {
+        let _ = writeln!(
+            s,
+            "\n## `{}` ({})\n\n- `{}`: {}\n- `{branch}`: {}\n",
+            f.path,
+            f.kind.as_str(),
+            i.into,
+            f.ours_by.describe(),
+            f.theirs_by.describe()
+        );
+        if let Some(c) = i
+            .matrix
+            .clashes
+            .iter()
+            .find(|c| c.b == branch || c.a == branch)
+            .and_then(|c| c.files.iter().find(|x| x.path == f.path))
+        {
+            for h in &c.hunks {
+                let _ = writeln!(
+                    s,
+                    "- hunk: base lines {}+{}, one side {}+{}, the other {}+{}",
+                    h.base.start, h.base.len, h.a.start, h.a.len, h.b.start, h.b.len
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n```diff\n{}```\n\n```diff\n{}```",
+            f.diff_ours, f.diff_theirs
+        );
+    }
+    if s.len() > MAX_BODY {
+        let mut cut = MAX_BODY;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("\n\n(cut: see integrator.md for the rest)\n");
+    }
+    s
+}
