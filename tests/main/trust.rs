@@ -89,6 +89,20 @@ fn writes_refuse(r: &TestRepo, run: &str, commit: &str, why: &str) {
         .stderr_has(why);
 }
 
+/// A heartbeat of implementer#2 forged on `tree` (a tree that does not match
+/// it): every write refuses to build on it. Returns the forged commit.
+fn forged_heartbeat_is_refused(r: &TestRepo, run: &str, tree: &str) -> String {
+    let event = json!({"seq": next_seq(r), "ts": now_ts(), "sender": "implementer#2", "type": "heartbeat", "payload": {}});
+    let c = forge(r, run, "heartbeat by implementer#2", &event, Some(tree));
+    writes_refuse(
+        r,
+        run,
+        &c,
+        "its tree does not match the replay of its event",
+    );
+    c
+}
+
 fn claimed_run(run: &str) -> TestRepo {
     let r = TestRepo::with_run(run);
     r.mara(&["task", "add", "T1", "one"]).ok("task add T1");
@@ -102,8 +116,6 @@ fn a_tree_that_does_not_match_its_event_is_never_built_on() {
     let run = "forged-tree";
     let r = claimed_run(run);
     // A heartbeat of implementer#2 whose tree hands it T1.
-    let seq = next_seq(&r);
-    let ts = now_ts();
     let task_path = git(&r.dir, &["ls-tree", "-r", "--name-only", &r.tip(run)])
         .lines()
         .find(|l| l.ends_with("/T1.json"))
@@ -116,14 +128,7 @@ fn a_tree_that_does_not_match_its_event_is_never_built_on() {
     let stolen = task.replace("\"implementer#1\"", "\"implementer#2\"");
     assert_ne!(stolen, task);
     let tree = r.tree_with(&r.tip(run), &task_path, &stolen);
-    let event = json!({"seq": seq, "ts": ts, "sender": "implementer#2", "type": "heartbeat", "payload": {}});
-    let c = forge(&r, run, "heartbeat by implementer#2", &event, Some(&tree));
-    writes_refuse(
-        &r,
-        run,
-        &c,
-        "its tree does not match the replay of its event",
-    );
+    let c = forged_heartbeat_is_refused(&r, run, &tree);
     // The forged holder never takes effect: the board still reads implementer#1
     // once the ref is restored, and writes go on.
     git(
@@ -577,14 +582,7 @@ fn a_forged_index_is_never_built_on() {
         ),
     ];
     for tree in forged {
-        let event = json!({"seq": next_seq(&r), "ts": now_ts(), "sender": "implementer#2", "type": "heartbeat", "payload": {}});
-        let c = forge(&r, run, "heartbeat by implementer#2", &event, Some(&tree));
-        writes_refuse(
-            &r,
-            run,
-            &c,
-            "its tree does not match the replay of its event",
-        );
+        let c = forged_heartbeat_is_refused(&r, run, &tree);
         git(
             &r.dir,
             &["update-ref", &format!("refs/mara/{run}"), &tip, &c],
