@@ -12,7 +12,7 @@
 //! Everything is computed first; branches move only at the end, each with a
 //! compare-and-swap, so an error changes no branch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -421,6 +421,7 @@ pub fn integrate(
     (into, who): (&str, &str),
     claims: &Claims,
     plan_only: bool,
+    resolve_tasks: &BTreeMap<String, resolve::ResolveTask>,
 ) -> Result<(Integration, Vec<RefUpdate>)> {
     if branches.is_empty() {
         bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
@@ -437,7 +438,7 @@ pub fn integrate(
     let mut resolutions = vec![];
     if old_into.is_some() && !plan_only {
         let s = signature(&merger.sig)?;
-        (base, resolutions) = resolve::merge_resolutions(repo, run, into, base, &s)?;
+        (base, resolutions) = resolve::merge_resolutions(repo, run, into, base, &s, resolve_tasks)?;
     }
     let mut rewriter = Rewriter::new(repo, claims);
     let mut effective = vec![];
