@@ -12,7 +12,7 @@ use crate::ledger::Draft;
 use crate::output::Report;
 use crate::paths::{exclude_run_dirs, main_work_tree, open_run_dir};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct IntegrateArgs {
     /// The branches to merge, in order (default: every `mara/<run>/<role>_<n>`).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
@@ -40,6 +40,14 @@ pub struct IntegrateArgs {
 
 pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
+    let who = ctx.operator(ledger.repo())?;
+    run_as(&ledger, &who, args)
+}
+
+/// `mara integrate` on `ledger`'s run, recorded as `who` (also `mara run`'s
+/// integrator step, with `--continue`).
+pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) -> Result<Report> {
+    let who = who.to_owned();
     let repo = ledger.repo();
     let run = ledger.run().clone();
     // The report goes to the main work tree: a bare repository refuses before any
@@ -60,7 +68,6 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     } else {
         args.branches
     };
-    let who = ctx.operator(repo)?;
     let resolve_tasks = ledger.read(|s| Ok(integrate::resolve::resolve_tasks(&s.full_board()?)))?;
     if args.plan {
         let claims = integrate::fence::Claims::from_events(run.as_str(), &ledger.events()?);
@@ -164,9 +171,9 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         };
         ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    record(ctx, &ledger, &who, &result)?;
-    record_fenced(&ledger, &who, &result, &events)?;
-    record_resolutions(&ledger, &who, &result)?;
+    record(ledger, &who, &result)?;
+    record_fenced(ledger, &who, &result, &events)?;
+    record_resolutions(ledger, &who, &result)?;
     let report = Report::new(
         format!(
             "{md}\nreport: {}\n        {}",
@@ -208,7 +215,7 @@ fn plan_report(r: &Integration) -> Report {
 }
 
 /// Every conflicted file is an event, so `mara log --type conflict` lists them.
-fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
     for b in &r.branches {
         for c in &b.conflicts {
             let mut instances = c.ours_by.instances.clone();

@@ -117,7 +117,9 @@ pub fn resolve_tasks(board: &crate::board::Board) -> BTreeMap<String, ResolveTas
         }
         let rt = ResolveTask {
             id: t.id.to_string(),
-            done: t.status == TaskStatus::Done,
+            // With a review step, `mara done` puts it in review: its holder is
+            // done; whether unreviewed work may merge is `integrate`'s own check.
+            done: matches!(t.status, TaskStatus::Done | TaskStatus::Review),
             holder: t.claimed_by.as_ref().map(|i| i.to_string()),
         };
         match out.get(cb) {
@@ -128,6 +130,30 @@ pub fn resolve_tasks(board: &crate::board::Board) -> BTreeMap<String, ResolveTas
         }
     }
     out
+}
+
+/// The conflicts branches of `run` with commits of their own whose resolve task is
+/// done and that the integration branch `into` does not have yet: what `mara run`'s
+/// integrator step merges (nothing when `into` does not exist).
+pub fn pending(
+    repo: &Repository,
+    run: &RunId,
+    into: &str,
+    tasks: &BTreeMap<String, ResolveTask>,
+) -> Result<Vec<String>> {
+    let Ok(current) = repo.refname_to_id(&format!("refs/heads/{into}")) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![];
+    for (branch, tip) in conflict_branches(repo, run)? {
+        if !tasks.get(&branch).is_some_and(|t| t.done) || !has_own_commits(repo, tip)? {
+            continue;
+        }
+        if tip != current && !repo.graph_descendant_of(current, tip)? {
+            out.push(branch);
+        }
+    }
+    Ok(out)
 }
 
 /// A conflicts branch with commits of its own, and what became of it.
@@ -206,7 +232,7 @@ pub fn merge_resolutions(
             branch: branch.clone(),
             tip: tip.to_string(),
             merged: None,
-            by: resolver(repo, start.id(), tip)?,
+            by: resolver(repo, start.id(), tip, tasks.get(&branch))?,
             files: files_with_markers(repo, start.parent_id(0)?, start.id())?,
             left: None,
             task: tasks.get(&branch).map(|t| t.id.clone()),
@@ -280,8 +306,13 @@ pub fn merge_resolutions(
 }
 
 /// Who resolved: the first `Mara-Instance` of the commits after the conflicted
-/// merge, else the tip's author.
-fn resolver(repo: &Repository, start: Oid, tip: Oid) -> Result<Option<String>> {
+/// merge, else the holder of the resolve task, else the tip's author.
+fn resolver(
+    repo: &Repository,
+    start: Oid,
+    tip: Oid,
+    task: Option<&ResolveTask>,
+) -> Result<Option<String>> {
     let mut walk = repo.revwalk()?;
     walk.push(tip)?;
     walk.hide(start)?;
@@ -294,6 +325,9 @@ fn resolver(repo: &Repository, start: Oid, tip: Oid) -> Result<Option<String>> {
         {
             return Ok(Some(i));
         }
+    }
+    if let Some(h) = task.and_then(|t| t.holder.clone()) {
+        return Ok(Some(h));
     }
     Ok(repo
         .find_commit(tip)?
