@@ -365,20 +365,11 @@ pub fn task_body(
             f.ours_by.describe(),
             f.theirs_by.describe()
         );
-        if let Some(c) = i
-            .matrix
-            .clashes
-            .iter()
-            .find(|c| c.b == branch || c.a == branch)
-            .and_then(|c| c.files.iter().find(|x| x.path == f.path))
-        {
-            for h in &c.hunks {
-                let _ = writeln!(
-                    s,
-                    "- hunk: base lines {}+{}, one side {}+{}, the other {}+{}",
-                    h.base.start, h.base.len, h.a.start, h.a.len, h.b.start, h.b.len
-                );
-            }
+        if !f.base.is_empty() {
+            let _ = writeln!(s, "- base commit: `{}`", f.base);
+        }
+        for h in i.hunk_lines(branch, &f.path) {
+            let _ = writeln!(s, "{h}");
         }
         let _ = writeln!(
             s,

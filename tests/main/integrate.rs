@@ -1275,6 +1275,15 @@ fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
         "{body}"
     );
     assert!(body.contains("- hunk: base lines"), "{body}");
+    // integrator.md names each conflict's base commit next to its hunks.
+    let mb = r.git(&["merge-base", I2, INTEGRATION]);
+    let md = report_md(&r);
+    let base_line = format!("- base commit: `{}`\n- hunk: base lines ", &mb[..10]);
+    assert_eq!(md.matches(&base_line).count(), 2, "x.txt and y.txt: {md}");
+    assert!(
+        body.contains(&format!("- base commit: `{}`", mb.trim())),
+        "{body}"
+    );
     // The conflicts branch has diff3 markers (with the base).
     let x = show(&r, cb, "x.txt");
     assert!(x.contains("<<<<<<< ") && x.contains("||||||| base"), "{x}");
