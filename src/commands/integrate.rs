@@ -69,18 +69,21 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
         args.branches
     };
     let resolve_tasks = ledger.read(|s| Ok(integrate::resolve::resolve_tasks(&s.full_board()?)))?;
-    if args.plan {
-        let claims = integrate::fence::Claims::from_events(run.as_str(), &ledger.events()?);
-        let (result, _) = integrate::integrate(
+    let events = ledger.events()?;
+    let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
+    let integrate = |plan_only| {
+        integrate::integrate(
             repo,
             &run,
             &branches,
             (&into, &who),
             &claims,
-            true,
+            plan_only,
             &resolve_tasks,
-        )?;
-        return Ok(plan_report(&result));
+        )
+    };
+    if args.plan {
+        return Ok(plan_report(&integrate(true)?.0));
     }
     // With a review step, only approved work is integrated unless the caller says
     // otherwise; checked before any branch moves.
@@ -90,17 +93,7 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
             return Err(refusal.clone().into());
         }
     }
-    let events = ledger.events()?;
-    let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
-    let (result, updates) = integrate::integrate(
-        repo,
-        &run,
-        &branches,
-        (&into, &who),
-        &claims,
-        false,
-        &resolve_tasks,
-    )?;
+    let (result, updates) = integrate(false)?;
     if args.cont {
         let left: Vec<String> = result
             .resolutions

@@ -1301,24 +1301,21 @@ fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
     // Half a resolution: x.txt fixed, markers left in y.txt.
     let fixed_x = ten_lines().replace("line 3\n", "line 3 by one and two\n");
     let half = resolve_on(&r, cb, &[("x.txt", fixed_x.clone())], "integrator#1");
-    let before = all_refs(&r);
     // The resolve task is not done: the resolution waits for it, naming it and
-    // who holds it.
-    let waiting = r.mara(&["integrate", "--continue"]);
-    waiting.expect_code(3, "its resolve task is not claimed");
-    waiting
-        .stderr_has("resolve-implementer_2")
-        .stderr_has("not claimed yet");
-    assert_eq!(all_refs(&r), before, "waiting moves nothing");
+    // who holds it (nobody, then the integrator), and moves nothing.
+    let waits = |holder: &str| {
+        let before = all_refs(&r);
+        let waiting = r.mara(&["integrate", "--continue"]);
+        waiting.expect_code(3, "its resolve task is not done");
+        waiting
+            .stderr_has("resolve-implementer_2")
+            .stderr_has(holder);
+        assert_eq!(all_refs(&r), before, "waiting moves nothing");
+    };
+    waits("not claimed yet");
     r.mara_as("integrator#1", &["claim", "resolve-implementer_2"])
         .ok("the integrator claims it");
-    let before = all_refs(&r);
-    let waiting = r.mara(&["integrate", "--continue"]);
-    waiting.expect_code(3, "its resolve task is not done");
-    waiting
-        .stderr_has("resolve-implementer_2")
-        .stderr_has("held by integrator#1");
-    assert_eq!(all_refs(&r), before, "waiting moves nothing");
+    waits("held by integrator#1");
     r.mara_as("integrator#1", &["done", "resolve-implementer_2"])
         .ok("the integrator says it is done");
     let before = all_refs(&r);

@@ -719,13 +719,8 @@ git switch -q -
     for b in ["mara/rs/writer_1", "mara/rs/writer_2"] {
         r.git(&["merge-base", "--is-ancestor", b, "mara/rs/integration"]);
     }
-    let log = r.mara(&["--run", "rs", "log", "--type", "resolved", "--json"]);
-    log.ok("mara log --type resolved");
-    let resolved: Vec<Value> = log
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON lines"))
-        .collect();
+    // `mara run --run rs` made rs the current run.
+    let resolved = crate::integrate::events_of_type(&r, "resolved");
     assert_eq!(resolved.len(), 1, "{resolved:?}");
     assert_eq!(resolved[0]["payload"]["by"], "integrator#1");
     verify_ok(&r, "rs");
