@@ -12,8 +12,12 @@
 #     implementer#1 one question first.
 #   reviewer: wait for done tasks to review; send the first one back with a
 #     note, approve the rest; stop on exit 4.
+#   implementer: at the end, change the line of src/main.txt (when there is one,
+#     as in the demo's project) that the other one changes too: a conflict.
 #   integrator: collect the artifacts, merge every instance branch with
-#     `mara integrate`, bring the result onto its own branch with integrator.md.
+#     `mara integrate`; on conflicts claim each resolve task, keep both sides on
+#     its conflicts branch, commit, `done` it, `mara integrate --continue`; bring
+#     the result onto its own branch with integrator.md.
 set -u
 me=$(printf '%s' "$MARA_INSTANCE" | tr '#' '_')
 
@@ -66,6 +70,12 @@ work() {
     mara done "$task" --artifact "$me.md" --note "$note" >/dev/null || exit 1
   done
   answer_questions
+  if [ "$MARA_ROLE" = implementer ] && [ -f src/main.txt ]; then
+    # The demo's project: both implementers change the same line, so the
+    # integrator gets one conflict to resolve.
+    printf 'entry point: wired up by %s\n' "$MARA_INSTANCE" > src/main.txt
+    git add src/main.txt && git commit -q -m "wire the entry point ($MARA_INSTANCE)" || exit 1
+  fi
 }
 
 review() {
@@ -88,13 +98,48 @@ review() {
   git add "$me.md" && git commit -q -m "review by $MARA_INSTANCE" || exit 1
 }
 
+# Keeps both sides of every diff3 conflict in file $1: drops the marker lines and
+# the base's lines.
+keep_both() {
+  awk '/^<<<<<<< /{s=1; next} /^\|\|\|\|\|\|\| /{s=2; next}
+       /^=======$/ && s{s=3; next} /^>>>>>>> /{s=0; next} s!=2' "$1" > "$1.resolved" &&
+    mv "$1.resolved" "$1"
+}
+
+# Claims each resolve task the integration left, resolves it on its conflicts
+# branch (both sides kept), commits there, and says it is done; prints how many.
+resolve_conflicts() {
+  n=0
+  while out=$(mara claim --next --json); do
+    task=$(printf '%s' "$out" | sed -n 's/.*"payload":{"task":"\([^"]*\)".*/\1/p')
+    case "$task" in resolve-*) ;; *) echo "not a resolve task: $out" >&2; exit 1 ;; esac
+    branch="mara/$MARA_RUN/conflicts/${task#resolve-}"
+    git switch -q "$branch" || exit 1
+    for f in $(git grep -l '^<<<<<<< '); do keep_both "$f" || exit 1; done
+    git add -A && git commit -q -m "$task: keep both sides" || exit 1
+    mara done "$task" --note "kept both sides on $branch" >/dev/null || exit 1
+    git switch -q - || exit 1
+    n=$((n + 1))
+  done
+  printf '%s' "$n"
+}
+
 integrate() {
   mara collect >/dev/null || exit 1
   mara integrate >/dev/null
   rc=$?
   case "$rc" in
     0) verdict="merged every branch" ;;
-    3) verdict="left conflicts for people (see integrator.md)" ;;
+    3)
+      n=$(resolve_conflicts) || exit 1
+      # The reviewer has ended: the resolutions merge unreviewed (the log says so).
+      mara integrate --continue --unreviewed >/dev/null
+      rc=$?
+      case "$rc" in
+        0) verdict="resolved $n conflict(s) and merged every branch" ;;
+        3) verdict="left conflicts for people (see integrator.md)" ;;
+        *) exit "$rc" ;;
+      esac ;;
     *) exit "$rc" ;;
   esac
   git merge -q --ff-only "mara/$MARA_RUN/integration" || exit 1

@@ -1253,6 +1253,10 @@ pub enum Refusal {
         task: TaskId,
         status: TaskStatus,
     },
+    /// Resolutions wait for their resolve tasks to be done: (task, holder).
+    ResolveWaiting {
+        tasks: Vec<(String, Option<String>)>,
+    },
     /// With a review step, integration waits for these tasks' approval.
     Unreviewed {
         awaiting: Vec<TaskId>,
@@ -1291,6 +1295,20 @@ impl fmt::Display for Refusal {
                 write!(
                     f,
                     "{files} file(s) in conflict; nothing was resolved silently"
+                )
+            }
+            Refusal::ResolveWaiting { tasks } => {
+                let each: Vec<String> = tasks
+                    .iter()
+                    .map(|(t, h)| match h {
+                        Some(h) => format!("{} (held by {})", one_line(t, 80), one_line(h, 64)),
+                        None => format!("{} (not claimed yet)", one_line(t, 80)),
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "not merging: the resolution waits for its resolve task {}, which is not done",
+                    each.join(", ")
                 )
             }
             Refusal::Overlaps { pairs } => {
@@ -1400,6 +1418,9 @@ impl Refusal {
             )),
             Refusal::Conflicts { .. } => Some(
                 "read the report (integrator.md); each conflict is a resolve task: resolve on its conflicts branch, commit there, and run `mara integrate --continue`".into(),
+            ),
+            Refusal::ResolveWaiting { .. } => Some(
+                "its holder commits the resolution on the conflicts branch and runs `mara done <task>`; then run `mara integrate --continue` again".into(),
             ),
             Refusal::Overlaps { .. } => Some(
                 "order them with deps, split their paths, or add the plan without --strict".into(),

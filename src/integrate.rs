@@ -12,7 +12,7 @@
 //! Everything is computed first; branches move only at the end, each with a
 //! compare-and-swap, so an error changes no branch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -43,6 +43,9 @@ pub struct FileConflict {
     pub diff_theirs: String,
     /// What the integrator did with it.
     pub action: String,
+    /// The base commit of the conflict (the merge base of both sides).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub base: String,
 }
 
 /// Instances and tasks (from branch names and commit trailers) that changed a file.
@@ -223,6 +226,28 @@ pub fn task_accounts(
 }
 
 impl Integration {
+    /// The clashing hunks of `path` merging `branch`, from the matrix (the first pair
+    /// with `branch` that clashes in `path`), one line each.
+    pub fn hunk_lines(&self, branch: &str, path: &str) -> Vec<String> {
+        self.matrix
+            .clashes
+            .iter()
+            .filter(|c| c.b == branch || c.a == branch)
+            .find_map(|c| c.files.iter().find(|x| x.path == path))
+            .map(|f| {
+                f.hunks
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "- hunk: base lines {}+{}, one side {}+{}, the other {}+{}",
+                            h.base.start, h.base.len, h.a.start, h.a.len, h.b.start, h.b.len
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Files still in conflict.
     pub fn conflict_count(&self) -> usize {
         self.branches.iter().map(|b| b.conflicts.len()).sum()
@@ -421,6 +446,7 @@ pub fn integrate(
     (into, who): (&str, &str),
     claims: &Claims,
     plan_only: bool,
+    resolve_tasks: &BTreeMap<String, resolve::ResolveTask>,
 ) -> Result<(Integration, Vec<RefUpdate>)> {
     if branches.is_empty() {
         bail!("there are no instance branches of run {run} to integrate (mara/{run}/<role>_<n>); name them with --branches");
@@ -437,7 +463,7 @@ pub fn integrate(
     let mut resolutions = vec![];
     if old_into.is_some() && !plan_only {
         let s = signature(&merger.sig)?;
-        (base, resolutions) = resolve::merge_resolutions(repo, run, into, base, &s)?;
+        (base, resolutions) = resolve::merge_resolutions(repo, run, into, base, &s, resolve_tasks)?;
     }
     let mut rewriter = Rewriter::new(repo, claims);
     let mut effective = vec![];
@@ -726,6 +752,7 @@ impl<'r> Merger<'r> {
             diff_ours,
             diff_theirs,
             action,
+            base: m.fork.to_string(),
         })
     }
 
@@ -989,6 +1016,12 @@ pub fn report_markdown(i: &Integration) -> String {
                 c.theirs_by.describe()
             );
             let _ = writeln!(s, "- what mara did: {}", c.action);
+            if !c.base.is_empty() {
+                let _ = writeln!(s, "- base commit: `{}`", &c.base[..10.min(c.base.len())]);
+            }
+            for h in i.hunk_lines(&b.branch, &c.path) {
+                let _ = writeln!(s, "{h}");
+            }
             if c.kind == ConflictKind::Binary {
                 let _ = writeln!(s, "\nBinary file: no text diff; both versions are kept.");
             } else {

@@ -86,6 +86,8 @@ pub struct Summary {
     pub stalls: Vec<String>,
     /// Set when the run stopped on a stall (`on_stall: stop`): why.
     pub stopped: Option<String>,
+    /// What the integrator step did with resolutions left to merge, if any.
+    pub resolutions: Option<String>,
 }
 
 impl Summary {
@@ -519,6 +521,10 @@ pub fn run(ledger: &Ledger, spec: &RunSpec, checked: Checked) -> Result<Summary>
     let (ended, stop) = runner.supervise(instances, started, &mut stalls)?;
     output::progress_clear(spec.progress);
     record_own_end(ledger, spec, stop.as_ref())?;
+    let resolutions = match stop {
+        None => integrator_step(ledger, spec)?,
+        Some(_) => None,
+    };
     tidy_up(&spec.work_tree, &git_dir);
     let interrupted = stop == Some(Stop::Interrupted);
     Ok(Summary {
@@ -526,11 +532,46 @@ pub fn run(ledger: &Ledger, spec: &RunSpec, checked: Checked) -> Result<Summary>
         interrupted,
         elapsed: started.elapsed(),
         stalls,
+        resolutions,
         stopped: match stop {
             Some(Stop::Stalled(why)) => Some(why),
             _ => None,
         },
     })
+}
+
+/// The integrator step: once every instance has ended, resolutions whose resolve
+/// tasks are done but that are not merged yet (the resolver did not run `mara
+/// integrate --continue`) are merged as `integrate --continue` does. Says what
+/// happened, or `None` when nothing was left; a refusal is reported, not fatal.
+fn integrator_step(ledger: &Ledger, spec: &RunSpec) -> Result<Option<String>> {
+    let repo = ledger.repo();
+    let into = format!("mara/{}/integration", spec.run);
+    let tasks = ledger.read(|s| Ok(crate::integrate::resolve::resolve_tasks(&s.full_board()?)))?;
+    let pending = crate::integrate::resolve::pending(repo, &spec.run, &into, &tasks)?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let args = crate::commands::integrate::IntegrateArgs {
+        cont: true,
+        ..Default::default()
+    };
+    Ok(Some(
+        match crate::commands::integrate::run_as(ledger, &spec.sender, args) {
+            Ok(_) => format!(
+                "integrator step: merged the resolution(s) {} into {into}",
+                pending.join(", ")
+            ),
+            Err(e) => {
+                let e = crate::error::CommandError::new(e);
+                format!(
+                    "integrator step: the resolution(s) {} did not merge: {}",
+                    pending.join(", "),
+                    e.message()
+                )
+            }
+        },
+    ))
 }
 
 /// Adds every instance's worktree on its new branch at `head`.

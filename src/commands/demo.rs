@@ -107,10 +107,12 @@ pub fn run(_ctx: &Ctx, args: DemoArgs) -> Result<Report> {
     let (ledger, summary) = super::run::execute(repo, run.clone(), prep, "orchestrator#1".into())?;
     let (problems, events) = ledger.verify()?;
     let mut text = super::run::summary_text(&ledger, &summary)?;
+    let log = ledger.events()?;
+    text.push_str(&conflicts_line(&log));
     text.push_str("\n\nthe coordination log (git log refs/mara/demo):\n");
-    for (_, e) in ledger.events()? {
+    for (_, e) in &log {
         text.push_str(&super::log::line(
-            &e,
+            e,
             crate::output::message_width(false, 100),
         ));
         text.push('\n');
@@ -138,4 +140,41 @@ pub fn run(_ctx: &Ctx, args: DemoArgs) -> Result<Report> {
         "summary": report.json,
     });
     Ok(report)
+}
+
+/// The demo's conflicts, one line: each conflicted file, and who resolved it.
+fn conflicts_line(events: &[(git2::Oid, crate::board::Event)]) -> String {
+    use crate::board::EventKind;
+    let conflicts: Vec<String> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            EventKind::Conflict { file, branch, .. } => Some(format!("{file} merging {branch}")),
+            _ => None,
+        })
+        .collect();
+    let resolved: Vec<String> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            EventKind::Resolved {
+                branch,
+                commit,
+                files,
+                by,
+                ..
+            } => Some(format!(
+                "{} on {branch} resolved by {}, merged ({})",
+                files.join(", "),
+                by.as_deref().unwrap_or("someone"),
+                &commit[..10.min(commit.len())]
+            )),
+            _ => None,
+        })
+        .collect();
+    format!(
+        "\nconflicts: {} ({}); resolved: {} ({})\n",
+        conflicts.len(),
+        conflicts.join("; "),
+        resolved.len(),
+        resolved.join("; ")
+    )
 }

@@ -12,7 +12,7 @@ use crate::ledger::Draft;
 use crate::output::Report;
 use crate::paths::{exclude_run_dirs, main_work_tree, open_run_dir};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct IntegrateArgs {
     /// The branches to merge, in order (default: every `mara/<run>/<role>_<n>`).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
@@ -30,7 +30,8 @@ pub struct IntegrateArgs {
     #[arg(long)]
     pub plan: bool,
     /// Merge the resolved conflicts branches (`mara/<run>/conflicts/*` with commits
-    /// of their own) and go on; a resolution with conflict markers left, or one that
+    /// of their own) whose resolve tasks are done, and go on; one whose task is not
+    /// done waits for it (exit 3, naming the task and its holder); a resolution with conflict markers left, or one that
     /// lacks a side of its conflict, is refused naming the branch and the files
     /// (plain `integrate` merges them too, and only reports what is left).
     #[arg(long = "continue")]
@@ -39,6 +40,14 @@ pub struct IntegrateArgs {
 
 pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
+    let who = ctx.operator(ledger.repo())?;
+    run_as(&ledger, &who, args)
+}
+
+/// `mara integrate` on `ledger`'s run, recorded as `who` (also `mara run`'s
+/// integrator step, with `--continue`).
+pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) -> Result<Report> {
+    let who = who.to_owned();
     let repo = ledger.repo();
     let run = ledger.run().clone();
     // The report goes to the main work tree: a bare repository refuses before any
@@ -59,12 +68,22 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
     } else {
         args.branches
     };
-    let who = ctx.operator(repo)?;
+    let resolve_tasks = ledger.read(|s| Ok(integrate::resolve::resolve_tasks(&s.full_board()?)))?;
+    let events = ledger.events()?;
+    let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
+    let integrate = |plan_only| {
+        integrate::integrate(
+            repo,
+            &run,
+            &branches,
+            (&into, &who),
+            &claims,
+            plan_only,
+            &resolve_tasks,
+        )
+    };
     if args.plan {
-        let claims = integrate::fence::Claims::from_events(run.as_str(), &ledger.events()?);
-        let (result, _) =
-            integrate::integrate(repo, &run, &branches, (&into, &who), &claims, true)?;
-        return Ok(plan_report(&result));
+        return Ok(plan_report(&integrate(true)?.0));
     }
     // With a review step, only approved work is integrated unless the caller says
     // otherwise; checked before any branch moves.
@@ -74,14 +93,12 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
             return Err(refusal.clone().into());
         }
     }
-    let events = ledger.events()?;
-    let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
-    let (result, updates) =
-        integrate::integrate(repo, &run, &branches, (&into, &who), &claims, false)?;
+    let (result, updates) = integrate(false)?;
     if args.cont {
         let left: Vec<String> = result
             .resolutions
             .iter()
+            .filter(|r| r.waiting_for.is_none())
             .filter_map(|r| r.left.as_ref().map(|why| format!("{}: {why}", r.branch)))
             .collect();
         if !left.is_empty() {
@@ -89,6 +106,20 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
                 "not merging the resolution: {}; finish it on that branch (commit there) and run `mara integrate --continue` again",
                 left.join("; ")
             );
+        }
+        let waiting: Vec<(String, Option<String>)> = result
+            .resolutions
+            .iter()
+            .filter_map(|r| {
+                let holder = r.waiting_for.as_ref()?;
+                Some((
+                    r.task.clone().unwrap_or_else(|| r.branch.clone()),
+                    (!holder.is_empty()).then(|| holder.clone()),
+                ))
+            })
+            .collect();
+        if !waiting.is_empty() {
+            return Err(Refusal::ResolveWaiting { tasks: waiting }.into());
         }
     }
     let mut result = result;
@@ -133,9 +164,9 @@ pub fn run(ctx: &Ctx, args: IntegrateArgs) -> Result<Report> {
         };
         ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    record(ctx, &ledger, &who, &result)?;
-    record_fenced(&ledger, &who, &result, &events)?;
-    record_resolutions(&ledger, &who, &result)?;
+    record(ledger, &who, &result)?;
+    record_fenced(ledger, &who, &result, &events)?;
+    record_resolutions(ledger, &who, &result)?;
     let report = Report::new(
         format!(
             "{md}\nreport: {}\n        {}",
@@ -177,7 +208,7 @@ fn plan_report(r: &Integration) -> Report {
 }
 
 /// Every conflicted file is an event, so `mara log --type conflict` lists them.
-fn record(_ctx: &Ctx, ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
     for b in &r.branches {
         for c in &b.conflicts {
             let mut instances = c.ours_by.instances.clone();
@@ -254,7 +285,8 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             .tasks
             .values()
             .filter(|t| {
-                t.branch.as_deref() == Some(res.branch.as_str()) || resolve_task_of(t, &res.branch)
+                t.branch.as_deref() == Some(res.branch.as_str())
+                    || integrate::resolve::branch_of_task(t) == Some(res.branch.as_str())
             })
             .map(|t| t.id.clone())
             .next_back();
@@ -287,11 +319,9 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             continue;
         }
         // One open resolve task per conflicts branch.
-        if board
-            .tasks
-            .values()
-            .any(|t| resolve_task_of(t, cb) && !t.status.is_final())
-        {
+        if board.tasks.values().any(|t| {
+            integrate::resolve::branch_of_task(t) == Some(cb.as_str()) && !t.status.is_final()
+        }) {
             continue;
         }
         let stem = cb.rsplit('/').next().unwrap_or(cb);
@@ -331,12 +361,4 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
     Ok(())
-}
-
-/// Whether `t` is the resolve task of conflicts branch `cb` (its body names it).
-fn resolve_task_of(t: &crate::board::Task, cb: &str) -> bool {
-    t.id.as_str().starts_with("resolve-")
-        && t.body
-            .as_deref()
-            .is_some_and(|b| b.contains(&format!("`git switch {cb}`")))
 }

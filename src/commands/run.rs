@@ -157,7 +157,7 @@ pub fn summary_text(ledger: &Ledger, s: &Summary) -> Result<String> {
             e.place.log
         ));
     }
-    for line in &s.stalls {
+    for line in s.stalls.iter().chain(&s.resolutions) {
         text.push_str(&format!("  {line}\n"));
     }
     let board = ledger.read(|s| s.full_board())?;
@@ -172,6 +172,7 @@ pub fn summary_json(ledger: &Ledger, s: &Summary) -> serde_json::Value {
         "interrupted": s.interrupted,
         "stalls": s.stalls,
         "stopped": s.stopped,
+        "resolutions": s.resolutions,
         "elapsed_sec": s.elapsed.as_secs_f64(),
         "instances": s.instances.iter().map(|e| json!({
             "id": e.id, "status": e.status, "reason": e.reason,

@@ -6,6 +6,7 @@
 //! branch; it contains both sides of the conflicted merge) and merges it, or says
 //! what is left. Such a branch is never moved by the integrator again.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use anyhow::Result;
@@ -81,6 +82,80 @@ pub fn files_with_markers(repo: &Repository, against: Oid, tip: Oid) -> Result<V
     Ok(out)
 }
 
+/// The resolve task of a conflicts branch, as the board has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveTask {
+    pub id: String,
+    pub done: bool,
+    /// Who holds it, when it is claimed.
+    pub holder: Option<String>,
+}
+
+/// The conflicts branch a resolve task is for: the branch its body says to switch
+/// to (the body [`task_body`] writes).
+pub fn branch_of_task(t: &crate::board::Task) -> Option<&str> {
+    if !t.id.as_str().starts_with("resolve-") {
+        return None;
+    }
+    let body = t.body.as_deref()?;
+    let rest = &body[body.find("`git switch ")? + "`git switch ".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The resolve task of every conflicts branch on `board`: one not yet done when
+/// there is one (the resolution waits for it), else a done one. Cancelled tasks do
+/// not count: a branch without a task is checked on its own.
+pub fn resolve_tasks(board: &crate::board::Board) -> BTreeMap<String, ResolveTask> {
+    use crate::board::TaskStatus;
+    let mut out: BTreeMap<String, ResolveTask> = BTreeMap::new();
+    for t in board.tasks.values() {
+        let Some(cb) = branch_of_task(t) else {
+            continue;
+        };
+        if t.status == TaskStatus::Cancelled {
+            continue;
+        }
+        let rt = ResolveTask {
+            id: t.id.to_string(),
+            // With a review step, `mara done` puts it in review: its holder is
+            // done; whether unreviewed work may merge is `integrate`'s own check.
+            done: matches!(t.status, TaskStatus::Done | TaskStatus::Review),
+            holder: t.claimed_by.as_ref().map(|i| i.to_string()),
+        };
+        match out.get(cb) {
+            Some(old) if !old.done => {}
+            _ => {
+                out.insert(cb.to_owned(), rt);
+            }
+        }
+    }
+    out
+}
+
+/// The conflicts branches of `run` with commits of their own whose resolve task is
+/// done and that the integration branch `into` does not have yet: what `mara run`'s
+/// integrator step merges (nothing when `into` does not exist).
+pub fn pending(
+    repo: &Repository,
+    run: &RunId,
+    into: &str,
+    tasks: &BTreeMap<String, ResolveTask>,
+) -> Result<Vec<String>> {
+    let Ok(current) = repo.refname_to_id(&format!("refs/heads/{into}")) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![];
+    for (branch, tip) in conflict_branches(repo, run)? {
+        if !tasks.get(&branch).is_some_and(|t| t.done) || !has_own_commits(repo, tip)? {
+            continue;
+        }
+        if tip != current && !repo.graph_descendant_of(current, tip)? {
+            out.push(branch);
+        }
+    }
+    Ok(out)
+}
+
 /// A conflicts branch with commits of its own, and what became of it.
 #[derive(Serialize, Clone, Debug)]
 pub struct Resolution {
@@ -94,6 +169,13 @@ pub struct Resolution {
     pub files: Vec<String>,
     /// Why it did not merge, when it did not.
     pub left: Option<String>,
+    /// Its resolve task, when the board has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Not merged because its resolve task is not done: who holds it (empty when
+    /// nobody does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// The conflicts branches of a run: `mara/<run>/conflicts/*`.
@@ -113,7 +195,8 @@ pub fn conflict_branches(repo: &Repository, run: &RunId) -> Result<Vec<(String, 
 }
 
 /// Merges every resolved conflicts branch into the integration branch at `current`
-/// (committing nothing to a ref). Returns where the integration branch is then and
+/// (committing nothing to a ref); a branch whose resolve task (in `tasks`) is not
+/// done waits for it. Returns where the integration branch is then and
 /// every branch with commits of its own, merged or with what is left.
 pub fn merge_resolutions(
     repo: &Repository,
@@ -121,6 +204,7 @@ pub fn merge_resolutions(
     into: &str,
     current: Oid,
     sig: &git2::Signature,
+    tasks: &BTreeMap<String, ResolveTask>,
 ) -> Result<(Oid, Vec<Resolution>)> {
     let mut current = current;
     let mut out = vec![];
@@ -138,6 +222,8 @@ pub fn merge_resolutions(
                     left: Some(
                         "it is not built on the integrator's conflicted merge (was it moved?); reset it or delete it".into(),
                     ),
+                    task: None,
+                    waiting_for: None,
                 });
                 continue;
             }
@@ -146,9 +232,11 @@ pub fn merge_resolutions(
             branch: branch.clone(),
             tip: tip.to_string(),
             merged: None,
-            by: resolver(repo, start.id(), tip)?,
+            by: resolver(repo, start.id(), tip, tasks.get(&branch))?,
             files: files_with_markers(repo, start.parent_id(0)?, start.id())?,
             left: None,
+            task: tasks.get(&branch).map(|t| t.id.clone()),
+            waiting_for: None,
         };
         if tip == current || repo.graph_descendant_of(current, tip)? {
             // Merged already (an earlier --continue).
@@ -156,7 +244,19 @@ pub fn merge_resolutions(
         }
         let markers = files_with_markers(repo, current, tip)?;
         let sides = [start.parent_id(0)?, start.parent_id(1)?];
-        if !markers.is_empty() {
+        if let Some(t) = tasks.get(&branch).filter(|t| !t.done) {
+            let holder = t.holder.clone().unwrap_or_default();
+            r.left = Some(format!(
+                "waiting for its resolve task {} ({})",
+                one_line(&t.id, 80),
+                if holder.is_empty() {
+                    "not claimed yet".to_owned()
+                } else {
+                    format!("held by {}", one_line(&holder, 64))
+                }
+            ));
+            r.waiting_for = Some(holder);
+        } else if !markers.is_empty() {
             r.left = Some(format!(
                 "conflict markers are left in {}",
                 markers
@@ -206,8 +306,13 @@ pub fn merge_resolutions(
 }
 
 /// Who resolved: the first `Mara-Instance` of the commits after the conflicted
-/// merge, else the tip's author.
-fn resolver(repo: &Repository, start: Oid, tip: Oid) -> Result<Option<String>> {
+/// merge, else the holder of the resolve task, else the tip's author.
+fn resolver(
+    repo: &Repository,
+    start: Oid,
+    tip: Oid,
+    task: Option<&ResolveTask>,
+) -> Result<Option<String>> {
     let mut walk = repo.revwalk()?;
     walk.push(tip)?;
     walk.hide(start)?;
@@ -220,6 +325,9 @@ fn resolver(repo: &Repository, start: Oid, tip: Oid) -> Result<Option<String>> {
         {
             return Ok(Some(i));
         }
+    }
+    if let Some(h) = task.and_then(|t| t.holder.clone()) {
+        return Ok(Some(h));
     }
     Ok(repo
         .find_commit(tip)?
@@ -257,20 +365,11 @@ pub fn task_body(
             f.ours_by.describe(),
             f.theirs_by.describe()
         );
-        if let Some(c) = i
-            .matrix
-            .clashes
-            .iter()
-            .find(|c| c.b == branch || c.a == branch)
-            .and_then(|c| c.files.iter().find(|x| x.path == f.path))
-        {
-            for h in &c.hunks {
-                let _ = writeln!(
-                    s,
-                    "- hunk: base lines {}+{}, one side {}+{}, the other {}+{}",
-                    h.base.start, h.base.len, h.a.start, h.a.len, h.b.start, h.b.len
-                );
-            }
+        if !f.base.is_empty() {
+            let _ = writeln!(s, "- base commit: `{}`", f.base);
+        }
+        for h in i.hunk_lines(branch, &f.path) {
+            let _ = writeln!(s, "{h}");
         }
         let _ = writeln!(
             s,

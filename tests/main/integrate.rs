@@ -1275,6 +1275,15 @@ fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
         "{body}"
     );
     assert!(body.contains("- hunk: base lines"), "{body}");
+    // integrator.md names each conflict's base commit next to its hunks.
+    let mb = r.git(&["merge-base", I2, INTEGRATION]);
+    let md = report_md(&r);
+    let base_line = format!("- base commit: `{}`\n- hunk: base lines ", &mb[..10]);
+    assert_eq!(md.matches(&base_line).count(), 2, "x.txt and y.txt: {md}");
+    assert!(
+        body.contains(&format!("- base commit: `{}`", mb.trim())),
+        "{body}"
+    );
     // The conflicts branch has diff3 markers (with the base).
     let x = show(&r, cb, "x.txt");
     assert!(x.contains("<<<<<<< ") && x.contains("||||||| base"), "{x}");
@@ -1292,7 +1301,25 @@ fn a_conflict_becomes_a_resolve_task_and_its_resolution_merges_on_continue() {
     // Half a resolution: x.txt fixed, markers left in y.txt.
     let fixed_x = ten_lines().replace("line 3\n", "line 3 by one and two\n");
     let half = resolve_on(&r, cb, &[("x.txt", fixed_x.clone())], "integrator#1");
+    // The resolve task is not done: the resolution waits for it, naming it and
+    // who holds it (nobody, then the integrator), and moves nothing.
+    let waits = |holder: &str| {
+        let before = all_refs(&r);
+        let waiting = r.mara(&["integrate", "--continue"]);
+        waiting.expect_code(3, "its resolve task is not done");
+        waiting
+            .stderr_has("resolve-implementer_2")
+            .stderr_has(holder);
+        assert_eq!(all_refs(&r), before, "waiting moves nothing");
+    };
+    waits("not claimed yet");
+    r.mara_as("integrator#1", &["claim", "resolve-implementer_2"])
+        .ok("the integrator claims it");
+    waits("held by integrator#1");
+    r.mara_as("integrator#1", &["done", "resolve-implementer_2"])
+        .ok("the integrator says it is done");
     let before = all_refs(&r);
+    // Done, but markers are left: refused, naming the files.
     let refused = r.mara(&["integrate", "--continue"]);
     refused.expect_code(1, "markers left");
     refused.stderr_has(cb).stderr_has("y.txt");

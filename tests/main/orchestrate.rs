@@ -666,6 +666,66 @@ fn a_run_with_one_implementer_integrates_its_branch() {
     verify_ok(&r, "solo");
 }
 
+/// The integrator resolves the conflict and says it is done, but does not run
+/// `mara integrate --continue`: `mara run`'s integrator step merges it.
+#[test]
+fn the_run_merges_a_resolution_whose_resolve_task_is_done() {
+    let r = TestRepo::new();
+    std::fs::write(r.dir.join("shared.txt"), "base\n").expect("writing");
+    r.git(&["add", "shared.txt"]);
+    r.git(&["commit", "-q", "-m", "shared"]);
+    script_role(
+        &r,
+        "writer",
+        "set -e\nprintf 'by %s\\n' \"$MARA_INSTANCE\" > shared.txt\ngit commit -q -am \"$MARA_INSTANCE writes\"\n",
+        &[],
+        serde_json::json!({}),
+    );
+    script_role(
+        &r,
+        "integrator",
+        r#"set -eu
+rc=0; mara integrate >/dev/null || rc=$?
+[ "$rc" -eq 3 ]
+task=$(mara claim --next --json | sed -n 's/.*"payload":{"task":"\([^"]*\)".*/\1/p')
+git switch -q "mara/$MARA_RUN/conflicts/${task#resolve-}"
+printf 'by both\n' > shared.txt
+git commit -q -am "resolve"
+mara done "$task" >/dev/null
+git switch -q -
+"#,
+        &[],
+        serde_json::json!({ "after": ["writer"] }),
+    );
+    let cfg = config(
+        &r,
+        "resolve.json",
+        &[("writer", 2), ("integrator", 1)],
+        serde_json::json!({}),
+    );
+    let (out, _) = mara_run(&r, "rs", &cfg, None);
+    out.ok("the run");
+    assert!(
+        out.stdout.contains(
+            "integrator step: merged the resolution(s) mara/rs/conflicts/writer_2 into mara/rs/integration"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        r.git(&["show", "mara/rs/integration:shared.txt"]),
+        "by both\n"
+    );
+    for b in ["mara/rs/writer_1", "mara/rs/writer_2"] {
+        r.git(&["merge-base", "--is-ancestor", b, "mara/rs/integration"]);
+    }
+    // `mara run --run rs` made rs the current run.
+    let resolved = crate::integrate::events_of_type(&r, "resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["payload"]["by"], "integrator#1");
+    verify_ok(&r, "rs");
+}
+
 /// Claims a task, then waits on a long `sleep` in the background; writes the PIDs
 /// of the shell and of the sleep into `$1`. With `$2` = `stubborn` it ignores
 /// SIGTERM (and so does its sleep), so only SIGKILL ends it.
@@ -1283,12 +1343,35 @@ fn demo_runs_the_seed_roles_to_a_verified_board() {
         })
         .collect();
     assert_eq!(done_rows.len(), 6, "{}", out.stdout);
+    // The implementers' one conflict became a resolve task; the integrator resolved
+    // it (in review: the reviewer had ended) and merged it.
     assert!(
-        out.stdout.contains("6 tasks: 0 open, 0 claimed, 6 done"),
+        out.stdout
+            .contains("7 tasks: 0 open, 0 claimed, 6 done, 1 awaiting review"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("conflicts: 1 (src/main.txt merging mara/demo/implementer_")
+            && out
+                .stdout
+                .contains("resolved: 1 (src/main.txt on mara/demo/conflicts/implementer_")
+            && out.stdout.contains(" resolved by integrator#1, merged ("),
         "{}",
         out.stdout
     );
     let project = dir.join("project");
+    let merged = crate::common::git(&project, &["show", "mara/demo/integration:src/main.txt"]);
+    assert_eq!(
+        merged, "entry point: wired up by implementer#1\nentry point: wired up by implementer#2\n",
+        "both sides kept, no markers"
+    );
+    let report = crate::common::git(&project, &["show", "mara/demo/integrator_1:integrator.md"]);
+    assert!(
+        report.contains("resolved by integrator#1 (src/main.txt), merged ("),
+        "{report}"
+    );
     let refs = crate::common::git(
         &project,
         &["for-each-ref", "--format=%(refname)", "refs/mara"],
