@@ -41,7 +41,8 @@ use crate::output::Report;
     about,
     long_about = None,
     after_help = "Exit codes: 0 done; 1 error (bad input or git failure; nothing written); \
-2 usage; 3 refused by the board (held, waiting, not now); \
+2 usage; 3 refused by the board (held, waiting, not now; integrate: conflicts \
+remain or a resolution waits for its task; plan --strict: overlapping paths); \
 4 nothing left for this instance's role (claim --next): stop."
 )]
 pub struct Cli {
