@@ -202,12 +202,7 @@ impl<'l> Snapshot<'l> {
             seq: Some(self.seq),
             ..Board::default()
         };
-        for (name, bytes) in self.blobs_under("instances")? {
-            let i: board::RoleInstance = serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("board file {name} at {} is damaged: {e}", self.tip)
-            })?;
-            board.instances.insert(i.id.clone(), i);
-        }
+        self.load_instances(&mut board)?;
         let roles: Vec<String> = self.counts()?.into_keys().collect();
         let mut lists = vec![
             self.list(&["review"])?,

@@ -126,7 +126,7 @@ impl<'l> Snapshot<'l> {
         Ok(())
     }
 
-    fn load_instances(&self, board: &mut Board) -> Result<()> {
+    pub(super) fn load_instances(&self, board: &mut Board) -> Result<()> {
         for i in self.records_under::<RoleInstance>("instances")? {
             board.instances.insert(i.id.clone(), i);
         }
@@ -154,7 +154,7 @@ impl<'l> Snapshot<'l> {
     }
 
     /// Every blob below a directory (`tasks`, `stall/questions`), with its path.
-    pub(super) fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    fn blobs_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let entry = match self.tree.get_path(std::path::Path::new(dir)) {
             Ok(e) => e,
             Err(e) if e.code() == ErrorCode::NotFound => return Ok(vec![]),
@@ -250,13 +250,23 @@ impl<'l> Snapshot<'l> {
         Ok(board)
     }
 
-    /// What [`board::index::changes`] needs of the indexes for `event`: the counts,
-    /// the waiting lists of the tasks loaded (the event's and their deps), and for
-    /// a task that may become done, the tasks waiting for it and their deps.
+    /// What [`board::index::changes`] needs of the indexes for `event`: the counts;
+    /// for new tasks, the waiting lists of their deps (loaded by `needs`); for a
+    /// task that may become done, its list, the tasks on it and their deps. Other
+    /// events change no task's waits (a claimed or reopened task's deps are done;
+    /// edits and cancels read the whole board), so a claim reads no list.
     fn load_index(&self, board: &mut Board, event: &EventKind) -> Result<()> {
         board.index.counts = self.counts()?;
-        let loaded: Vec<TaskId> = board.tasks.keys().cloned().collect();
-        for id in &loaded {
+        let lists: Vec<TaskId> = match event {
+            EventKind::Plan { .. } | EventKind::TaskAdd { .. } => {
+                board.tasks.keys().cloned().collect()
+            }
+            EventKind::Done { .. } | EventKind::Review { .. } => {
+                event.tasks().into_iter().cloned().collect()
+            }
+            _ => vec![],
+        };
+        for id in &lists {
             if let Some(list) = self.waiting_list(id)? {
                 board.index.waiting.insert(id.clone(), list);
             }
