@@ -86,9 +86,11 @@ pub fn turn_refname(refname: &str) -> String {
 ///   which is no tip: the intent (set again by [`push_intent`] when a concurrent
 ///   push kept it from landing);
 /// * a [`Turn::Take`] that finds an intent is refused with the run's ref
-///   untouched: [`Push::Yield`]. It pauses about one push time and tries again;
-///   after a few yields it pushes [`Turn::Wait`] itself, so an intent left by a
-///   writer that gave up or was killed costs a few pauses, once.
+///   untouched: [`Push::Yield`]. It pauses a little and tries again, until the
+///   waiting writer lands (the run's ref moves: this writer lost and waits in
+///   turn) or for at most a few seconds; then it pushes [`Turn::Wait`] itself.
+///   A writer that ends without writing takes its intent back ([`leave_turn`]),
+///   so only an intent left by a writer that was killed costs that wait, once.
 ///
 /// To a remote that does not support `--atomic` or refuses the turn ref, the
 /// run's ref is pushed alone, as before: correct, but without this fairness.
@@ -187,8 +189,15 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
     let turn_refused = turn_line.filter(|(f, _, _)| *f == "!").map(|(_, s, _)| s);
     // The server's own compare-and-swap failed: another push got in between
     // (with --atomic, every ref of the push then says "atomic transaction failed").
-    let is_race =
-        |s: &str| s.contains("lock") || s.contains("failed to update ref") || s.contains("atomic");
+    // Also a transient failure of the server's own: receive-pack could not move
+    // the pushed objects out of quarantine (seen from git 2.47's receive-pack
+    // under concurrent pushes); nothing was written, so try again.
+    let is_race = |s: &str| {
+        s.contains("lock")
+            || s.contains("failed to update ref")
+            || s.contains("atomic")
+            || s.contains("unable to migrate objects")
+    };
     match (flag, turn_refused) {
         // Accepted, whatever happened to the turn ref (without --atomic, another
         // push may have moved it between git's look and its update).
@@ -237,6 +246,23 @@ pub fn push_intent(git_dir: &Path, remote: &str, oid: Oid, refname: &str) {
     let _ = git(
         git_dir,
         &["push", "--porcelain", "--no-verify", remote, &spec],
+    );
+}
+
+/// Takes back this clone's intent `intent` from the run's turn ref on `remote`:
+/// sets it to `tip` (a tip: nobody waits) only if it still holds `intent`
+/// (another writer's intent since then stays). Best effort: an intent that stays
+/// costs the next writer its yields, once.
+pub fn leave_turn(git_dir: &Path, remote: &str, intent: Oid, tip: Oid, refname: &str) {
+    if is_plain(remote) {
+        return;
+    }
+    let turn = turn_refname(refname);
+    let lease = format!("--force-with-lease={turn}:{intent}");
+    let spec = format!("+{tip}:{turn}");
+    let _ = git(
+        git_dir,
+        &["push", "--porcelain", "--no-verify", &lease, remote, &spec],
     );
 }
 

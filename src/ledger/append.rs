@@ -23,11 +23,20 @@ const MAX_ATTEMPTS: u32 = 400;
 const MAX_REMOTE_ATTEMPTS: u32 = 2000;
 /// An append gives up after this long, however many attempts it made.
 const MAX_WAIT: Duration = Duration::from_secs(120);
-/// How many times an append lets a waiting writer go first before it pushes as a
-/// waiting writer itself (so an intent left by a writer that gave up or was
-/// killed delays the next writer by this many pushes and pauses, once: about
-/// eight push times).
-const MAX_YIELDS: u32 = 4;
+/// How long an append lets a waiting writer go first (pausing about
+/// [`YIELD_PAUSE`] between pushes that find its intent) before it pushes as a
+/// waiting writer itself. A waiting writer's turn (pause, fetch, push) takes a
+/// few push times, up to a second on a loaded machine, and ends as soon as it
+/// lands (the run's ref moves, so this writer has lost and waits in turn); a
+/// writer that ends without writing takes its intent back, so only an intent
+/// left by a writer that was killed costs the next writer this long, once.
+const MAX_YIELD_WAIT: Duration = Duration::from_secs(3);
+/// The pause between pushes of a writer that lets a waiting one go first (each
+/// a quarter to all of it). Such a push is refused before any object is sent,
+/// so it costs the remote about one ref advertisement; the pause must not be
+/// the push's own time, which is a few ms and far shorter than a waiting
+/// writer's turn.
+const YIELD_PAUSE: Duration = Duration::from_millis(60);
 /// Waiting writers queue by how many pushes they lost: one that lost `n` pauses
 /// `QUEUE - n` push times before it fetches and tries again, so the one that
 /// waited longest comes back first and a newcomer last.
@@ -84,25 +93,40 @@ struct Turns {
     /// How many push races it lost: from the first on it pushes as a waiting
     /// writer.
     lost: u32,
-    /// How many times it let a waiting writer go first.
-    yields: u32,
+    /// The pauses of letting a waiting writer go first, from the first yield on.
+    yields: Option<Backoff>,
+    /// It let waiting writers go first for [`MAX_YIELD_WAIT`]: it pushes as a
+    /// waiting writer now.
+    yielded_enough: bool,
+    /// The commit this writer left on the turn ref as its intent (its last push
+    /// that lost as a waiting writer); taken back if it ends without writing.
+    intent: Option<Oid>,
 }
 
 impl Turns {
     fn turn(&self, tip: Oid) -> Turn {
-        if self.lost > 0 || self.yields >= MAX_YIELDS {
+        if self.lost > 0 || self.yielded_enough {
             Turn::Wait
         } else {
             Turn::Take { expect: tip }
         }
     }
 
-    /// The pause of a writer that lets a waiting one go first: a quarter to one
-    /// push time (`push`, its own last push), jittered so that several yielding
-    /// writers do not come back at once; then it pushes again, which also tells
-    /// whether the waiting writer got through (the run's ref moved: lost).
-    fn yield_pause(push: Duration) -> Duration {
-        Backoff::fixed(push).spread_jitter().next().unwrap_or(push)
+    /// The pause of a writer that lets a waiting one go first, jittered so that
+    /// several yielding writers do not come back at once; then it pushes again,
+    /// which also tells whether the waiting writer got through (the run's ref
+    /// moved: lost). No pause once it yielded for [`MAX_YIELD_WAIT`]: it pushes
+    /// as a waiting writer from then on.
+    fn yield_pause(&mut self) -> Duration {
+        let pauses = self.yields.get_or_insert_with(|| {
+            Backoff::fixed(YIELD_PAUSE)
+                .spread_jitter()
+                .within(MAX_YIELD_WAIT)
+        });
+        pauses.next().unwrap_or_else(|| {
+            self.yielded_enough = true;
+            Duration::ZERO
+        })
     }
 
     /// The pause of a writer that just lost a push race, before it fetches and
@@ -139,14 +163,42 @@ impl Ledger {
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
     {
+        let mut turns = Turns::default();
+        let outcome = self.attempts(stage, sender, draft, &mut turns);
+        if !matches!(outcome, Ok(Outcome::Written(_))) {
+            self.leave_turn(&turns);
+        }
+        outcome
+    }
+
+    /// A writer that ends without writing (the board said no after it lost, or
+    /// it gave up) takes back the intent it left on the turn ref, so the next
+    /// writer does not let a writer that is gone go first.
+    fn leave_turn(&self, turns: &Turns) {
+        if let (Some(intent), Some(Some(remote))) = (turns.intent, self.remote.get()) {
+            if let Ok(tip) = self.repo.refname_to_id(&self.refname) {
+                remote::leave_turn(self.repo.path(), remote, intent, tip, &self.refname);
+            }
+        }
+    }
+
+    fn attempts<F>(
+        &self,
+        stage: &Staging<'_>,
+        sender: &str,
+        draft: &mut F,
+        turns: &mut Turns,
+    ) -> Result<Outcome>
+    where
+        F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
+    {
         let mut attempts = 0;
         let mut fresh = false;
         let mut vanished = vanished_backoff();
         let mut pauses: Option<Backoff> = None;
-        let mut turns = Turns::default();
         loop {
             attempts += 1;
-            let lock = match self.attempt(stage, sender, draft, &mut fresh, &mut turns) {
+            let lock = match self.attempt(stage, sender, draft, &mut fresh, turns) {
                 Ok(Attempt::Written(event, commit)) => {
                     return Ok(Outcome::Written(Box::new(Appended {
                         event: *event,
@@ -157,7 +209,7 @@ impl Ledger {
                 Ok(Attempt::Noop(msg)) => return Ok(Outcome::Noop(msg)),
                 Ok(Attempt::Refetched) => continue,
                 Ok(Attempt::Yielded(pause)) => {
-                    // At most MAX_YIELDS times per append: no budget to spend.
+                    // For at most MAX_YIELD_WAIT per append: no budget to spend.
                     std::thread::sleep(pause);
                     continue;
                 }
@@ -347,6 +399,9 @@ impl Ledger {
                 let took = started.elapsed();
                 let waiting = turns.lost > 0;
                 turns.lost += 1;
+                if waiting {
+                    turns.intent = Some(commit);
+                }
                 let (git_dir, refname) = (self.repo.path(), self.refname.as_str());
                 std::thread::scope(|s| {
                     // A waiting writer whose intent did not land sets it again,
@@ -360,10 +415,7 @@ impl Ledger {
                 *fresh = true;
                 Ok(Attempt::Lost)
             }
-            Push::Yield => {
-                turns.yields += 1;
-                Ok(Attempt::Yielded(Turns::yield_pause(started.elapsed())))
-            }
+            Push::Yield => Ok(Attempt::Yielded(turns.yield_pause())),
         }
     }
 
