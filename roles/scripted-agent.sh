@@ -113,7 +113,9 @@ resolve_conflicts() {
   while out=$(mara claim --next --json); do
     task=$(printf '%s' "$out" | sed -n 's/.*"payload":{"task":"\([^"]*\)".*/\1/p')
     case "$task" in resolve-*) ;; *) echo "not a resolve task: $out" >&2; exit 1 ;; esac
-    branch="mara/$MARA_RUN/conflicts/${task#resolve-}"
+    # The conflicts branch is the task's `resolves` field (the board checks it).
+    branch=$(mara show "$task" --json | sed -n 's/.*"resolves":{"branch":"\([^"]*\)".*/\1/p')
+    [ -n "$branch" ] || { echo "$task names no conflicts branch" >&2; exit 1; }
     git switch -q "$branch" || exit 1
     for f in $(git grep -l '^<<<<<<< '); do keep_both "$f" || exit 1; done
     git add -A && git commit -q -m "$task: keep both sides" || exit 1

@@ -30,7 +30,8 @@ pub struct IntegrateArgs {
     #[arg(long)]
     pub plan: bool,
     /// Merge the resolved conflicts branches (`mara/<run>/conflicts/*` with commits
-    /// of their own) whose resolve tasks are done, and go on; one whose task is not
+    /// of their own; a resolve task names its branch in its `resolves` field, which
+    /// the board checks) whose resolve tasks are done, and go on; one whose task is not
     /// done waits for it (exit 3, naming the task and its holder); a resolution with conflict markers left, or one that
     /// lacks a side of its conflict, is refused naming the branch and the files
     /// (plain `integrate` merges them too, and only reports what is left).
@@ -62,7 +63,8 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
             .into_iter()
             .filter(|b| *b != into)
             .filter(|b| {
-                integrate::branch_instance(&run, b).is_none_or(|i| i.role() != "integrator")
+                integrate::branch_instance(&run, b)
+                    .is_none_or(|i| i.role() != crate::board::INTEGRATOR_ROLE)
             })
             .collect()
     } else {
@@ -286,7 +288,7 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             .values()
             .filter(|t| {
                 t.branch.as_deref() == Some(res.branch.as_str())
-                    || integrate::resolve::branch_of_task(t) == Some(res.branch.as_str())
+                    || integrate::resolve::branch_of_task(&board, t) == Some(res.branch.as_str())
             })
             .map(|t| t.id.clone())
             .next_back();
@@ -303,14 +305,7 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         .config
         .clone()
         .unwrap_or_else(|| crate::board::RunConfig::new(ledger.run().clone(), 0));
-    let role = config.resolver_role.clone().or_else(|| {
-        let default = "integrator".to_owned();
-        config
-            .roles
-            .as_ref()
-            .is_none_or(|all| all.contains(&default))
-            .then_some(default)
-    });
+    let role = config.resolver().map(str::to_owned);
     for b in &r.branches {
         let Some(cb) = &b.conflict_branch else {
             continue;
@@ -318,25 +313,50 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
             continue;
         }
-        // One open resolve task per conflicts branch.
-        if board.tasks.values().any(|t| {
-            integrate::resolve::branch_of_task(t) == Some(cb.as_str()) && !t.status.is_final()
+        // One open resolve task per conflicts branch. The branch was moved to a
+        // new conflicted merge (nobody had committed a resolution on it): when
+        // the sides the task records are no longer those, the task is replaced.
+        let sides = b.sides.as_ref().map(|[o, t]| (o.as_str(), t.as_str()));
+        if let Some(open) = board.tasks.values().find(|t| {
+            integrate::resolve::branch_of_task(&board, t) == Some(cb.as_str())
+                && !t.status.is_final()
         }) {
-            continue;
+            match &open.resolves {
+                Some(x) if Some((x.ours.as_str(), x.theirs.as_str())) != sides => {
+                    let kind = EventKind::TaskCancel {
+                        task: open.id.clone(),
+                        reason: Some(format!(
+                            "the conflict on {cb} changed (a new merge of {}): a new resolve task replaces it",
+                            b.branch
+                        )),
+                        drop_deps: true,
+                    };
+                    ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+                }
+                _ => continue,
+            }
         }
         let stem = cb.rsplit('/').next().unwrap_or(cb);
-        let id = (1..)
-            .map(|n| {
-                if n == 1 {
-                    format!("resolve-{stem}")
-                } else {
-                    format!("resolve-{stem}-{n}")
-                }
-            })
-            .find(|id| id.parse().is_ok_and(|t| !board.tasks.contains_key(&t)))
-            .expect("some id is free");
+        // The first of the ids the board allows for the branch that is free; none
+        // left (or a name no task id can hold): the report is all there is.
+        let Some(id) = crate::board::resolve_task_ids(stem)
+            .into_iter()
+            .find(|id| !board.tasks.contains_key(id))
+        else {
+            continue;
+        };
+        // What the task resolves is a field the board checks (format 2); a format 1
+        // run has only the body to say it.
+        let resolves = match (config.board_format(), sides) {
+            (2.., Some((ours, theirs))) => Some(crate::board::Resolves {
+                branch: cb.clone(),
+                ours: ours.to_owned(),
+                theirs: theirs.to_owned(),
+            }),
+            _ => None,
+        };
         let task = crate::board::NewTask {
-            id: id.parse()?,
+            id,
             title: format!("resolve the conflict of {} on {cb}", b.branch),
             deps: vec![],
             // Reserves the conflicted files (a name that reads as a glob is left out).
@@ -354,6 +374,7 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             )),
             role: role.clone(),
             priority: 0,
+            resolves,
             status: None,
             claimed_by: None,
         };

@@ -89,12 +89,25 @@ pub struct ResolveTask {
     pub done: bool,
     /// Who holds it, when it is claimed.
     pub holder: Option<String>,
+    /// The two commits the conflicted merge joined, as the task records them
+    /// (format 2): the resolution is checked against these, not against what the
+    /// branch says of itself.
+    pub sides: Option<[Oid; 2]>,
 }
 
-/// The conflicts branch a resolve task is for: the branch its body says to switch
-/// to (the body [`task_body`] writes).
-pub fn branch_of_task(t: &crate::board::Task) -> Option<&str> {
-    if !t.id.as_str().starts_with("resolve-") {
+/// The conflicts branch a resolve task is for. In a format 2 run only its
+/// `resolves` field, which the board checks, names it; in a format 1 run (made
+/// before the field) the branch its body says to switch to.
+pub fn branch_of_task<'t>(
+    board: &crate::board::Board,
+    t: &'t crate::board::Task,
+) -> Option<&'t str> {
+    if let Some(r) = &t.resolves {
+        return Some(&r.branch);
+    }
+    if board.config.as_ref().is_some_and(|c| c.board_format() >= 2)
+        || !t.id.as_str().starts_with("resolve-")
+    {
         return None;
     }
     let body = t.body.as_deref()?;
@@ -109,18 +122,24 @@ pub fn resolve_tasks(board: &crate::board::Board) -> BTreeMap<String, ResolveTas
     use crate::board::TaskStatus;
     let mut out: BTreeMap<String, ResolveTask> = BTreeMap::new();
     for t in board.tasks.values() {
-        let Some(cb) = branch_of_task(t) else {
+        let Some(cb) = branch_of_task(board, t) else {
             continue;
         };
         if t.status == TaskStatus::Cancelled {
             continue;
         }
+        let sides = t
+            .resolves
+            .as_ref()
+            .and_then(|r| Some([Oid::from_str(&r.ours).ok()?, Oid::from_str(&r.theirs).ok()?]));
         let rt = ResolveTask {
             id: t.id.to_string(),
-            // With a review step, `mara done` puts it in review: its holder is
-            // done; whether unreviewed work may merge is `integrate`'s own check.
+            // A format 1 run puts a done resolve task in review (with a review
+            // step): its holder is done; whether unreviewed work may merge is
+            // `integrate`'s own check. In format 2 it is done at once.
             done: matches!(t.status, TaskStatus::Done | TaskStatus::Review),
             holder: t.claimed_by.as_ref().map(|i| i.to_string()),
+            sides,
         };
         match out.get(cb) {
             Some(old) if !old.done => {}
@@ -243,7 +262,12 @@ pub fn merge_resolutions(
             continue;
         }
         let markers = files_with_markers(repo, current, tip)?;
-        let sides = [start.parent_id(0)?, start.parent_id(1)?];
+        // The sides the board recorded when there is a task (format 2), else those
+        // of the conflicted merge the branch starts from.
+        let sides = match tasks.get(&branch).and_then(|t| t.sides) {
+            Some(s) => s,
+            None => [start.parent_id(0)?, start.parent_id(1)?],
+        };
         if let Some(t) = tasks.get(&branch).filter(|t| !t.done) {
             let holder = t.holder.clone().unwrap_or_default();
             r.left = Some(format!(

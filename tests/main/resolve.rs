@@ -1,0 +1,103 @@
+//! The resolve task's conflict is a field the board checks (issue 15): forged
+//! resolve tasks and edits are named by `verify` and never built on.
+
+use serde_json::json;
+
+use crate::common::TestRepo;
+use crate::integrate::{rev, three_branches};
+use crate::trust::{forge, next_seq, now_ts};
+
+const RUN: &str = "r";
+const CB: &str = "mara/r/conflicts/implementer_2";
+const INTEGRATION: &str = "mara/r/integration";
+
+/// A `task_add` of `id` carrying `resolves` for `branch`, as `sender` would forge it.
+fn forged_resolve_task(r: &TestRepo, sender: &str, id: &str, branch: &str) -> String {
+    let event = json!({"seq": next_seq(r), "ts": now_ts(), "sender": sender, "type": "task_add",
+        "payload": {"task": {"id": id, "title": "resolve", "deps": [], "paths": [], "role": "integrator",
+            "resolves": {"branch": branch, "ours": "a".repeat(40), "theirs": "b".repeat(40)}}}});
+    forge(
+        r,
+        RUN,
+        &format!("add {id} by {sender}: resolve"),
+        &event,
+        None,
+    )
+}
+
+/// `verify` names `commit` and `why`, and no writer builds on it.
+fn named_and_never_built_on(r: &TestRepo, commit: &str, why: &str) {
+    r.mara(&["verify"])
+        .expect_code(1, "verify of a forged resolve task")
+        .stderr_has(commit)
+        .stderr_has(why);
+    r.mara_as("implementer#2", &["heartbeat"])
+        .expect_code(1, "a write on a forged resolve task")
+        .stderr_has("refusing to build on")
+        .stderr_has(commit)
+        .stderr_has(why);
+    assert_eq!(r.tip(RUN), commit, "nothing was built on it");
+}
+
+#[test]
+fn a_resolve_task_forged_by_another_role_or_for_another_branch_is_never_built_on() {
+    let cases = [
+        (
+            "implementer#1",
+            CB,
+            "implementer#1 may not add the resolve task",
+        ),
+        (
+            "integrator#1",
+            "main",
+            "names the branch \"main\", which is not a conflicts branch of run r",
+        ),
+        (
+            "integrator#1",
+            "mara/other/conflicts/implementer_2",
+            "which is not a conflicts branch of run r (mara/r/conflicts/<role>_<n>)",
+        ),
+    ];
+    for (sender, branch, why) in cases {
+        let r = TestRepo::with_run(RUN);
+        let c = forged_resolve_task(&r, sender, "resolve-implementer_2", branch);
+        named_and_never_built_on(&r, &c, why);
+    }
+    // An edit that makes an ordinary task a resolve task.
+    let r = TestRepo::with_run(RUN);
+    r.mara(&["task", "add", "T1", "one"]).ok("task add");
+    let event = json!({"seq": next_seq(&r), "ts": now_ts(), "sender": "integrator#1", "type": "task_edit",
+        "payload": {"task": "T1", "resolves": {"branch": CB, "ours": "a".repeat(40), "theirs": "b".repeat(40)}}});
+    let c = forge(&r, RUN, "edit T1 by integrator#1", &event, None);
+    named_and_never_built_on(&r, &c, "an edit cannot set what T1 resolves");
+}
+
+#[test]
+fn the_integrator_records_the_conflict_on_the_task_and_a_second_task_for_it_is_refused() {
+    let r = three_branches();
+    r.mara(&["integrate"]).expect_code(3, "branch 2 conflicts");
+    let t = r.task("resolve-implementer_2");
+    // The sides the conflicted merge joined: the integration branch then, branch 2.
+    assert_eq!(
+        t["resolves"],
+        json!({"branch": CB, "ours": rev(&r, INTEGRATION), "theirs": rev(&r, "mara/r/implementer_2")})
+    );
+    assert_eq!(rev(&r, &format!("{CB}^1")), rev(&r, INTEGRATION));
+    let shown = r.mara(&["show", "resolve-implementer_2"]);
+    assert!(
+        shown.stdout.contains(&format!(
+            "resolves: the conflict on {CB} (merging {} into {})",
+            rev(&r, "mara/r/implementer_2"),
+            rev(&r, INTEGRATION)
+        )),
+        "{}",
+        shown.stdout
+    );
+    // A second unfinished task naming the same branch.
+    let c = forged_resolve_task(&r, "integrator#1", "resolve-implementer_2-2", CB);
+    named_and_never_built_on(
+        &r,
+        &c,
+        "resolve-implementer_2 already resolves mara/r/conflicts/implementer_2 and is open",
+    );
+}
