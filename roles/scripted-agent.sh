@@ -134,8 +134,9 @@ integrate() {
     0) verdict="merged every branch" ;;
     3)
       n=$(resolve_conflicts) || exit 1
-      # The reviewer has ended: the resolutions merge unreviewed (the log says so).
-      mara integrate --continue --unreviewed >/dev/null
+      # A resolve task is done without review: --continue checks the resolution
+      # (no markers, both sides, no file changed but those in conflict).
+      mara integrate --continue >/dev/null
       rc=$?
       case "$rc" in
         0) verdict="resolved $n conflict(s) and merged every branch" ;;

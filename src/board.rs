@@ -2327,7 +2327,9 @@ fn apply_done(
     let mut t = t.clone();
     // With a review step, done means "ready for review"; dependents wait for the
     // approval.
-    t.status = if board.review_role().is_some() {
+    // A resolve task's review is the integrator's own checks of the resolution
+    // (`integrate --continue`): it is done at once.
+    t.status = if board.review_role().is_some() && t.resolves.is_none() {
         TaskStatus::Review
     } else {
         TaskStatus::Done

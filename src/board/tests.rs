@@ -3586,6 +3586,20 @@ fn an_edit_never_sets_what_a_task_resolves_nor_a_resolve_tasks_role() {
 }
 
 #[test]
+fn a_resolve_task_goes_straight_to_done_in_a_reviewed_run() {
+    let mut r = reviewed(300);
+    r.ok(1, INT1, resolve_add("resolve-implementer_2", CB));
+    r.ok(2, INT1, claim("resolve-implementer_2"));
+    r.ok(3, INT1, done("resolve-implementer_2", None, None));
+    assert_eq!(r.task("resolve-implementer_2").status, TaskStatus::Done);
+    assert_eq!(r.board.unreviewed(), None);
+    // Other tasks still go to review.
+    r.ok(4, I1, claim("A"));
+    r.ok(5, I1, done("A", None, None));
+    assert_eq!(r.task("A").status, TaskStatus::Review);
+}
+
+#[test]
 fn a_format_1_run_takes_no_resolves() {
     let mut r = Run {
         board: Board::default(),

@@ -32,8 +32,10 @@ pub struct IntegrateArgs {
     /// Merge the resolved conflicts branches (`mara/<run>/conflicts/*` with commits
     /// of their own; a resolve task names its branch in its `resolves` field, which
     /// the board checks) whose resolve tasks are done, and go on; one whose task is not
-    /// done waits for it (exit 3, naming the task and its holder); a resolution with conflict markers left, or one that
-    /// lacks a side of its conflict, is refused naming the branch and the files
+    /// done waits for it (exit 3, naming the task and its holder); a resolution with conflict markers left, one that
+    /// lacks a side of its conflict, or one that changes files besides those in
+    /// conflict (a resolve task has no review step), is refused naming the branch
+    /// and the files
     /// (plain `integrate` merges them too, and only reports what is left).
     #[arg(long = "continue")]
     pub cont: bool,

@@ -1,10 +1,13 @@
 //! The resolve task's conflict is a field the board checks (issue 15): forged
-//! resolve tasks and edits are named by `verify` and never built on.
+//! resolve tasks and edits are named by `verify` and never built on; a resolution
+//! merges without review, but only with changes to the files in conflict.
 
 use serde_json::json;
 
 use crate::common::TestRepo;
-use crate::integrate::{rev, three_branches};
+use crate::integrate::{
+    all_refs, events_of_type, resolve_on, rev, show, ten_lines, three_branches,
+};
 use crate::trust::{forge, next_seq, now_ts};
 
 const RUN: &str = "r";
@@ -100,4 +103,74 @@ fn the_integrator_records_the_conflict_on_the_task_and_a_second_task_for_it_is_r
         &c,
         "resolve-implementer_2 already resolves mara/r/conflicts/implementer_2 and is open",
     );
+}
+
+/// Claims and resolves the conflict of `three_branches` on its conflicts branch
+/// (both files, plus `extra` files), says it is done; returns the fixed x.txt.
+fn resolve_all(r: &TestRepo, extra: &[(&str, String)]) -> String {
+    r.mara(&["integrate"]).expect_code(3, "branch 2 conflicts");
+    let fixed_x = ten_lines().replace("line 3\n", "line 3 by one and two\n");
+    let fixed_y = ten_lines().replace("line 7\n", "line 7 by two and three\n");
+    let mut files = vec![("x.txt", fixed_x.clone()), ("y.txt", fixed_y)];
+    files.extend(extra.iter().cloned());
+    resolve_on(r, CB, &files, "integrator#1");
+    r.mara_as("integrator#1", &["claim", "resolve-implementer_2"])
+        .ok("claim");
+    r.mara_as("integrator#1", &["done", "resolve-implementer_2"])
+        .ok("done");
+    fixed_x
+}
+
+#[test]
+fn a_resolution_that_changes_a_file_outside_the_conflict_is_refused_naming_it() {
+    let r = three_branches();
+    resolve_all(&r, &[("README.md", "# smuggled\n".to_owned())]);
+    let before = all_refs(&r);
+    let out = r.mara(&["integrate", "--continue"]);
+    out.expect_code(1, "a change outside the conflict")
+        .stderr_has(CB)
+        .stderr_has("it also changes README.md, which is not in conflict: a resolution may change only x.txt, y.txt")
+        .stderr_has("so undo that change; finish it on that branch");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert_eq!(all_refs(&r), before, "a refusal moves nothing");
+    // Undone on the branch: it merges.
+    let readme = show(&r, "main", "README.md");
+    resolve_on(&r, CB, &[("README.md", readme.clone())], "integrator#1");
+    r.mara(&["integrate", "--continue"])
+        .ok("the resolution merges");
+    assert_eq!(show(&r, INTEGRATION, "README.md"), readme);
+    assert_eq!(events_of_type(&r, "resolved").len(), 1);
+    r.verify_ok();
+}
+
+#[test]
+fn a_resolution_may_bring_in_what_the_integration_branch_gained_since() {
+    let r = three_branches();
+    r.mara(&["integrate"]).expect_code(3, "branch 2 conflicts");
+    // Half a resolution: the branch is the resolver's now.
+    let fixed_x = ten_lines().replace("line 3\n", "line 3 by one and two\n");
+    resolve_on(&r, CB, &[("x.txt", fixed_x)], "integrator#1");
+    // Branch 1 goes on; the integration branch gains z.txt.
+    r.git(&["switch", "-q", "mara/r/implementer_1"]);
+    std::fs::write(r.dir.join("z.txt"), "z\n").expect("writing z.txt");
+    r.git(&["add", "z.txt"]);
+    r.git(&["commit", "-q", "-m", "z by one"]);
+    r.git(&["switch", "-q", "main"]);
+    r.mara(&["integrate"])
+        .expect_code(3, "branch 2 still conflicts");
+    assert_eq!(show(&r, INTEGRATION, "z.txt"), "z\n");
+    // The resolver merges the integration branch in, and finishes.
+    r.git(&["switch", "-q", CB]);
+    r.git(&["merge", "-q", "--no-edit", INTEGRATION]);
+    r.git(&["switch", "-q", "main"]);
+    let fixed_y = ten_lines().replace("line 7\n", "line 7 by two and three\n");
+    resolve_on(&r, CB, &[("y.txt", fixed_y)], "integrator#1");
+    r.mara_as("integrator#1", &["claim", "resolve-implementer_2"])
+        .ok("claim");
+    r.mara_as("integrator#1", &["done", "resolve-implementer_2"])
+        .ok("done");
+    r.mara(&["integrate", "--continue"])
+        .ok("z.txt is the integration branch's, not the resolution's");
+    assert_eq!(show(&r, INTEGRATION, "z.txt"), "z\n");
+    r.verify_ok();
 }
