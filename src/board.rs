@@ -550,6 +550,13 @@ pub enum EventKind {
         instances: Vec<String>,
         tasks: Vec<String>,
         action: String,
+        /// The commits the merge joined (the integration branch's, the branch's):
+        /// with `branch` and `file` they name the clash, which a re-run records
+        /// once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ours: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        theirs: Option<String>,
     },
     /// Commits of `task` made under a claim that is not the one the task holds or
     /// was completed under (`claim`: the `Mara-Claim` token they carry); the
@@ -2082,8 +2089,10 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             branch,
             kind,
             action,
+            ours,
+            theirs,
             ..
-        } => apply_conflict([file, branch, kind, action])?,
+        } => apply_conflict([file, branch, kind, action], [ours, theirs])?,
         EventKind::Fenced {
             task,
             instance,
@@ -2705,11 +2714,17 @@ fn apply_artifact(
 }
 
 /// `conflict`: a file the integrator could not merge; it changes no board file.
-fn apply_conflict([file, branch, kind, action]: [&String; 4]) -> Result<Vec<Change>, RuleError> {
+fn apply_conflict(
+    [file, branch, kind, action]: [&String; 4],
+    sides: [&Option<String>; 2],
+) -> Result<Vec<Change>, RuleError> {
     check_text("conflicted file", file)?;
     check_text("branch", branch)?;
     check_text("conflict kind", kind)?;
     check_text("conflict action", action)?;
+    for c in sides.into_iter().flatten() {
+        check_commit_id("conflict", c)?;
+    }
     Ok(vec![])
 }
 

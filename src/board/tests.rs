@@ -1389,6 +1389,8 @@ fn every_kind() -> Vec<EventKind> {
             instances: vec![I1.into(), I2.into()],
             tasks: vec!["T1".into()],
             action: "left conflict markers".into(),
+            ours: Some("1234abcd".into()),
+            theirs: None,
         },
         EventKind::Fenced {
             task: "T1".into(),
@@ -3616,4 +3618,22 @@ fn a_format_1_run_takes_no_resolves() {
         why.contains("needs board format 2; this run has format 1"),
         "{why}"
     );
+}
+
+#[test]
+fn a_conflict_names_its_sides_by_commit_id() {
+    let mut r = Run::new();
+    let conflict = |ours: &str| EventKind::Conflict {
+        file: "a.txt".into(),
+        branch: "mara/r1/implementer_2".into(),
+        kind: "content".into(),
+        instances: vec![],
+        tasks: vec![],
+        action: "kept".into(),
+        ours: Some(ours.into()),
+        theirs: Some("b".repeat(40)),
+    };
+    let why = r.invalid(1, INT1, conflict("HEAD~1"));
+    assert!(why.contains("which is not a commit id"), "{why}");
+    r.ok(1, INT1, conflict(&"a".repeat(40)));
 }

@@ -168,8 +168,7 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
         };
         ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    record(ledger, &who, &result)?;
-    record_fenced(ledger, &who, &result, &events)?;
+    record(ledger, &who, &result, &events)?;
     record_resolutions(ledger, &who, &result)?;
     let report = Report::new(
         format!(
@@ -211,10 +210,36 @@ fn plan_report(r: &Integration) -> Report {
     )
 }
 
-/// Every conflicted file is an event, so `mara log --type conflict` lists them.
-fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+/// Every conflicted file is an event, so `mara log --type conflict` lists them;
+/// once per clash (file, branch and both sides' commits): a re-run that meets the
+/// same clash records nothing new. Then what merged, and what was fenced.
+fn record(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    r: &Integration,
+    events: &[(git2::Oid, crate::board::Event)],
+) -> Result<()> {
+    let recorded: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            EventKind::Conflict {
+                file,
+                branch,
+                ours: Some(ours),
+                theirs: Some(theirs),
+                ..
+            } => Some((file, branch, ours, theirs)),
+            _ => None,
+        })
+        .collect();
     for b in &r.branches {
+        let [ours, theirs] = b.sides.clone().map_or([None, None], |s| s.map(Some));
         for c in &b.conflicts {
+            if let (Some(o), Some(t)) = (&ours, &theirs) {
+                if recorded.contains(&(&c.path, &b.branch, o, t)) {
+                    continue;
+                }
+            }
             let mut instances = c.ours_by.instances.clone();
             instances.extend(c.theirs_by.instances.iter().cloned());
             instances.sort();
@@ -230,6 +255,8 @@ fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<
                 instances,
                 tasks,
                 action: c.action.clone(),
+                ours: ours.clone(),
+                theirs: theirs.clone(),
             };
             ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
         }
@@ -250,17 +277,8 @@ fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<
         };
         ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    Ok(())
-}
-
-/// One `fenced` event per group of fenced commits, unless the log has it already
-/// (a re-run finds the same commits again).
-fn record_fenced(
-    ledger: &crate::ledger::Ledger,
-    who: &str,
-    r: &Integration,
-    events: &[(git2::Oid, crate::board::Event)],
-) -> Result<()> {
+    // One `fenced` event per group of fenced commits, unless the log has it
+    // already (a re-run finds the same commits again).
     for w in &r.fenced {
         let kind = EventKind::Fenced {
             task: w.task.clone(),

@@ -1,6 +1,7 @@
 //! The resolve task's conflict is a field the board checks (issue 15): forged
 //! resolve tasks and edits are named by `verify` and never built on; a resolution
-//! merges without review, but only with changes to the files in conflict.
+//! merges without review, but only with changes to the files in conflict; a re-run
+//! records a clash once.
 
 use serde_json::json;
 
@@ -172,5 +173,40 @@ fn a_resolution_may_bring_in_what_the_integration_branch_gained_since() {
     r.mara(&["integrate", "--continue"])
         .ok("z.txt is the integration branch's, not the resolution's");
     assert_eq!(show(&r, INTEGRATION, "z.txt"), "z\n");
+    r.verify_ok();
+}
+
+#[test]
+fn a_rerun_records_a_clash_once_and_a_new_clash_again() {
+    let r = three_branches();
+    r.mara(&["integrate"]).expect_code(3, "branch 2 conflicts");
+    let first = events_of_type(&r, "conflict");
+    assert_eq!(first.len(), 2, "x.txt and y.txt: {first:?}");
+    r.mara(&["integrate"]).expect_code(3, "the same clash");
+    assert_eq!(events_of_type(&r, "conflict").len(), 2, "nothing new");
+    // Branch 2 changes x.txt again: a new clash, recorded.
+    r.git(&["switch", "-q", "mara/r/implementer_2"]);
+    std::fs::write(
+        r.dir.join("x.txt"),
+        ten_lines().replace("line 3\n", "line 3 by two, again\n"),
+    )
+    .expect("writing x.txt");
+    r.git(&["commit", "-q", "-am", "x again"]);
+    r.git(&["switch", "-q", "main"]);
+    r.mara(&["integrate"]).expect_code(3, "a new clash");
+    let all = events_of_type(&r, "conflict");
+    assert_eq!(all.len(), 4, "both files clash with the new tip: {all:?}");
+    let theirs = rev(&r, "mara/r/implementer_2");
+    assert!(
+        all[2..].iter().all(|e| e["payload"]["theirs"] == theirs),
+        "{all:?}"
+    );
+    // The resolve task of the old clash is replaced by one for the new.
+    assert_eq!(r.task("resolve-implementer_2")["status"], "cancelled");
+    let t = r.task("resolve-implementer_2-2");
+    assert_eq!(t["status"], "open");
+    assert_eq!(t["resolves"]["theirs"], theirs);
+    r.mara(&["integrate"]).expect_code(3, "the same new clash");
+    assert_eq!(events_of_type(&r, "conflict").len(), 4);
     r.verify_ok();
 }
