@@ -344,9 +344,13 @@ pub struct Resolves {
     pub theirs: String,
 }
 
-/// The role that runs `mara integrate` and alone adds resolve tasks (besides a
-/// person, whose sender is no instance id).
+/// The role that runs `mara integrate`.
 pub const INTEGRATOR_ROLE: &str = "integrator";
+
+/// The roles whose instances may add resolve tasks: the integrator, and the
+/// orchestrator (`mara run`'s integrator step, which runs `integrate --continue`);
+/// besides them only a person (a sender that is no instance id).
+pub const RESOLVE_TASK_ADDERS: [&str; 2] = [INTEGRATOR_ROLE, "orchestrator"];
 
 /// How many resolve tasks one conflicts branch may have in a run:
 /// `resolve-<stem>`, then `resolve-<stem>-2` up to this.
@@ -2193,9 +2197,9 @@ fn check_resolves(
         ));
     }
     if let Ok(me) = event.sender.parse::<InstanceId>() {
-        if me.role() != INTEGRATOR_ROLE {
+        if !RESOLVE_TASK_ADDERS.contains(&me.role()) {
             return invalid(format!(
-                "{me} may not add the resolve task {id}: only the integrator does (`mara integrate` as {INTEGRATOR_ROLE}#<n> or as a person)"
+                "{me} may not add the resolve task {id}: only the integrator does (`mara integrate` as {INTEGRATOR_ROLE}#<n> or as a person, or `mara run`'s integrator step)"
             ));
         }
     }

@@ -3469,7 +3469,7 @@ fn only_the_integrator_adds_a_resolve_task_for_a_conflicts_branch_of_the_run() {
     let why = r.invalid(1, I1, resolve_add("resolve-implementer_2", CB));
     assert_eq!(
         why,
-        "implementer#1 may not add the resolve task resolve-implementer_2: only the integrator does (`mara integrate` as integrator#<n> or as a person)"
+        "implementer#1 may not add the resolve task resolve-implementer_2: only the integrator does (`mara integrate` as integrator#<n> or as a person, or `mara run`'s integrator step)"
     );
     for branch in [
         "main",
@@ -3517,6 +3517,12 @@ fn only_the_integrator_adds_a_resolve_task_for_a_conflicts_branch_of_the_run() {
         2,
         "Ada Lovelace",
         resolve_add("resolve-implementer_3", "mara/r1/conflicts/implementer_3"),
+    );
+    // `mara run`'s integrator step runs as the orchestrator.
+    r.ok(
+        3,
+        "orchestrator#1",
+        resolve_add("resolve-implementer_4", "mara/r1/conflicts/implementer_4"),
     );
     assert_eq!(r.task("resolve-implementer_2").resolves, Some(resolves(CB)));
 }

@@ -98,6 +98,7 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
         }
     }
     let (result, updates) = integrate(false)?;
+    check_may_add_resolve_tasks(ledger, &who, &result)?;
     if args.cont {
         let left: Vec<String> = result
             .resolutions
@@ -185,6 +186,37 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
             .into());
     }
     Ok(report)
+}
+
+/// Refuses, before anything moves, an integration that would add resolve tasks
+/// when `who` is an instance of a role the board takes none from (format 2).
+fn check_may_add_resolve_tasks(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    r: &Integration,
+) -> Result<()> {
+    let Ok(me) = who.parse::<crate::ids::InstanceId>() else {
+        return Ok(());
+    };
+    if crate::board::RESOLVE_TASK_ADDERS.contains(&me.role()) {
+        return Ok(());
+    }
+    let board = ledger.read(|s| s.full_board())?;
+    if board.config.as_ref().is_none_or(|c| c.board_format() < 2) {
+        return Ok(());
+    }
+    let needed = r
+        .branches
+        .iter()
+        .filter(|b| resolve_task_needed(&board, b).is_some())
+        .count();
+    if needed > 0 {
+        anyhow::bail!(
+            "{me} may not add the resolve tasks this integration leaves ({needed} branch(es) in conflict; only the integrator adds them): run `mara integrate` as {}#<n> (--as) or without an instance identity, or see the conflicts with `mara integrate --plan`; nothing was moved",
+            crate::board::INTEGRATOR_ROLE
+        );
+    }
+    Ok(())
 }
 
 /// What `integrate --plan` prints: the matrix, the order, what would be fenced.
@@ -295,6 +327,34 @@ fn record(
     Ok(())
 }
 
+/// Whether branch `b`'s integration needs a resolve task on `board`: `None` when
+/// it left no new conflicted merge (clean, or its conflicts branch carries a
+/// resolution and was not moved) or an unfinished resolve task is for it already;
+/// `Some(None)` for a first task; `Some(Some(old))` when the conflicts branch was
+/// re-made with other sides than those `old` records (nobody had committed on it):
+/// a new task replaces it.
+fn resolve_task_needed<'b>(
+    board: &'b crate::board::Board,
+    b: &integrate::BranchResult,
+) -> Option<Option<&'b crate::board::Task>> {
+    let cb = b.conflict_branch.as_deref()?;
+    if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
+        return None;
+    }
+    let open = board
+        .tasks
+        .values()
+        .find(|t| integrate::resolve::branch_of_task(board, t) == Some(cb) && !t.status.is_final());
+    let Some(open) = open else {
+        return Some(None);
+    };
+    let sides = b.sides.as_ref().map(|[o, t]| (o.as_str(), t.as_str()));
+    match &open.resolves {
+        Some(x) if Some((x.ours.as_str(), x.theirs.as_str())) != sides => Some(Some(open)),
+        _ => None,
+    }
+}
+
 /// A `resolved` event per merged resolution, and a resolve task (for the run's
 /// resolver role) per branch whose conflicts were just put on a conflicts branch.
 fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
@@ -327,35 +387,10 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         .unwrap_or_else(|| crate::board::RunConfig::new(ledger.run().clone(), 0));
     let role = config.resolver().map(str::to_owned);
     for b in &r.branches {
-        let Some(cb) = &b.conflict_branch else {
+        let (Some(cb), Some(old)) = (&b.conflict_branch, resolve_task_needed(&board, b)) else {
             continue;
         };
-        if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
-            continue;
-        }
-        // One open resolve task per conflicts branch. The branch was moved to a
-        // new conflicted merge (nobody had committed a resolution on it): when
-        // the sides the task records are no longer those, the task is replaced.
         let sides = b.sides.as_ref().map(|[o, t]| (o.as_str(), t.as_str()));
-        if let Some(open) = board.tasks.values().find(|t| {
-            integrate::resolve::branch_of_task(&board, t) == Some(cb.as_str())
-                && !t.status.is_final()
-        }) {
-            match &open.resolves {
-                Some(x) if Some((x.ours.as_str(), x.theirs.as_str())) != sides => {
-                    let kind = EventKind::TaskCancel {
-                        task: open.id.clone(),
-                        reason: Some(format!(
-                            "the conflict on {cb} changed (a new merge of {}): a new resolve task replaces it",
-                            b.branch
-                        )),
-                        drop_deps: true,
-                    };
-                    ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
-                }
-                _ => continue,
-            }
-        }
         let stem = cb.rsplit('/').next().unwrap_or(cb);
         // The first of the ids the board allows for the branch that is free; none
         // left (or a name no task id can hold): the report is all there is.
@@ -365,6 +400,17 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         else {
             continue;
         };
+        if let Some(old) = old {
+            let kind = EventKind::TaskCancel {
+                task: old.id.clone(),
+                reason: Some(format!(
+                    "the conflict on {cb} changed (a new merge of {}): {id} replaces it",
+                    b.branch
+                )),
+                drop_deps: true,
+            };
+            ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+        }
         // What the task resolves is a field the board checks (format 2); a format 1
         // run has only the body to say it.
         let resolves = match (config.board_format(), sides) {

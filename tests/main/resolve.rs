@@ -210,3 +210,21 @@ fn a_rerun_records_a_clash_once_and_a_new_clash_again() {
     assert_eq!(events_of_type(&r, "conflict").len(), 4);
     r.verify_ok();
 }
+
+#[test]
+fn an_implementer_running_integrate_into_conflicts_is_refused_before_anything_moves() {
+    let r = three_branches();
+    let before = all_refs(&r);
+    r.mara_as("implementer#1", &["integrate"])
+        .expect_code(1, "an implementer leaves conflicts")
+        .stderr_has("implementer#1 may not add the resolve tasks this integration leaves (1 branch(es) in conflict")
+        .stderr_has("nothing was moved");
+    assert_eq!(all_refs(&r), before);
+    assert!(events_of_type(&r, "conflict").is_empty());
+    r.mara_as("integrator#1", &["integrate"])
+        .expect_code(3, "the integrator may");
+    assert_eq!(r.task("resolve-implementer_2")["status"], "open");
+    // With the task on the board, anyone may re-run it: it adds none.
+    r.mara_as("implementer#1", &["integrate"])
+        .expect_code(3, "the same clash, its task exists");
+}
