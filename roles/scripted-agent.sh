@@ -113,7 +113,9 @@ resolve_conflicts() {
   while out=$(mara claim --next --json); do
     task=$(printf '%s' "$out" | sed -n 's/.*"payload":{"task":"\([^"]*\)".*/\1/p')
     case "$task" in resolve-*) ;; *) echo "not a resolve task: $out" >&2; exit 1 ;; esac
-    branch="mara/$MARA_RUN/conflicts/${task#resolve-}"
+    # The conflicts branch is the task's `resolves` field (the board checks it).
+    branch=$(mara show "$task" --json | sed -n 's/.*"resolves":{"branch":"\([^"]*\)".*/\1/p')
+    [ -n "$branch" ] || { echo "$task names no conflicts branch" >&2; exit 1; }
     git switch -q "$branch" || exit 1
     for f in $(git grep -l '^<<<<<<< '); do keep_both "$f" || exit 1; done
     git add -A && git commit -q -m "$task: keep both sides" || exit 1
@@ -132,8 +134,9 @@ integrate() {
     0) verdict="merged every branch" ;;
     3)
       n=$(resolve_conflicts) || exit 1
-      # The reviewer has ended: the resolutions merge unreviewed (the log says so).
-      mara integrate --continue --unreviewed >/dev/null
+      # A resolve task is done without review: --continue checks the resolution
+      # (no markers, both sides, no file changed but those in conflict).
+      mara integrate --continue >/dev/null
       rc=$?
       case "$rc" in
         0) verdict="resolved $n conflict(s) and merged every branch" ;;

@@ -143,6 +143,19 @@ impl RunConfig {
         }
     }
 
+    /// The role resolve tasks are for: `resolver_role`, else `integrator` unless
+    /// the run names its roles without it (then nobody's in particular).
+    pub fn resolver(&self) -> Option<&str> {
+        match &self.resolver_role {
+            Some(r) => Some(r),
+            None => self
+                .roles
+                .as_ref()
+                .is_none_or(|all| all.iter().any(|r| r == INTEGRATOR_ROLE))
+                .then_some(INTEGRATOR_ROLE),
+        }
+    }
+
     /// The board format of the run (1 when the config does not say).
     pub fn board_format(&self) -> u32 {
         self.format.unwrap_or(1)
@@ -267,6 +280,9 @@ pub struct Task {
     /// (format 2; see [`stall`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub handoffs: u32,
+    /// A resolve task's conflict (format 2): see [`Resolves`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<Resolves>,
 }
 
 fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
@@ -299,12 +315,56 @@ pub struct NewTask {
     /// Higher first in `claim --next`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i64,
+    /// Set by the integrator on the resolve tasks it adds (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<Resolves>,
     /// Accepted so a seed board can be fed back as a plan; must be `open`.
     #[serde(default, skip_serializing)]
     pub status: Option<TaskStatus>,
     /// Accepted so a seed board can be fed back as a plan; must be null.
     #[serde(default, skip_serializing)]
     pub claimed_by: Option<Value>,
+}
+
+/// What a resolve task resolves (board format 2): the conflicts branch where the
+/// integrator left a merge with conflict markers, and the two commits that merge
+/// joined. Set only when the integrator adds the task (never by `task edit`, never
+/// in a plan); [`apply`] checks the branch is the run's and that no other
+/// unfinished task names it, so `integrate --continue` takes the branch from here
+/// and nowhere else (not from the task's body).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Resolves {
+    /// `mara/<run>/conflicts/<stem>` (`<stem>`: the merged branch's last name,
+    /// `<role>_<n>` for an instance branch).
+    pub branch: String,
+    /// The integration branch's commit the conflicted merge was made on.
+    pub ours: String,
+    /// The tip of the branch it merged.
+    pub theirs: String,
+}
+
+/// The role that runs `mara integrate`.
+pub const INTEGRATOR_ROLE: &str = "integrator";
+
+/// The roles whose instances may add resolve tasks: the integrator, and the
+/// orchestrator (`mara run`'s integrator step, which runs `integrate --continue`);
+/// besides them only a person (a sender that is no instance id).
+pub const RESOLVE_TASK_ADDERS: [&str; 2] = [INTEGRATOR_ROLE, "orchestrator"];
+
+/// How many resolve tasks one conflicts branch may have in a run:
+/// `resolve-<stem>`, then `resolve-<stem>-2` up to this.
+pub const MAX_RESOLVE_ROUNDS: u32 = 20;
+
+/// The ids a resolve task of the conflicts branch `<...>/<stem>` may have, in order.
+pub fn resolve_task_ids(stem: &str) -> Vec<TaskId> {
+    (1..=MAX_RESOLVE_ROUNDS)
+        .map(|n| match n {
+            1 => format!("resolve-{stem}"),
+            n => format!("resolve-{stem}-{n}"),
+        })
+        .filter_map(|id| id.parse().ok())
+        .collect()
 }
 
 /// Lifecycle of a role instance, as the orchestrator reports it.
@@ -440,6 +500,10 @@ pub enum EventKind {
         role: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         priority: Option<i64>,
+        /// Never accepted: only the integrator sets it, when it adds the task.
+        /// Named here so that an edit carrying it is refused with a reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resolves: Option<Resolves>,
     },
     /// Take a task off the plan; `drop_deps` also removes it from its dependents'
     /// deps.
@@ -490,6 +554,13 @@ pub enum EventKind {
         instances: Vec<String>,
         tasks: Vec<String>,
         action: String,
+        /// The commits the merge joined (the integration branch's, the branch's):
+        /// with `branch` and `file` they name the clash, which a re-run records
+        /// once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ours: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        theirs: Option<String>,
     },
     /// Commits of `task` made under a claim that is not the one the task holds or
     /// was completed under (`claim`: the `Mara-Claim` token they carry); the
@@ -1670,7 +1741,13 @@ pub fn needs(event: &EventKind) -> (Vec<TaskId>, Vec<InstanceId>) {
     let mut tasks: Vec<TaskId> = event.tasks().into_iter().cloned().collect();
     let mut instances = vec![];
     match event {
-        EventKind::TaskAdd { task } => tasks.extend(task.deps.iter().cloned()),
+        EventKind::TaskAdd { task } => {
+            tasks.extend(task.deps.iter().cloned());
+            // Every resolve task the branch may have: one may be unfinished.
+            if let Some(r) = &task.resolves {
+                tasks.extend(resolve_task_ids(r.branch.rsplit('/').next().unwrap_or("")));
+            }
+        }
         EventKind::Plan { tasks: ts } => {
             tasks.extend(ts.iter().flat_map(|t| t.deps.iter().cloned()));
         }
@@ -1845,6 +1922,7 @@ fn new_task(t: &NewTask, seq: u64, position: u32, ts: Ts) -> Task {
         rework_by: None,
         reopened_at: None,
         handoffs: 0,
+        resolves: t.resolves.clone(),
     }
 }
 
@@ -2015,8 +2093,10 @@ pub fn apply(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
             branch,
             kind,
             action,
+            ours,
+            theirs,
             ..
-        } => apply_conflict(file, branch, kind, action)?,
+        } => apply_conflict([file, branch, kind, action], [ours, theirs])?,
         EventKind::Fenced {
             task,
             instance,
@@ -2077,6 +2157,11 @@ fn apply_init(board: &Board, config: &RunConfig) -> Result<Vec<Change>, RuleErro
 /// `plan`, and `task add` as a plan of one: open tasks in plan order.
 fn apply_plan(board: &Board, event: &Event, tasks: &[NewTask]) -> Result<Vec<Change>, RuleError> {
     check_plan(board, tasks)?;
+    for t in tasks {
+        if let Some(r) = &t.resolves {
+            check_resolves(board, event, t, r)?;
+        }
+    }
     tasks
         .iter()
         .enumerate()
@@ -2085,6 +2170,84 @@ fn apply_plan(board: &Board, event: &Event, tasks: &[NewTask]) -> Result<Vec<Cha
             Ok(Change::Task(new_task(t, event.seq, pos, event.ts)))
         })
         .collect()
+}
+
+/// A task that carries `resolves`: added alone (not in a plan) by the integrator
+/// in a format 2 run, for the run's resolver role, on a conflicts branch of this
+/// run that no unfinished task resolves, under the id the branch gives it.
+fn check_resolves(
+    board: &Board,
+    event: &Event,
+    t: &NewTask,
+    r: &Resolves,
+) -> Result<(), RuleError> {
+    let id = &t.id;
+    let config = board
+        .config
+        .as_ref()
+        .expect("apply checks the run has a config");
+    if config.board_format() < 2 {
+        return invalid(format!(
+            "{id} carries resolves, which needs board format 2; this run has format 1"
+        ));
+    }
+    if matches!(event.kind, EventKind::Plan { .. }) {
+        return invalid(format!(
+            "a plan cannot add the resolve task {id}; `mara integrate` adds each one on its own"
+        ));
+    }
+    if let Ok(me) = event.sender.parse::<InstanceId>() {
+        if !RESOLVE_TASK_ADDERS.contains(&me.role()) {
+            return invalid(format!(
+                "{me} may not add the resolve task {id}: only the integrator does (`mara integrate` as {INTEGRATOR_ROLE}#<n> or as a person, or `mara run`'s integrator step)"
+            ));
+        }
+    }
+    let prefix = format!("mara/{}/conflicts/", config.run);
+    let stem = r
+        .branch
+        .strip_prefix(&prefix)
+        .filter(|s| s.parse::<TaskId>().is_ok());
+    let Some(stem) = stem else {
+        return invalid(format!(
+            "the resolve task {id} names the branch {}, which is not a conflicts branch of run {} ({prefix}<role>_<n>)",
+            crate::text::quote(&r.branch, 120),
+            config.run
+        ));
+    };
+    for (what, c) in [("ours", &r.ours), ("theirs", &r.theirs)] {
+        if !matches!(c.len(), 40 | 64) || !c.chars().all(|c| c.is_ascii_hexdigit()) {
+            return invalid(format!(
+                "the resolve task {id} names {}, which is not a full commit id, as {what}",
+                crate::text::quote(c, 64)
+            ));
+        }
+    }
+    let ids = resolve_task_ids(stem);
+    if !ids.contains(id) {
+        return invalid(format!(
+            "a resolve task of {} is named resolve-{stem} or resolve-{stem}-<2 to {MAX_RESOLVE_ROUNDS}>, not {id}",
+            r.branch
+        ));
+    }
+    if t.role.as_deref() != config.resolver() {
+        return invalid(format!(
+            "the resolve task {id} is for role {}, not the run's resolver role {}",
+            t.role.as_deref().unwrap_or("(any)"),
+            config.resolver().unwrap_or("(any)")
+        ));
+    }
+    if let Some(open) = ids
+        .iter()
+        .filter_map(|i| board.tasks.get(i))
+        .find(|o| !o.status.is_final() && o.resolves.as_ref().is_some_and(|x| x.branch == r.branch))
+    {
+        return invalid(format!(
+            "{} already resolves {} and is {}: one unfinished resolve task per conflicts branch",
+            open.id, r.branch, open.status
+        ));
+    }
+    Ok(())
 }
 
 /// `claim`, or `reclaim` (`from` is the holder whose lease ran out).
@@ -2177,7 +2340,9 @@ fn apply_done(
     let mut t = t.clone();
     // With a review step, done means "ready for review"; dependents wait for the
     // approval.
-    t.status = if board.review_role().is_some() {
+    // A resolve task's review is the integrator's own checks of the resolution
+    // (`integrate --continue`): it is done at once.
+    t.status = if board.review_role().is_some() && t.resolves.is_none() {
         TaskStatus::Review
     } else {
         TaskStatus::Done
@@ -2231,11 +2396,22 @@ fn apply_edit(board: &Board, event: &Event) -> Result<Vec<Change>, RuleError> {
         deps,
         role,
         priority,
+        resolves,
     } = &event.kind
     else {
         unreachable!("apply dispatches edits here");
     };
     let t = existing(board, task)?;
+    if resolves.is_some() {
+        return invalid(format!(
+            "an edit cannot set what {task} resolves; only `mara integrate` does, when it adds a resolve task"
+        ));
+    }
+    if role.is_some() && t.resolves.is_some() {
+        return invalid(format!(
+            "{task} is a resolve task: its role is the run's resolver role and is not edited"
+        ));
+    }
     let only_adds = title.is_none()
         && body.is_none()
         && paths.is_none()
@@ -2543,15 +2719,16 @@ fn apply_artifact(
 
 /// `conflict`: a file the integrator could not merge; it changes no board file.
 fn apply_conflict(
-    file: &str,
-    branch: &str,
-    kind: &str,
-    action: &str,
+    [file, branch, kind, action]: [&String; 4],
+    sides: [&Option<String>; 2],
 ) -> Result<Vec<Change>, RuleError> {
     check_text("conflicted file", file)?;
     check_text("branch", branch)?;
     check_text("conflict kind", kind)?;
     check_text("conflict action", action)?;
+    for c in sides.into_iter().flatten() {
+        check_commit_id("conflict", c)?;
+    }
     Ok(vec![])
 }
 

@@ -149,6 +149,10 @@ pub struct BranchResult {
     /// The branch holding the merge with conflict markers.
     pub conflict_branch: Option<String>,
     pub conflicts: Vec<FileConflict>,
+    /// When it conflicts: the commits the merge joined (the integration branch's,
+    /// the branch's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sides: Option<[String; 2]>,
 }
 
 /// The whole integration.
@@ -627,6 +631,7 @@ impl<'r> Merger<'r> {
             commit: None,
             conflict_branch: None,
             conflicts: vec![],
+            sides: None,
         };
         if current == tip || repo.graph_descendant_of(current, tip)? {
             return Ok(Step {
@@ -693,6 +698,7 @@ impl<'r> Merger<'r> {
         result.result = Outcome::Conflicts;
         result.commit = Some(cc.to_string());
         result.conflict_branch = Some(m.conflict_branch);
+        result.sides = Some([current.to_string(), tip.to_string()]);
         result.conflicts = files;
         Ok(Step {
             result,

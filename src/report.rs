@@ -573,6 +573,7 @@ fn conflicts_table(h: &mut String, conflicts: &[&Event], events: &[Event]) {
             instances,
             tasks,
             action,
+            ..
         } = &e.kind
         {
             let later = conflicts[i + 1..].iter().any(|x| {

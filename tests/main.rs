@@ -34,6 +34,8 @@ mod reads;
 mod remote;
 #[path = "main/repos.rs"]
 mod repos;
+#[path = "main/resolve.rs"]
+mod resolve;
 #[path = "main/shell.rs"]
 mod shell;
 #[path = "main/stall.rs"]

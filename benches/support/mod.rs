@@ -113,6 +113,7 @@ pub fn tasks(range: std::ops::Range<usize>) -> Vec<NewTask> {
             body: None,
             role: None,
             priority: 0,
+            resolves: None,
             status: None,
             claimed_by: None,
         })

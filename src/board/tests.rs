@@ -38,6 +38,7 @@ fn nt(id: &str, title: &str, deps: &[&str]) -> NewTask {
         body: None,
         role: None,
         priority: 0,
+        resolves: None,
         status: None,
         claimed_by: None,
     }
@@ -1388,6 +1389,8 @@ fn every_kind() -> Vec<EventKind> {
             instances: vec![I1.into(), I2.into()],
             tasks: vec!["T1".into()],
             action: "left conflict markers".into(),
+            ours: Some("1234abcd".into()),
+            theirs: None,
         },
         EventKind::Fenced {
             task: "T1".into(),
@@ -1437,6 +1440,7 @@ fn every_kind() -> Vec<EventKind> {
             deps: Some(vec![]),
             role: Some("implementer".into()),
             priority: Some(-1),
+            resolves: None,
         },
         EventKind::TaskCancel {
             task: tid("T2"),
@@ -2350,6 +2354,7 @@ fn run_ops(deps_mask: Vec<Vec<bool>>, plan_len: usize, reverse: bool, ops: Vec<(
         body: None,
         role: None,
         priority: 0,
+        resolves: None,
         status: None,
         claimed_by: None,
     };
@@ -2760,6 +2765,7 @@ fn edits_change_open_tasks_and_let_a_holder_only_add_paths() {
             deps,
             role: None,
             priority: None,
+            resolves: None,
         };
     // A cycle through C (which needs A) is refused.
     let why = r.invalid(1, ORCH, edit(Some(vec![tid("C")]), vec![], None));
@@ -3083,6 +3089,7 @@ fn run_team_ops(roles: Vec<usize>, deps_mask: Vec<Vec<bool>>, ops: Vec<(i64, Tea
                         deps: add_dep.map(|_| deps),
                         role: None,
                         priority: Some(priority),
+                        resolves: None,
                     },
                 )
             }
@@ -3129,6 +3136,7 @@ fn nothing_may_depend_on_a_cancelled_task() {
             deps: Some(vec![tid("A"), tid("C")]),
             role: None,
             priority: None,
+            resolves: None,
         },
     );
     assert_eq!(why, "B cannot depend on C: C is cancelled");
@@ -3425,4 +3433,213 @@ fn stall_settings_out_of_bounds_are_invalid() {
     for bad in ["", "notify", "notify a b", "notify Re#1", "halt"] {
         assert!(bad.parse::<OnStall>().is_err(), "{bad:?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// resolve tasks (issue 15): what a task resolves is a field the board checks
+
+const INT1: &str = "integrator#1";
+const CB: &str = "mara/r1/conflicts/implementer_2";
+
+fn resolves(branch: &str) -> Resolves {
+    Resolves {
+        branch: branch.to_owned(),
+        ours: "a".repeat(40),
+        theirs: "b".repeat(40),
+    }
+}
+
+/// The task the integrator adds for `branch`.
+fn resolve_task(id: &str, branch: &str) -> NewTask {
+    let mut t = nt(id, "resolve", &[]);
+    t.role = Some("integrator".into());
+    t.resolves = Some(resolves(branch));
+    t
+}
+
+fn resolve_add(id: &str, branch: &str) -> EventKind {
+    EventKind::TaskAdd {
+        task: resolve_task(id, branch),
+    }
+}
+
+#[test]
+fn only_the_integrator_adds_a_resolve_task_for_a_conflicts_branch_of_the_run() {
+    let mut r = Run::new();
+    let why = r.invalid(1, I1, resolve_add("resolve-implementer_2", CB));
+    assert_eq!(
+        why,
+        "implementer#1 may not add the resolve task resolve-implementer_2: only the integrator does (`mara integrate` as integrator#<n> or as a person, or `mara run`'s integrator step)"
+    );
+    for branch in [
+        "main",
+        "mara/other/conflicts/implementer_2",
+        "mara/r1/implementer_2",
+        "mara/r1/conflicts/../main",
+        "mara/r1/conflicts/a/b",
+        "mara/r1/conflicts/",
+    ] {
+        let why = r.invalid(1, INT1, resolve_add("resolve-implementer_2", branch));
+        assert!(
+            why.contains(
+                "which is not a conflicts branch of run r1 (mara/r1/conflicts/<role>_<n>)"
+            ),
+            "{branch}: {why}"
+        );
+    }
+    let mut t = resolve_task("resolve-implementer_2", CB);
+    t.resolves = Some(Resolves {
+        ours: "abc".into(),
+        ..resolves(CB)
+    });
+    let why = r.invalid(1, INT1, EventKind::TaskAdd { task: t });
+    assert!(why.contains("not a full commit id, as ours"), "{why}");
+    // Under the id the branch gives it, for the resolver role.
+    let why = r.invalid(1, INT1, resolve_add("fix-it", CB));
+    assert!(
+        why.contains("is named resolve-implementer_2 or resolve-implementer_2-<2 to 20>"),
+        "{why}"
+    );
+    let mut t = resolve_task("resolve-implementer_2", CB);
+    t.role = Some("implementer".into());
+    let why = r.invalid(1, INT1, EventKind::TaskAdd { task: t });
+    assert!(
+        why.contains("not the run's resolver role integrator"),
+        "{why}"
+    );
+    // Never in a plan.
+    let t = resolve_task("resolve-implementer_2", CB);
+    let why = r.invalid(1, INT1, EventKind::Plan { tasks: vec![t] });
+    assert!(why.contains("a plan cannot add the resolve task"), "{why}");
+    // The integrator, or a person running `mara integrate`.
+    r.ok(1, INT1, resolve_add("resolve-implementer_2", CB));
+    r.ok(
+        2,
+        "Ada Lovelace",
+        resolve_add("resolve-implementer_3", "mara/r1/conflicts/implementer_3"),
+    );
+    // `mara run`'s integrator step runs as the orchestrator.
+    r.ok(
+        3,
+        "orchestrator#1",
+        resolve_add("resolve-implementer_4", "mara/r1/conflicts/implementer_4"),
+    );
+    assert_eq!(r.task("resolve-implementer_2").resolves, Some(resolves(CB)));
+}
+
+#[test]
+fn one_unfinished_resolve_task_per_conflicts_branch() {
+    let mut r = Run::new();
+    r.ok(1, INT1, resolve_add("resolve-implementer_2", CB));
+    for id in ["resolve-implementer_2-2", "resolve-implementer_2-20"] {
+        let why = r.invalid(2, INT1, resolve_add(id, CB));
+        assert_eq!(
+            why,
+            format!("resolve-implementer_2 already resolves {CB} and is open: one unfinished resolve task per conflicts branch")
+        );
+    }
+    r.ok(2, INT1, claim("resolve-implementer_2"));
+    let why = r.invalid(3, INT1, resolve_add("resolve-implementer_2-3", CB));
+    assert!(why.contains("and is claimed"), "{why}");
+    r.ok(3, INT1, done("resolve-implementer_2", None, None));
+    // Done: the next round may start, under a later id.
+    r.ok(4, INT1, resolve_add("resolve-implementer_2-3", CB));
+    let why = r.invalid(5, INT1, resolve_add("resolve-implementer_2-2", CB));
+    assert!(
+        why.starts_with("resolve-implementer_2-3 already resolves"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_edit_never_sets_what_a_task_resolves_nor_a_resolve_tasks_role() {
+    let mut r = Run::new();
+    r.ok(1, ORCH, add("T1", &[]));
+    r.ok(2, INT1, resolve_add("resolve-implementer_2", CB));
+    let edit = |task: &str, role: Option<&str>, res: Option<Resolves>| EventKind::TaskEdit {
+        task: tid(task),
+        title: None,
+        body: None,
+        paths: None,
+        add_paths: vec![],
+        deps: None,
+        role: role.map(str::to_owned),
+        priority: None,
+        resolves: res,
+    };
+    let why = r.invalid(3, INT1, edit("T1", None, Some(resolves(CB))));
+    assert_eq!(
+        why,
+        "an edit cannot set what T1 resolves; only `mara integrate` does, when it adds a resolve task"
+    );
+    let why = r.invalid(
+        3,
+        INT1,
+        edit("resolve-implementer_2", None, Some(resolves(CB))),
+    );
+    assert!(why.starts_with("an edit cannot set"), "{why}");
+    let why = r.invalid(
+        3,
+        INT1,
+        edit("resolve-implementer_2", Some("implementer"), None),
+    );
+    assert!(why.contains("its role is the run's resolver role"), "{why}");
+    // The stored event names the field, so a hand-made edit is refused by the rule.
+    let e: EventKind = serde_json::from_value(serde_json::json!({
+        "type": "task_edit",
+        "payload": {"task": "T1", "resolves": {"branch": CB, "ours": "a".repeat(40), "theirs": "b".repeat(40)}}
+    }))
+    .expect("an edit naming resolves parses");
+    assert!(r.invalid(3, INT1, e).starts_with("an edit cannot set"));
+}
+
+#[test]
+fn a_resolve_task_goes_straight_to_done_in_a_reviewed_run() {
+    let mut r = reviewed(300);
+    r.ok(1, INT1, resolve_add("resolve-implementer_2", CB));
+    r.ok(2, INT1, claim("resolve-implementer_2"));
+    r.ok(3, INT1, done("resolve-implementer_2", None, None));
+    assert_eq!(r.task("resolve-implementer_2").status, TaskStatus::Done);
+    assert_eq!(r.board.unreviewed(), None);
+    // Other tasks still go to review.
+    r.ok(4, I1, claim("A"));
+    r.ok(5, I1, done("A", None, None));
+    assert_eq!(r.task("A").status, TaskStatus::Review);
+}
+
+#[test]
+fn a_format_1_run_takes_no_resolves() {
+    let mut r = Run {
+        board: Board::default(),
+        log: vec![],
+        entries: BTreeSet::new(),
+    };
+    let config = RunConfig {
+        format: None,
+        ..config(300)
+    };
+    r.ok(0, ORCH, EventKind::Init { config });
+    let why = r.invalid(1, INT1, resolve_add("resolve-implementer_2", CB));
+    assert!(
+        why.contains("needs board format 2; this run has format 1"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_conflict_names_its_sides_by_commit_id() {
+    let mut r = Run::new();
+    let conflict = |ours: &str| EventKind::Conflict {
+        file: "a.txt".into(),
+        branch: "mara/r1/implementer_2".into(),
+        kind: "content".into(),
+        instances: vec![],
+        tasks: vec![],
+        action: "kept".into(),
+        ours: Some(ours.into()),
+        theirs: Some("b".repeat(40)),
+    };
+    let why = r.invalid(1, INT1, conflict("HEAD~1"));
+    assert!(why.contains("which is not a commit id"), "{why}");
+    r.ok(1, INT1, conflict(&"a".repeat(40)));
 }

@@ -30,9 +30,12 @@ pub struct IntegrateArgs {
     #[arg(long)]
     pub plan: bool,
     /// Merge the resolved conflicts branches (`mara/<run>/conflicts/*` with commits
-    /// of their own) whose resolve tasks are done, and go on; one whose task is not
-    /// done waits for it (exit 3, naming the task and its holder); a resolution with conflict markers left, or one that
-    /// lacks a side of its conflict, is refused naming the branch and the files
+    /// of their own; a resolve task names its branch in its `resolves` field, which
+    /// the board checks) whose resolve tasks are done, and go on; one whose task is not
+    /// done waits for it (exit 3, naming the task and its holder); a resolution with conflict markers left, one that
+    /// lacks a side of its conflict, or one that changes files besides those in
+    /// conflict (a resolve task has no review step), is refused naming the branch
+    /// and the files
     /// (plain `integrate` merges them too, and only reports what is left).
     #[arg(long = "continue")]
     pub cont: bool,
@@ -62,7 +65,8 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
             .into_iter()
             .filter(|b| *b != into)
             .filter(|b| {
-                integrate::branch_instance(&run, b).is_none_or(|i| i.role() != "integrator")
+                integrate::branch_instance(&run, b)
+                    .is_none_or(|i| i.role() != crate::board::INTEGRATOR_ROLE)
             })
             .collect()
     } else {
@@ -94,6 +98,7 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
         }
     }
     let (result, updates) = integrate(false)?;
+    check_may_add_resolve_tasks(ledger, &who, &result)?;
     if args.cont {
         let left: Vec<String> = result
             .resolutions
@@ -164,8 +169,7 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
         };
         ledger.append(&who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    record(ledger, &who, &result)?;
-    record_fenced(ledger, &who, &result, &events)?;
+    record(ledger, &who, &result, &events)?;
     record_resolutions(ledger, &who, &result)?;
     let report = Report::new(
         format!(
@@ -182,6 +186,37 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
             .into());
     }
     Ok(report)
+}
+
+/// Refuses, before anything moves, an integration that would add resolve tasks
+/// when `who` is an instance of a role the board takes none from (format 2).
+fn check_may_add_resolve_tasks(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    r: &Integration,
+) -> Result<()> {
+    let Ok(me) = who.parse::<crate::ids::InstanceId>() else {
+        return Ok(());
+    };
+    if crate::board::RESOLVE_TASK_ADDERS.contains(&me.role()) {
+        return Ok(());
+    }
+    let board = ledger.read(|s| s.full_board())?;
+    if board.config.as_ref().is_none_or(|c| c.board_format() < 2) {
+        return Ok(());
+    }
+    let needed = r
+        .branches
+        .iter()
+        .filter(|b| resolve_task_needed(&board, b).is_some())
+        .count();
+    if needed > 0 {
+        anyhow::bail!(
+            "{me} may not add the resolve tasks this integration leaves ({needed} branch(es) in conflict; only the integrator adds them): run `mara integrate` as {}#<n> (--as) or without an instance identity, or see the conflicts with `mara integrate --plan`; nothing was moved",
+            crate::board::INTEGRATOR_ROLE
+        );
+    }
+    Ok(())
 }
 
 /// What `integrate --plan` prints: the matrix, the order, what would be fenced.
@@ -207,10 +242,36 @@ fn plan_report(r: &Integration) -> Report {
     )
 }
 
-/// Every conflicted file is an event, so `mara log --type conflict` lists them.
-fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
+/// Every conflicted file is an event, so `mara log --type conflict` lists them;
+/// once per clash (file, branch and both sides' commits): a re-run that meets the
+/// same clash records nothing new. Then what merged, and what was fenced.
+fn record(
+    ledger: &crate::ledger::Ledger,
+    who: &str,
+    r: &Integration,
+    events: &[(git2::Oid, crate::board::Event)],
+) -> Result<()> {
+    let recorded: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            EventKind::Conflict {
+                file,
+                branch,
+                ours: Some(ours),
+                theirs: Some(theirs),
+                ..
+            } => Some((file, branch, ours, theirs)),
+            _ => None,
+        })
+        .collect();
     for b in &r.branches {
+        let [ours, theirs] = b.sides.clone().map_or([None, None], |s| s.map(Some));
         for c in &b.conflicts {
+            if let (Some(o), Some(t)) = (&ours, &theirs) {
+                if recorded.contains(&(&c.path, &b.branch, o, t)) {
+                    continue;
+                }
+            }
             let mut instances = c.ours_by.instances.clone();
             instances.extend(c.theirs_by.instances.iter().cloned());
             instances.sort();
@@ -226,6 +287,8 @@ fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<
                 instances,
                 tasks,
                 action: c.action.clone(),
+                ours: ours.clone(),
+                theirs: theirs.clone(),
             };
             ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
         }
@@ -246,17 +309,8 @@ fn record(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<
         };
         ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
     }
-    Ok(())
-}
-
-/// One `fenced` event per group of fenced commits, unless the log has it already
-/// (a re-run finds the same commits again).
-fn record_fenced(
-    ledger: &crate::ledger::Ledger,
-    who: &str,
-    r: &Integration,
-    events: &[(git2::Oid, crate::board::Event)],
-) -> Result<()> {
+    // One `fenced` event per group of fenced commits, unless the log has it
+    // already (a re-run finds the same commits again).
     for w in &r.fenced {
         let kind = EventKind::Fenced {
             task: w.task.clone(),
@@ -273,6 +327,34 @@ fn record_fenced(
     Ok(())
 }
 
+/// Whether branch `b`'s integration needs a resolve task on `board`: `None` when
+/// it left no new conflicted merge (clean, or its conflicts branch carries a
+/// resolution and was not moved) or an unfinished resolve task is for it already;
+/// `Some(None)` for a first task; `Some(Some(old))` when the conflicts branch was
+/// re-made with other sides than those `old` records (nobody had committed on it):
+/// a new task replaces it.
+fn resolve_task_needed<'b>(
+    board: &'b crate::board::Board,
+    b: &integrate::BranchResult,
+) -> Option<Option<&'b crate::board::Task>> {
+    let cb = b.conflict_branch.as_deref()?;
+    if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
+        return None;
+    }
+    let open = board
+        .tasks
+        .values()
+        .find(|t| integrate::resolve::branch_of_task(board, t) == Some(cb) && !t.status.is_final());
+    let Some(open) = open else {
+        return Some(None);
+    };
+    let sides = b.sides.as_ref().map(|[o, t]| (o.as_str(), t.as_str()));
+    match &open.resolves {
+        Some(x) if Some((x.ours.as_str(), x.theirs.as_str())) != sides => Some(Some(open)),
+        _ => None,
+    }
+}
+
 /// A `resolved` event per merged resolution, and a resolve task (for the run's
 /// resolver role) per branch whose conflicts were just put on a conflicts branch.
 fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration) -> Result<()> {
@@ -286,7 +368,7 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             .values()
             .filter(|t| {
                 t.branch.as_deref() == Some(res.branch.as_str())
-                    || integrate::resolve::branch_of_task(t) == Some(res.branch.as_str())
+                    || integrate::resolve::branch_of_task(&board, t) == Some(res.branch.as_str())
             })
             .map(|t| t.id.clone())
             .next_back();
@@ -303,40 +385,44 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
         .config
         .clone()
         .unwrap_or_else(|| crate::board::RunConfig::new(ledger.run().clone(), 0));
-    let role = config.resolver_role.clone().or_else(|| {
-        let default = "integrator".to_owned();
-        config
-            .roles
-            .as_ref()
-            .is_none_or(|all| all.contains(&default))
-            .then_some(default)
-    });
+    let role = config.resolver().map(str::to_owned);
     for b in &r.branches {
-        let Some(cb) = &b.conflict_branch else {
+        let (Some(cb), Some(old)) = (&b.conflict_branch, resolve_task_needed(&board, b)) else {
             continue;
         };
-        if b.conflicts.is_empty() || b.conflicts[0].action.contains("was not moved") {
-            continue;
-        }
-        // One open resolve task per conflicts branch.
-        if board.tasks.values().any(|t| {
-            integrate::resolve::branch_of_task(t) == Some(cb.as_str()) && !t.status.is_final()
-        }) {
-            continue;
-        }
+        let sides = b.sides.as_ref().map(|[o, t]| (o.as_str(), t.as_str()));
         let stem = cb.rsplit('/').next().unwrap_or(cb);
-        let id = (1..)
-            .map(|n| {
-                if n == 1 {
-                    format!("resolve-{stem}")
-                } else {
-                    format!("resolve-{stem}-{n}")
-                }
-            })
-            .find(|id| id.parse().is_ok_and(|t| !board.tasks.contains_key(&t)))
-            .expect("some id is free");
+        // The first of the ids the board allows for the branch that is free; none
+        // left (or a name no task id can hold): the report is all there is.
+        let Some(id) = crate::board::resolve_task_ids(stem)
+            .into_iter()
+            .find(|id| !board.tasks.contains_key(id))
+        else {
+            continue;
+        };
+        if let Some(old) = old {
+            let kind = EventKind::TaskCancel {
+                task: old.id.clone(),
+                reason: Some(format!(
+                    "the conflict on {cb} changed (a new merge of {}): {id} replaces it",
+                    b.branch
+                )),
+                drop_deps: true,
+            };
+            ledger.append(who, |_, _| Ok(Draft::Write(kind.clone())))?;
+        }
+        // What the task resolves is a field the board checks (format 2); a format 1
+        // run has only the body to say it.
+        let resolves = match (config.board_format(), sides) {
+            (2.., Some((ours, theirs))) => Some(crate::board::Resolves {
+                branch: cb.clone(),
+                ours: ours.to_owned(),
+                theirs: theirs.to_owned(),
+            }),
+            _ => None,
+        };
         let task = crate::board::NewTask {
-            id: id.parse()?,
+            id,
             title: format!("resolve the conflict of {} on {cb}", b.branch),
             deps: vec![],
             // Reserves the conflicted files (a name that reads as a glob is left out).
@@ -354,6 +440,7 @@ fn record_resolutions(ledger: &crate::ledger::Ledger, who: &str, r: &Integration
             )),
             role: role.clone(),
             priority: 0,
+            resolves,
             status: None,
             claimed_by: None,
         };

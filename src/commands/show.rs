@@ -255,6 +255,15 @@ pub fn run(ctx: &Ctx, args: ShowArgs) -> Result<Report> {
     if !t.paths.is_empty() {
         let _ = writeln!(text, "paths: {}", t.paths.join("  "));
     }
+    if let Some(r) = &t.resolves {
+        let _ = writeln!(
+            text,
+            "resolves: the conflict on {} (merging {} into {})",
+            flat(&r.branch),
+            flat(&r.theirs),
+            flat(&r.ours)
+        );
+    }
     let work = work_of(t);
     if !work.is_empty() {
         let _ = writeln!(text, "work: {}", work.join("; "));

@@ -160,6 +160,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<Report> {
         title: a.title,
         deps: a.deps,
         paths: a.paths,
+        resolves: None,
         status: None,
         claimed_by: None,
     };
@@ -179,6 +180,7 @@ fn edit(ctx: &Ctx, a: EditArgs) -> Result<Report> {
             deps,
             role: a.who.role,
             priority: a.who.priority,
+            resolves: None,
         },
     )
 }

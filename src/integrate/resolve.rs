@@ -6,8 +6,9 @@
 //! branch; it contains both sides of the conflicted merge) and merges it, or says
 //! what is left. Such a branch is never moved by the integrator again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::path::Path;
 
 use anyhow::Result;
 use git2::{Commit, Oid, Repository};
@@ -89,12 +90,25 @@ pub struct ResolveTask {
     pub done: bool,
     /// Who holds it, when it is claimed.
     pub holder: Option<String>,
+    /// The two commits the conflicted merge joined, as the task records them
+    /// (format 2): the resolution is checked against these, not against what the
+    /// branch says of itself.
+    pub sides: Option<[Oid; 2]>,
 }
 
-/// The conflicts branch a resolve task is for: the branch its body says to switch
-/// to (the body [`task_body`] writes).
-pub fn branch_of_task(t: &crate::board::Task) -> Option<&str> {
-    if !t.id.as_str().starts_with("resolve-") {
+/// The conflicts branch a resolve task is for. In a format 2 run only its
+/// `resolves` field, which the board checks, names it; in a format 1 run (made
+/// before the field) the branch its body says to switch to.
+pub fn branch_of_task<'t>(
+    board: &crate::board::Board,
+    t: &'t crate::board::Task,
+) -> Option<&'t str> {
+    if let Some(r) = &t.resolves {
+        return Some(&r.branch);
+    }
+    if board.config.as_ref().is_some_and(|c| c.board_format() >= 2)
+        || !t.id.as_str().starts_with("resolve-")
+    {
         return None;
     }
     let body = t.body.as_deref()?;
@@ -109,18 +123,24 @@ pub fn resolve_tasks(board: &crate::board::Board) -> BTreeMap<String, ResolveTas
     use crate::board::TaskStatus;
     let mut out: BTreeMap<String, ResolveTask> = BTreeMap::new();
     for t in board.tasks.values() {
-        let Some(cb) = branch_of_task(t) else {
+        let Some(cb) = branch_of_task(board, t) else {
             continue;
         };
         if t.status == TaskStatus::Cancelled {
             continue;
         }
+        let sides = t
+            .resolves
+            .as_ref()
+            .and_then(|r| Some([Oid::from_str(&r.ours).ok()?, Oid::from_str(&r.theirs).ok()?]));
         let rt = ResolveTask {
             id: t.id.to_string(),
-            // With a review step, `mara done` puts it in review: its holder is
-            // done; whether unreviewed work may merge is `integrate`'s own check.
+            // A format 1 run puts a done resolve task in review (with a review
+            // step): its holder is done; whether unreviewed work may merge is
+            // `integrate`'s own check. In format 2 it is done at once.
             done: matches!(t.status, TaskStatus::Done | TaskStatus::Review),
             holder: t.claimed_by.as_ref().map(|i| i.to_string()),
+            sides,
         };
         match out.get(cb) {
             Some(old) if !old.done => {}
@@ -243,7 +263,12 @@ pub fn merge_resolutions(
             continue;
         }
         let markers = files_with_markers(repo, current, tip)?;
-        let sides = [start.parent_id(0)?, start.parent_id(1)?];
+        // The sides the board recorded when there is a task (format 2), else those
+        // of the conflicted merge the branch starts from.
+        let sides = match tasks.get(&branch).and_then(|t| t.sides) {
+            Some(s) => s,
+            None => [start.parent_id(0)?, start.parent_id(1)?],
+        };
         if let Some(t) = tasks.get(&branch).filter(|t| !t.done) {
             let holder = t.holder.clone().unwrap_or_default();
             r.left = Some(format!(
@@ -270,6 +295,8 @@ pub fn merge_resolutions(
             .find(|s| !(tip == **s || repo.graph_descendant_of(tip, **s).unwrap_or(false)))
         {
             r.left = Some(format!("it does not contain {s}, one side of the conflict"));
+        } else if let Some(extra) = changes_outside_conflicts(repo, &branch, sides, tip, current)? {
+            r.left = Some(extra);
         } else {
             let (ours, theirs) = (repo.find_commit(current)?, repo.find_commit(tip)?);
             let mut index = repo.merge_commits(&ours, &theirs, None)?;
@@ -303,6 +330,73 @@ pub fn merge_resolutions(
         out.push(r);
     }
     Ok((current, out))
+}
+
+/// Why the resolution at `tip` of `branch` may not merge unreviewed, if it changes
+/// anything besides the files in conflict: the files where it differs from the
+/// automatic merge of both `sides` other than those the merge left in conflict
+/// (and the second copy `<path>~<stem>` of a binary one). A file the resolution
+/// brought to what the integration branch (`into`) has since made of it is no
+/// change of its own (it merged the integration branch in).
+fn changes_outside_conflicts(
+    repo: &Repository,
+    branch: &str,
+    sides: [Oid; 2],
+    tip: Oid,
+    into: Oid,
+) -> Result<Option<String>> {
+    let (ours, theirs) = (repo.find_commit(sides[0])?, repo.find_commit(sides[1])?);
+    let mut opts = git2::MergeOptions::new();
+    opts.find_renames(true);
+    let mut index = repo.merge_commits(&ours, &theirs, Some(&opts))?;
+    let mut conflicted = BTreeSet::new();
+    for c in index.conflicts()? {
+        let c = c?;
+        for e in [c.ancestor, c.our, c.their].into_iter().flatten() {
+            conflicted.insert(String::from_utf8_lossy(&e.path).into_owned());
+        }
+    }
+    for p in &conflicted {
+        index.conflict_remove(Path::new(p))?;
+    }
+    let auto = repo.find_tree(index.write_tree_to(repo)?)?;
+    let (ours_tree, tip_tree) = (ours.tree()?, repo.find_commit(tip)?.tree()?);
+    let into_tree = repo.find_commit(into)?.tree()?;
+    let at = |t: &git2::Tree, p: &str| t.get_path(Path::new(p)).ok().map(|e| e.id());
+    let stem = branch.rsplit('/').next().unwrap_or(branch);
+    let diff = repo.diff_tree_to_tree(Some(&auto), Some(&tip_tree), None)?;
+    let mut extra = BTreeSet::new();
+    for d in diff.deltas() {
+        for f in [d.old_file(), d.new_file()] {
+            let Some(p) = f.path().map(|p| p.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let copy = p
+                .rsplit_once('~')
+                .is_some_and(|(orig, s)| s == stem && conflicted.contains(orig));
+            let from_into =
+                at(&tip_tree, &p) == at(&into_tree, &p) && at(&into_tree, &p) != at(&ours_tree, &p);
+            if !conflicted.contains(&p) && !copy && !from_into {
+                extra.insert(p);
+            }
+        }
+    }
+    if extra.is_empty() {
+        return Ok(None);
+    }
+    let list = |l: &BTreeSet<String>| {
+        l.iter()
+            .map(|f| one_line(f, 200))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(Some(format!(
+        "it also changes {}, which {} not in conflict: a resolution may change only {} (nobody reviews it but these checks), so undo {}",
+        list(&extra),
+        if extra.len() == 1 { "is" } else { "are" },
+        list(&conflicted),
+        if extra.len() == 1 { "that change" } else { "those changes" },
+    )))
 }
 
 /// Who resolved: the first `Mara-Instance` of the commits after the conflicted
@@ -350,7 +444,7 @@ pub fn task_body(
     let mut s = format!(
         "Resolve the conflict of merging `{branch}` into `{}`.\n\n\
          1. `git switch {conflict_branch}` (it holds the merge, with diff3 markers in text files).\n\
-         2. Resolve every file below, keeping what both sides meant; remove every marker.\n\
+         2. Resolve every file below, keeping what both sides meant; remove every marker; change no other file (a resolution that does is refused: nobody reviews it).\n\
          3. Commit on that branch, then `mara done <this task>`.\n\
          4. `mara integrate --continue` merges it (a branch with markers left is refused, naming the files).\n",
         i.into

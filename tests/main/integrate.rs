@@ -54,7 +54,7 @@ fn commit_on(r: &TestRepo, branch: &str, subject: &str, trailers: &str, change: 
 }
 
 /// `git show REV:PATH`.
-fn show(r: &TestRepo, rev: &str, path: &str) -> String {
+pub(crate) fn show(r: &TestRepo, rev: &str, path: &str) -> String {
     r.git(&["show", &format!("{rev}:{path}")])
 }
 
@@ -66,7 +66,7 @@ pub(crate) fn files_of(r: &TestRepo, rev: &str) -> Vec<String> {
         .collect()
 }
 
-fn rev(r: &TestRepo, name: &str) -> String {
+pub(crate) fn rev(r: &TestRepo, name: &str) -> String {
     r.git(&["rev-parse", name]).trim().to_owned()
 }
 
@@ -83,7 +83,7 @@ fn merges(r: &TestRepo, range: &str) -> Vec<String> {
 }
 
 /// Every ref and what it points at.
-fn all_refs(r: &TestRepo) -> String {
+pub(crate) fn all_refs(r: &TestRepo) -> String {
     r.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
 }
 
@@ -117,7 +117,7 @@ fn changed_by_line(branch: &str, who: &str) -> String {
 }
 
 /// Ten numbered lines; the conflict tests edit line 6.
-fn ten_lines() -> String {
+pub(crate) fn ten_lines() -> String {
     (1..=10).map(|i| format!("line {i}\n")).collect()
 }
 
@@ -1119,7 +1119,7 @@ const I3: &str = "mara/r/implementer_3";
 
 /// Branches 1..3 where pairs (1,2) and (2,3) clash and (1,3) do not: 1 and 2 edit line
 /// 3 of `x.txt`, 2 and 3 line 7 of `y.txt`.
-fn three_branches() -> TestRepo {
+pub(crate) fn three_branches() -> TestRepo {
     let r = setup(&[
         ("x.txt", ten_lines().as_bytes()),
         ("y.txt", ten_lines().as_bytes()),
@@ -1240,7 +1240,12 @@ fn the_matrix_names_exactly_the_clashing_pairs_and_the_order_merges_around_them(
 }
 
 /// Switches to `branch`, writes `files`, commits as `who`, switches back.
-fn resolve_on(r: &TestRepo, branch: &str, files: &[(&str, String)], who: &str) -> String {
+pub(crate) fn resolve_on(
+    r: &TestRepo,
+    branch: &str,
+    files: &[(&str, String)],
+    who: &str,
+) -> String {
     r.git(&["switch", "-q", branch]);
     for (f, text) in files {
         write(&r.dir, f, text.as_bytes());

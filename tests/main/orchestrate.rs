@@ -670,6 +670,20 @@ fn a_run_with_one_implementer_integrates_its_branch() {
 /// `mara integrate --continue`: `mara run`'s integrator step merges it.
 #[test]
 fn the_run_merges_a_resolution_whose_resolve_task_is_done() {
+    run_with_a_resolution(false);
+}
+
+/// With a review step whose reviewer has ended before the integrator: the resolve
+/// task needs no review, and the integrator step merges its resolution.
+#[test]
+fn a_reviewed_run_merges_a_resolution_without_its_reviewer() {
+    run_with_a_resolution(true);
+}
+
+/// Two writers change one line; the integrator resolves the conflict on its
+/// conflicts branch and says its task is done, without `--continue`: `mara run`'s
+/// integrator step merges it.
+fn run_with_a_resolution(reviewed: bool) {
     let r = TestRepo::new();
     std::fs::write(r.dir.join("shared.txt"), "base\n").expect("writing");
     r.git(&["add", "shared.txt"]);
@@ -697,14 +711,28 @@ git switch -q -
         &[],
         serde_json::json!({ "after": ["writer"] }),
     );
-    let cfg = config(
-        &r,
-        "resolve.json",
-        &[("writer", 2), ("integrator", 1)],
-        serde_json::json!({}),
-    );
+    let mut roles = vec![("writer", 2), ("integrator", 1)];
+    let mut coordination = serde_json::json!({});
+    if reviewed {
+        // A reviewer with nothing to review: it has ended when the integrator starts.
+        script_role(&r, "reviewer", "exit 0\n", &[], serde_json::json!({}));
+        roles.push(("reviewer", 1));
+        coordination = serde_json::json!({ "review_role": "reviewer" });
+    }
+    let cfg = config(&r, "resolve.json", &roles, coordination);
     let (out, _) = mara_run(&r, "rs", &cfg, None);
     out.ok("the run");
+    let status = |id: &str| {
+        let o = r.mara(&["--run", "rs", "show", id, "--json"]);
+        o.ok("show");
+        let j: Value = serde_json::from_str(&o.stdout).expect("JSON");
+        j["task"]["status"].clone()
+    };
+    assert_eq!(
+        status("resolve-writer_2"),
+        "done",
+        "no review for a resolve task"
+    );
     assert!(
         out.stdout.contains(
             "integrator step: merged the resolution(s) mara/rs/conflicts/writer_2 into mara/rs/integration"
@@ -1344,11 +1372,16 @@ fn demo_runs_the_seed_roles_to_a_verified_board() {
         .collect();
     assert_eq!(done_rows.len(), 6, "{}", out.stdout);
     // The implementers' one conflict became a resolve task; the integrator resolved
-    // it (in review: the reviewer had ended) and merged it.
+    // it and merged it: a resolve task needs no review (the reviewer had ended),
+    // and nothing was integrated unreviewed.
     assert!(
-        out.stdout
-            .contains("7 tasks: 0 open, 0 claimed, 6 done, 1 awaiting review"),
+        out.stdout.contains("7 tasks: 0 open, 0 claimed, 7 done ("),
         "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("unreviewed"),
+        "no --unreviewed: {}",
         out.stdout
     );
     assert!(

@@ -68,6 +68,7 @@ fn new_task(i: usize, role: usize, deps: &[usize], priority: i64) -> NewTask {
         body: None,
         role: ROLES[role % ROLES.len()].map(str::to_owned),
         priority,
+        resolves: None,
         status: None,
         claimed_by: None,
     }
@@ -210,6 +211,7 @@ fn run_plan(review: bool, plan: Vec<NewTask>, ops: Vec<Op>, every: usize) {
                     deps: None,
                     role: None,
                     priority: Some(p),
+                    resolves: None,
                 },
             ),
             Op::Add(role) => {

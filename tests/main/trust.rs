@@ -31,7 +31,8 @@ pub(crate) fn forge(
     if sender.contains('#') {
         message.push_str(&format!("Mara-Instance: {sender}\n"));
     }
-    if let Some(t) = event["payload"]["task"].as_str() {
+    let task = &event["payload"]["task"];
+    if let Some(t) = task.as_str().or_else(|| task["id"].as_str()) {
         message.push_str(&format!("Mara-Task: {t}\n"));
     }
     let file = r.write_outside("forged-message.txt", &message);
