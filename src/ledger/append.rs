@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid};
 
-use super::locks::recover_stale_lock;
+use super::locks::{queue_for_write, recover_stale_lock};
 use super::sync::fetch_ref;
 use super::{marks, now, Appended, Draft, Ledger, Outcome, Snapshot, Staging};
 use crate::backoff::Backoff;
@@ -38,9 +38,12 @@ const MAX_YIELD_WAIT: Duration = Duration::from_secs(3);
 /// writer's turn.
 const YIELD_PAUSE: Duration = Duration::from_millis(60);
 /// Waiting writers queue by how many pushes they lost: one that lost `n` pauses
-/// `QUEUE - n` push times before it fetches and tries again, so the one that
+/// `QUEUE - n` push times (at most [`QUEUE_STEP`] each) before it fetches and
+/// tries again, so the one that
 /// waited longest comes back first and a newcomer last.
 const QUEUE: u32 = 4;
+/// The longest step of that queue.
+const QUEUE_STEP: Duration = Duration::from_millis(100);
 /// The pauses before a read is retried after an object vanished under it: 1, 2,
 /// ... 8 ms.
 pub(super) fn vanished_backoff() -> Backoff {
@@ -134,8 +137,11 @@ impl Turns {
     /// shorter, so waiting writers take their turns about in the order they came
     /// (see [`QUEUE`]), plus a few ms of jitter to break ties.
     fn queue_pause(&self, push: Duration) -> Duration {
+        // A step of at most QUEUE_STEP: on a loaded machine a push takes a second,
+        // and three of them would outlast a yielding writer's patience
+        // (MAX_YIELD_WAIT), which then pushes as a waiting writer itself.
         let ahead = QUEUE.saturating_sub(self.lost);
-        push.saturating_mul(ahead)
+        push.min(QUEUE_STEP).saturating_mul(ahead)
             + Backoff::fixed(Duration::from_millis(5))
                 .full_jitter()
                 .next()
@@ -163,6 +169,7 @@ impl Ledger {
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
     {
+        let _queue = queue_for_write(&self.repo, self.run.as_str());
         let mut turns = Turns::default();
         let outcome = self.attempts(stage, sender, draft, &mut turns);
         if !matches!(outcome, Ok(Outcome::Written(_))) {

@@ -70,3 +70,60 @@ pub(super) fn recover_stale_lock(lock: &Path) -> Result<()> {
 pub(super) fn ref_lock(repo: &Repository, refname: &str) -> PathBuf {
     repo.commondir().join(format!("{refname}.lock"))
 }
+
+/// How long a writer waits for its place in the clone's queue of writers before it
+/// writes without it (the compare-and-swap of the ref keeps that correct).
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// A writer's place at the head of its clone's queue of writers: held for one
+/// append, released when dropped (and by the kernel if the process dies).
+pub(super) struct WriterQueue(Option<std::fs::File>);
+
+impl Drop for WriterQueue {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            let _ = f.unlock();
+        }
+    }
+}
+
+/// Waits until no other process of this clone is writing `run`, for at most
+/// [`QUEUE_WAIT`].
+///
+/// The ref's compare-and-swap is what makes a claim safe, but as a queue it is
+/// poor: eight processes draining a board with `claim --next` each read the tip,
+/// pick the same first ready task, write the same kind of event, and seven throw
+/// their work away and start again, on two cores, so eight together claimed a
+/// third as fast as one alone. Processes of one clone share a file lock
+/// (`flock`, which the kernel drops with its holder, so a killed writer never
+/// wedges the others) and write one after the other instead; other clones and
+/// tools that write with plain git still only meet the compare-and-swap. Polled
+/// with `try_lock` rather than waited on, so that a writer never waits longer than
+/// [`QUEUE_WAIT`] (a git hook that writes while its parent holds the place, a
+/// push that hangs): then it writes without its place, as before.
+pub(super) fn queue_for_write(repo: &Repository, run: &str) -> WriterQueue {
+    let dir = repo.commondir().join("mara").join("writers");
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(run.replace('/', "%")))
+    });
+    let Ok(file) = file else {
+        return WriterQueue(None);
+    };
+    let mut pauses = crate::backoff::Backoff::fixed(Duration::from_millis(1))
+        .spread_jitter()
+        .within(QUEUE_WAIT);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return WriterQueue(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => match pauses.next() {
+                Some(p) => std::thread::sleep(p),
+                None => return WriterQueue(None),
+            },
+            Err(std::fs::TryLockError::Error(_)) => return WriterQueue(None),
+        }
+    }
+}
