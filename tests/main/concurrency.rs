@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::common::{count_commits_with_subject, held_by, subjects, Out, TestRepo};
+use crate::common::{count_commits_with_subject, held_by, newest_subject, subjects, Out, TestRepo};
 
 #[test]
 fn sixteen_processes_claiming_one_task_yield_exactly_one_winner() {
@@ -352,6 +352,57 @@ fn parallel_writers_never_see_a_false_rewrite() {
     assert_eq!(
         crate::common::count_commits_with_subject(&r.dir, run, "note by"),
         200
+    );
+    r.verify_ok();
+}
+
+/// The clone's queue of writers (`.git/mara/writers/<run>`, a `flock`) orders the
+/// processes of one clone but never wedges them: a holder that does not let go
+/// delays a writer by the queue's patience (5 s) and no more, and a holder that is
+/// killed lets the next writer in at once (the kernel drops its lock).
+#[test]
+fn a_held_writer_queue_delays_a_claim_briefly_and_a_killed_holder_not_at_all() {
+    let run = "queue";
+    let r = TestRepo::with_run(run);
+    r.plan_numbered(0..3, |i| format!("T{i}"));
+    let queue = r.dir.join(".git/mara/writers").join(run);
+    assert!(queue.exists(), "the plan's append made the queue's file");
+    // A process of its own holds the queue, as a stuck writer would.
+    // `-o`: the lock stays with `flock` itself, not its `sleep`, so killing
+    // `flock` kills the holder.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&queue)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock runs");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = Instant::now();
+    r.mara_as("implementer#1", &["claim", "T0"])
+        .ok("a claim while the queue is held");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(4500),
+        "the claim waited its turn first ({waited:?})"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "and then wrote without it ({waited:?})"
+    );
+    assert_eq!(
+        newest_subject(&r.dir, run),
+        "claim T0 by implementer#1",
+        "the claim landed"
+    );
+    holder.kill().expect("kill the holder");
+    holder.wait().expect("reap the holder");
+    let started = Instant::now();
+    r.mara_as("implementer#2", &["claim", "T1"])
+        .ok("a claim after the holder died");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "a killed holder's lock is gone ({:?})",
+        started.elapsed()
     );
     r.verify_ok();
 }
