@@ -330,8 +330,9 @@ impl Ledger {
         }
     }
 
-    /// After a write: starts merging the small packs events leave once enough
-    /// piled up, in the background. The event is written whatever happens here.
+    /// After a write (or an attempt that lost, whose pack stays): starts merging
+    /// the small packs events leave once enough piled up, in the background. The
+    /// event is written (or retried) whatever happens here.
     fn merge_packs(&self) {
         if let Err(e) = crate::packs::after_write(&self.repo) {
             output::warn(&format!("could not merge small packfiles: {e:#}"));

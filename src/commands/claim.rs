@@ -34,7 +34,8 @@ pub struct ClaimArgs {
     #[arg(required_unless_present = "next", conflicts_with = "next")]
     pub id: Option<TaskId>,
     /// Claim the ready task of this instance's role with the highest priority
-    /// (then board order).
+    /// (then board order). A task whose holder's lease ran out is reclaimed,
+    /// unless the holder is still trying to write (then it is passed over).
     #[arg(long)]
     pub next: bool,
     /// With --next: when nothing is ready, wait up to SECS for a task to become

@@ -250,11 +250,21 @@ impl Ledger {
                 Ok(Attempt::Noop(msg)) => return Ok(Outcome::Noop(msg)),
                 Ok(Attempt::Refetched) => continue,
                 Ok(Attempt::Yielded(pause)) => {
+                    // The attempt's pack landed (see `Lost`).
+                    self.merge_packs();
                     // For at most MAX_YIELD_WAIT per append: no budget to spend.
                     std::thread::sleep(pause);
                     continue;
                 }
-                Ok(Attempt::Lost) => None,
+                Ok(Attempt::Lost) => {
+                    // An attempt that lost may have landed its pack: merges must
+                    // not wait for a write that succeeds, or a clone that keeps
+                    // losing piles up packs (2,700 in one clone of the remote kill
+                    // test, issue 16), every read of its processes slows down,
+                    // and it loses more.
+                    self.merge_packs();
+                    None
+                }
                 Ok(Attempt::Locked(path)) => Some(path),
                 Err(e) if is_vanished(&e) => {
                     let Some(pause) = vanished.next() else {
