@@ -155,14 +155,21 @@ fn yield_marker(repo: &git2::Repository, run: &crate::ids::RunId) -> PathBuf {
         .join(run.as_str())
 }
 
+/// How long a clone's yielding lasts at most, by its marker (see
+/// [`yielded_before`]): a marker older than this is from an earlier wait whose
+/// writer was killed before it landed (landing removes it).
+const YIELD_EPISODE: Duration = Duration::from_secs(60);
+
 /// How long the writers of this clone have been yielding already, by the
 /// clone's marker, which this starts when there is none (or only one older than
-/// twice [`MAX_YIELD_WAIT`], from an earlier wait). Each process counting its own
+/// [`YIELD_EPISODE`]). Each process counting its own
 /// wait from zero starved a clone whose processes are killed within a few
 /// hundred ms (the long kill test, issue 16): a writer killed after it left its
 /// intent holds every later process up for [`MAX_YIELD_WAIT`], and none lived
-/// that long, so none pushed as a waiting writer and none landed. A clone that
-/// lands a push removes the marker.
+/// that long, so none pushed as a waiting writer and none landed. Once the
+/// clone has yielded [`MAX_YIELD_WAIT`] in all, its writers push as waiting
+/// writers until one of them lands a push, which removes the marker (a wait
+/// that restarted every few seconds still stalled the clone half the time).
 fn yielded_before(marker: &Path) -> Duration {
     let now = SystemTime::now();
     let since = std::fs::metadata(marker)
@@ -170,7 +177,7 @@ fn yielded_before(marker: &Path) -> Duration {
         .ok()
         .and_then(|t| now.duration_since(t).ok());
     match since {
-        Some(d) if d < 2 * MAX_YIELD_WAIT => d,
+        Some(d) if d < YIELD_EPISODE => d,
         _ => {
             // Best effort: without the marker each process waits on its own.
             if let Some(dir) = marker.parent() {
