@@ -1309,6 +1309,16 @@ pub enum Refusal {
     Cancelled {
         task: TaskId,
     },
+    /// The holder's lease ran out on the board, but it tried to write at
+    /// `tried_at`, within the lease: an honest reclaimer leaves the task alone
+    /// (a policy of the drafting side, see `ledger::alive`; the rule itself
+    /// would take the reclaim).
+    StillTrying {
+        task: TaskId,
+        holder: InstanceId,
+        tried_at: Ts,
+        now: Ts,
+    },
     /// Reviewing needs a task that is done and awaits review.
     NotInReview {
         task: TaskId,
@@ -1410,6 +1420,16 @@ impl fmt::Display for Refusal {
                 "{task} was sent back to {holder}, who has the first claim on it for another {}",
                 ago(*until - *now)
             ),
+            Refusal::StillTrying {
+                task,
+                holder,
+                tried_at,
+                now,
+            } => write!(
+                f,
+                "{task} is held by {holder}, whose lease ran out but who is still trying to write (last try {} ago)",
+                ago(*now - *tried_at)
+            ),
             Refusal::Cancelled { task } => write!(f, "{task} is cancelled"),
             Refusal::NotInReview { task, status } => {
                 write!(f, "{task} is {status}, not done and awaiting review")
@@ -1479,6 +1499,9 @@ impl Refusal {
             )),
             Refusal::Cancelled { task } => Some(format!(
                 "it is off the plan: `mara show {task}` says why"
+            )),
+            Refusal::StillTrying { holder, .. } => Some(format!(
+                "take another with `mara claim --next`; it can be reclaimed once {holder} has not tried to write for the lease"
             )),
             Refusal::NotInReview { task, .. } => Some(format!("see where it stands: `mara show {task}`")),
             Refusal::HasDependents { task, .. } => Some(format!(
@@ -1700,6 +1723,18 @@ pub fn check_claim(
 /// ready, says whether one still may become ready for the claimer's role
 /// ([`Refusal::NothingReady`], "wait") or not ([`Refusal::NothingLeft`], "stop").
 pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId, Refusal> {
+    next_ready_sparing(board, claimer, now, &mut |_, _| false)
+}
+
+/// [`next_ready`], but a task whose holder's lease ran out is passed over (and
+/// counted as held) when `spare(task, holder)` says so: the drafting side's
+/// policy for holders that are still trying to write (`ledger::alive`).
+pub fn next_ready_sparing(
+    board: &Board,
+    claimer: &InstanceId,
+    now: Ts,
+    spare: &mut dyn FnMut(&TaskId, &InstanceId) -> bool,
+) -> Result<TaskId, Refusal> {
     let (mut waiting, mut held) = (0, 0);
     let mut tasks = board.ordered_tasks();
     // Stable: equal priorities keep board order.
@@ -1707,6 +1742,7 @@ pub fn next_ready(board: &Board, claimer: &InstanceId, now: Ts) -> Result<TaskId
     let mut later = false;
     for t in tasks {
         match check_claim(board, &t.id, claimer, now) {
+            Ok(ClaimKind::Expired { previous }) if spare(&t.id, &previous) => held += 1,
             Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) => return Ok(t.id.clone()),
             // A task reserved for another that also waits for its deps is waiting:
             // the count the index gives (open tasks not ready).

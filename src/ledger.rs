@@ -46,6 +46,7 @@ use crate::ids::RunId;
 use crate::output;
 use crate::remote::{self, Push, Turn};
 
+mod alive;
 mod append;
 mod check;
 mod index;
@@ -58,6 +59,7 @@ mod sync;
 mod verify;
 mod wait;
 
+pub use alive::heartbeat_refname;
 pub use message::{event_of_message, message_of_event};
 pub use snapshot::Snapshot;
 pub use staging::{write_changes, Staging};
@@ -98,6 +100,8 @@ pub struct Ledger {
     uses: std::cell::Cell<u32>,
     /// The remote this clone shares the run through, once resolved.
     remote: std::cell::OnceCell<Option<String>>,
+    /// When this process last pushed a heartbeat ref (see `alive`).
+    beat: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// A long-lived process (the orchestrator) reopens its object
@@ -164,6 +168,7 @@ impl Ledger {
             email,
             uses: std::cell::Cell::new(0),
             remote: std::cell::OnceCell::new(),
+            beat: std::cell::Cell::new(None),
         }
     }
 
@@ -325,8 +330,9 @@ impl Ledger {
         }
     }
 
-    /// After a write: starts merging the small packs events leave once enough
-    /// piled up, in the background. The event is written whatever happens here.
+    /// After a write (or an attempt that lost, whose pack stays): starts merging
+    /// the small packs events leave once enough piled up, in the background. The
+    /// event is written (or retried) whatever happens here.
     fn merge_packs(&self) {
         if let Err(e) = crate::packs::after_write(&self.repo) {
             output::warn(&format!("could not merge small packfiles: {e:#}"));

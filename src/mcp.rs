@@ -369,7 +369,7 @@ fn table() -> Vec<Tool> {
         ),
         Tool::new(
             "claim",
-            "Claim one task. Refused (isError) when another instance holds it or its deps are not done; the message names the holder.",
+            "Claim one task. Refused (isError) when another instance holds it (also when its lease ran out but it is still trying to write) or its deps are not done; the message names the holder.",
             vec![TASK.required()],
             |ctx, a: TaskArgs| {
                 let args = claim::ClaimArgs {
@@ -383,7 +383,7 @@ fn table() -> Vec<Tool> {
         ),
         Tool::new(
             "claim_next",
-            "Claim the ready task of your role with the highest priority; the result says where each dependency's work is (commit, branch). Refused (isError) when nothing is ready; with wait, waits up to that many seconds for a task first. \"nothing left\" means stop: no task can become ready for your role any more.",
+            "Claim the ready task of your role with the highest priority; the result says where each dependency's work is (commit, branch), and passed_over lists tasks whose holder's lease ran out but who is still trying to write. Refused (isError) when nothing is ready; with wait, waits up to that many seconds for a task first. \"nothing left\" means stop: no task can become ready for your role any more.",
             vec![
                 Prop::integer("wait").about("seconds to wait for a task when none is ready (at most 600)"),
                 Prop::boolean("merge_deps").about("then merge the dependencies' work into your branch"),

@@ -6,20 +6,22 @@
 //! gets it and the others wait on (each woken waiter pauses a random moment
 //! first, so they do not all write at once). "Nothing left" (exit 4) ends the wait at once.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use serde::Serialize;
 use serde_json::json;
 
 use super::merge_deps::{self, deps_work};
-use crate::board::{self, ClaimKind, EventKind, Refusal};
+use crate::board::{self, ClaimKind, EventKind, Refusal, Ts};
 use crate::context::Ctx;
-use crate::ids::TaskId;
+use crate::ids::{InstanceId, TaskId};
 use crate::ledger::{Draft, Ledger, Outcome};
-use crate::output::Report;
+use crate::output::{self, Report};
 
 /// While waiting, the board is read again at least this often even if the ref
 /// did not move: a lease that ran out, or a sent-back task's first-claim window
@@ -32,7 +34,8 @@ pub struct ClaimArgs {
     #[arg(required_unless_present = "next", conflicts_with = "next")]
     pub id: Option<TaskId>,
     /// Claim the ready task of this instance's role with the highest priority
-    /// (then board order).
+    /// (then board order). A task whose holder's lease ran out is reclaimed,
+    /// unless the holder is still trying to write (then it is passed over).
     #[arg(long)]
     pub next: bool,
     /// With --next: when nothing is ready, wait up to SECS for a task to become
@@ -52,18 +55,52 @@ fn is_nothing_ready(e: &anyhow::Error) -> bool {
     )
 }
 
+/// A task `claim --next` passed over: its holder's lease ran out, but it is
+/// still trying to write ([`Ledger::still_trying`]).
+#[derive(Clone, Debug, Serialize)]
+struct Spared {
+    task: TaskId,
+    holder: InstanceId,
+    tried_at: Ts,
+}
+
 /// One claim attempt through the ledger; also returns the tip the rule was
-/// judged on, which is what a waiter must see move.
+/// judged on, which is what a waiter must see move, and the tasks it passed
+/// over on that tip.
+///
+/// A reclaim is drafted only from a holder that is not still trying to write:
+/// the board's lease counts events, and an instance whose writes keep losing
+/// races (or whose processes are killed) writes none while it is alive
+/// (`ledger::alive`). That is this command's policy, not the board's rule.
 fn claim_once(
     ledger: &Ledger,
-    me: &crate::ids::InstanceId,
+    me: &InstanceId,
     id: Option<&TaskId>,
-) -> (Result<(Outcome, TaskId)>, Option<git2::Oid>) {
+) -> (Result<(Outcome, TaskId)>, Option<git2::Oid>, Vec<Spared>) {
     let sender = me.to_string();
     let judged = Cell::new(None);
-    let chosen = std::cell::RefCell::new(None);
+    let chosen = RefCell::new(None);
+    let spared = RefCell::new(vec![]);
+    // Asked once per holder: in remote mode an answer may cost a fetch.
+    let trying: RefCell<BTreeMap<InstanceId, Option<Ts>>> = RefCell::default();
     let o = ledger.append(&sender, |snap, now| {
         judged.set(Some(snap.tip));
+        spared.borrow_mut().clear();
+        let still_trying = |holder: &InstanceId| -> Option<Ts> {
+            *trying
+                .borrow_mut()
+                .entry(holder.clone())
+                .or_insert_with(|| {
+                    ledger
+                        .still_trying(holder, &snap.config, now)
+                        .unwrap_or_else(|e| {
+                            output::warn(&format!(
+                                "cannot tell whether {holder} is still trying to write ({e:#}); its lease ran out, so it counts as gone"
+                            ));
+                            None
+                        })
+                })
+        };
         // The rule runs on every attempt: after a lost race the task may be gone.
         let (board, id) = match id {
             Some(id) => {
@@ -72,7 +109,17 @@ fn claim_once(
             }
             None => {
                 // Read through the ready lists of the role, not the whole board.
-                let id = snap.next_ready(me, now)??;
+                let id = snap.next_ready_sparing(me, now, &mut |task, holder| {
+                    let Some(tried_at) = still_trying(holder) else {
+                        return false;
+                    };
+                    spared.borrow_mut().push(Spared {
+                        task: task.clone(),
+                        holder: holder.clone(),
+                        tried_at,
+                    });
+                    true
+                })??;
                 let board = snap.board_for(&EventKind::Claim { task: id.clone() }, &sender)?;
                 (board, id)
             }
@@ -80,9 +127,18 @@ fn claim_once(
         *chosen.borrow_mut() = Some(id.clone());
         Ok(match board::check_claim(&board, &id, me, now)? {
             ClaimKind::Fresh => Draft::Write(EventKind::Claim { task: id }),
-            ClaimKind::Expired { previous } => {
-                Draft::Write(EventKind::Reclaim { task: id, previous })
-            }
+            ClaimKind::Expired { previous } => match still_trying(&previous) {
+                Some(tried_at) => {
+                    return Err(Refusal::StillTrying {
+                        task: id,
+                        holder: previous,
+                        tried_at,
+                        now,
+                    }
+                    .into())
+                }
+                None => Draft::Write(EventKind::Reclaim { task: id, previous }),
+            },
             ClaimKind::AlreadyMine => Draft::Noop(format!("{id} is already yours ({me})")),
         })
     });
@@ -92,15 +148,15 @@ fn claim_once(
             .expect("a successful append ran the draft");
         (o, id)
     });
-    (result, judged.get())
+    (result, judged.get(), spared.into_inner())
 }
 
 pub fn run(ctx: &Ctx, args: ClaimArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let me = ctx.require_identity(ledger.repo())?;
     let deadline = args.wait.map(|s| Instant::now() + Duration::from_secs(s));
-    let (outcome, id) = loop {
-        let (result, judged) = claim_once(&ledger, &me, args.id.as_ref());
+    let (outcome, id, spared) = loop {
+        let (result, judged, spared) = claim_once(&ledger, &me, args.id.as_ref());
         match (result, deadline) {
             (Err(e), Some(deadline)) if is_nothing_ready(&e) && Instant::now() < deadline => {
                 let tip = match judged {
@@ -112,10 +168,23 @@ pub fn run(ctx: &Ctx, args: ClaimArgs) -> Result<Report> {
                     return Err(e);
                 }
             }
-            (result, _) => break result?,
+            (result, _) => {
+                let (outcome, id) = result?;
+                break (outcome, id, spared);
+            }
         }
     };
     let mut report = super::outcome(outcome);
+    for s in &spared {
+        let _ = write!(
+            report.text,
+            "\npassed over {}: held by {}, whose lease ran out but who is still trying to write",
+            s.task, s.holder
+        );
+    }
+    if !spared.is_empty() {
+        report.json["passed_over"] = json!(spared);
+    }
     let deps = ledger.read(|snap| deps_work(snap, &id))?;
     report.json["task"] = json!(id);
     if !deps.is_empty() {

@@ -4,15 +4,15 @@
 //! says so on the run's turn ref and one that did not lets it go first
 //! ([`remote::Turn`]), so no clone starves.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid};
 
 use super::locks::{queue_for_write, recover_stale_lock};
 use super::sync::fetch_ref;
-use super::{marks, now, Appended, Draft, Ledger, Outcome, Snapshot, Staging};
+use super::{alive, marks, now, Appended, Draft, Ledger, Outcome, Snapshot, Staging};
 use crate::backoff::Backoff;
 use crate::board::{self, apply, Change, Event, Ts};
 use crate::remote::{self, Push, Turn};
@@ -120,11 +120,14 @@ impl Turns {
     /// which also tells whether the waiting writer got through (the run's ref
     /// moved: lost). No pause once it yielded for [`MAX_YIELD_WAIT`]: it pushes
     /// as a waiting writer from then on.
-    fn yield_pause(&mut self) -> Duration {
+    ///
+    /// The wait counts from when the writers of this clone began to yield
+    /// ([`yielded_before`]), not from this process's first yield.
+    fn yield_pause(&mut self, marker: &Path) -> Duration {
         let pauses = self.yields.get_or_insert_with(|| {
             Backoff::fixed(YIELD_PAUSE)
                 .spread_jitter()
-                .within(MAX_YIELD_WAIT)
+                .within(MAX_YIELD_WAIT.saturating_sub(yielded_before(marker)))
         });
         pauses.next().unwrap_or_else(|| {
             self.yielded_enough = true;
@@ -146,6 +149,51 @@ impl Turns {
                 .full_jitter()
                 .next()
                 .unwrap_or_default()
+    }
+}
+
+/// The file whose mtime says since when the writers of a clone have been letting
+/// a waiting writer go first (see [`yielded_before`]).
+fn yield_marker(repo: &git2::Repository, run: &crate::ids::RunId) -> PathBuf {
+    repo.commondir()
+        .join("mara")
+        .join("yielding")
+        .join(run.as_str())
+}
+
+/// How long a clone's yielding lasts at most, by its marker (see
+/// [`yielded_before`]): a marker older than this is from an earlier wait whose
+/// writer was killed before it landed (landing removes it).
+const YIELD_EPISODE: Duration = Duration::from_secs(60);
+
+/// How long the writers of this clone have been yielding already, by the
+/// clone's marker, which this starts when there is none (or only one older than
+/// [`YIELD_EPISODE`]). Each process counting its own
+/// wait from zero starved a clone whose processes are killed within a few
+/// hundred ms (the long kill test, issue 16): a writer killed after it left its
+/// intent holds every later process up for [`MAX_YIELD_WAIT`], and none lived
+/// that long, so none pushed as a waiting writer and none landed. Once the
+/// clone has yielded [`MAX_YIELD_WAIT`] in all, its writers push as waiting
+/// writers until one of them lands a push, which removes the marker (a wait
+/// that restarted every few seconds still stalled the clone half the time).
+fn yielded_before(marker: &Path) -> Duration {
+    let now = SystemTime::now();
+    let since = std::fs::metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| now.duration_since(t).ok());
+    match since {
+        Some(d) if d < YIELD_EPISODE => d,
+        _ => {
+            // Best effort: without the marker each process waits on its own.
+            if let Some(dir) = marker.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Ok(f) = std::fs::File::create(marker) {
+                let _ = f.set_modified(now);
+            }
+            Duration::ZERO
+        }
     }
 }
 
@@ -216,11 +264,21 @@ impl Ledger {
                 Ok(Attempt::Noop(msg)) => return Ok(Outcome::Noop(msg)),
                 Ok(Attempt::Refetched) => continue,
                 Ok(Attempt::Yielded(pause)) => {
+                    // The attempt's pack landed (see `Lost`).
+                    self.merge_packs();
                     // For at most MAX_YIELD_WAIT per append: no budget to spend.
                     std::thread::sleep(pause);
                     continue;
                 }
-                Ok(Attempt::Lost) => None,
+                Ok(Attempt::Lost) => {
+                    // An attempt that lost may have landed its pack: merges must
+                    // not wait for a write that succeeds, or a clone that keeps
+                    // losing piles up packs (2,700 in one clone of the remote kill
+                    // test, issue 16), every read of its processes slows down,
+                    // and it loses more.
+                    self.merge_packs();
+                    None
+                }
                 Ok(Attempt::Locked(path)) => Some(path),
                 Err(e) if is_vanished(&e) => {
                     let Some(pause) = vanished.next() else {
@@ -300,10 +358,22 @@ impl Ledger {
             (Ok(Judged::Noop(msg)), _) => return Ok(Attempt::Noop(msg)),
             (Err(e), _) => return Err(e),
         };
+        // This instance is trying to write: it counts as alive for reclaim even
+        // if this attempt lands nothing (`alive`).
+        alive::touch(&self.repo, &self.run, sender);
         let tree = stage.write_changes(&self.repo, Some(&snap.tree), &changes)?;
         let commit = self.commit_event(stage, &event, tree, Some(snap.tip))?;
         match &remote {
-            Some(remote) => self.push(stage, remote, snap.tip, event, commit, fresh, turns),
+            Some(remote) => {
+                let beat = self.heartbeat_due(&snap, sender)?;
+                std::thread::scope(|s| {
+                    if let Some(blob) = beat {
+                        let (git_dir, run) = (self.repo.path(), &self.run);
+                        s.spawn(move || alive::push_beat(git_dir, remote, run, sender, blob));
+                    }
+                    self.push(stage, remote, snap.tip, event, commit, fresh, turns)
+                })
+            }
             None => self.swap(stage, snap.tip, event, commit),
         }
     }
@@ -395,6 +465,8 @@ impl Ledger {
         )?;
         match pushed {
             Push::Accepted => {
+                // Whatever this clone waited for is over.
+                let _ = std::fs::remove_file(yield_marker(&self.repo, &self.run));
                 self.mark_synced();
                 self.advance_local(tip, commit, &event)?;
                 // Built on a checked tip with the rules checked: checked too.
@@ -422,7 +494,9 @@ impl Ledger {
                 *fresh = true;
                 Ok(Attempt::Lost)
             }
-            Push::Yield => Ok(Attempt::Yielded(turns.yield_pause())),
+            Push::Yield => Ok(Attempt::Yielded(
+                turns.yield_pause(&yield_marker(&self.repo, &self.run)),
+            )),
         }
     }
 

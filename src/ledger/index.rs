@@ -97,8 +97,25 @@ impl<'l> Snapshot<'l> {
     /// on the part of the board a claim of it needs. Usually the first candidate
     /// is the one.
     pub fn next_ready(&self, claimer: &InstanceId, now: Ts) -> Result<Result<TaskId, Refusal>> {
+        self.next_ready_sparing(claimer, now, &mut |_, _| false)
+    }
+
+    /// [`Snapshot::next_ready`], passing over a task whose holder's lease ran
+    /// out when `spare(task, holder)` says so (see
+    /// [`board::next_ready_sparing`]).
+    pub fn next_ready_sparing(
+        &self,
+        claimer: &InstanceId,
+        now: Ts,
+        spare: &mut dyn FnMut(&TaskId, &InstanceId) -> bool,
+    ) -> Result<Result<TaskId, Refusal>> {
         if !self.indexed() {
-            return Ok(board::next_ready(&self.full_board()?, claimer, now));
+            return Ok(board::next_ready_sparing(
+                &self.full_board()?,
+                claimer,
+                now,
+                spare,
+            ));
         }
         let role = claimer.role();
         let reviews = self.config.review_role.as_deref() == Some(role);
@@ -143,6 +160,7 @@ impl<'l> Snapshot<'l> {
             }
             let board = self.board_for(&EventKind::Claim { task: id.clone() }, &sender)?;
             match board::check_claim(&board, &id, claimer, now) {
+                Ok(ClaimKind::Expired { previous }) if spare(&id, &previous) => held += 1,
                 Ok(ClaimKind::Fresh | ClaimKind::Expired { .. }) => return Ok(Ok(id)),
                 Err(RuleError::Refused(Refusal::Held { .. } | Refusal::Reserved { .. })) => {
                     held += 1

@@ -144,3 +144,176 @@ fn only_the_holder_releases_or_completes_unless_forced() {
     assert_eq!(newest_subject(&r.dir, run), "release T3 by implementer#1");
     r.verify_ok();
 }
+
+/// Keeps `lock` (the run's ref lock file) fresh until `stop`, so no writer may
+/// take it and none removes it as stale: every write of the run waits.
+fn hold_lock(lock: &std::path::Path, stop: &std::sync::atomic::AtomicBool) {
+    std::fs::write(lock, "held by the test\n").expect("taking the ref lock");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::fs::File::options()
+            .write(true)
+            .open(lock)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .expect("keeping the lock fresh");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 16: a holder whose writes cannot land (here the run's ref stays locked
+/// while its `heartbeat` retries) is silent on the board for longer than the
+/// lease, but it is trying to write: another instance neither reclaims its task
+/// by name nor takes it with `--next`. Once it stops trying for a lease, the task
+/// is reclaimed as before.
+#[test]
+fn a_holder_that_keeps_trying_to_write_is_not_reclaimed_until_it_stops() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let run = "trying";
+    let lease = Duration::from_secs(2);
+    let r = TestRepo::new();
+    r.mara(&["init", "--run", run, "--claim-timeout", "2"])
+        .ok("init with a 2 s lease");
+    r.mara(&["task", "add", "T1", "held"]).ok("add T1");
+    r.mara(&["task", "add", "T2", "free"]).ok("add T2");
+    r.mara_as("implementer#1", &["claim", "T1"]).ok("claim T1");
+    let claimed = Instant::now();
+
+    let lock = r.dir.join(".git/refs/mara").join(format!("{run}.lock"));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| hold_lock(&lock, &stop));
+        // The holder tries to write: its heartbeat waits for the lock.
+        let mut holder = r
+            .mara_command(&["heartbeat"], &[("MARA_INSTANCE", "implementer#1")], None)
+            .spawn()
+            .expect("starting the holder's heartbeat");
+        std::thread::sleep((lease + Duration::from_millis(700)).saturating_sub(claimed.elapsed()));
+        assert!(
+            holder.try_wait().expect("polling").is_none(),
+            "the holder's heartbeat is still trying"
+        );
+        let o = assert_ref_unchanged(&r, run, || r.mara_as("implementer#2", &["claim", "T1"]));
+        o.expect_code(3, "the holder is still trying to write")
+            .stderr_has(
+                "T1 is held by implementer#1, whose lease ran out but who is still trying to write",
+            );
+        // The holder is gone now; its last try is a moment ago.
+        holder.kill().expect("killing the holder");
+        holder.wait().expect("reaping the holder");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let stopped = Instant::now();
+    std::fs::remove_file(&lock).expect("releasing the lock");
+    let o = r.mara_as("implementer#2", &["claim", "--next", "--json"]);
+    o.ok("claim --next passes T1 over");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON");
+    assert_eq!(v["payload"]["task"], "T2", "{}", o.stdout);
+    assert_eq!(v["passed_over"][0]["task"], "T1", "{}", o.stdout);
+    assert_eq!(
+        v["passed_over"][0]["holder"], "implementer#1",
+        "{}",
+        o.stdout
+    );
+    assert!(
+        stopped.elapsed() < lease,
+        "the checks ran within the lease of the last try: {:?}",
+        stopped.elapsed()
+    );
+
+    // A lease after its last try, the holder that stopped trying is reclaimed.
+    std::thread::sleep(lease + Duration::from_millis(300));
+    r.mara_as("implementer#2", &["claim", "T1"])
+        .ok("the holder stopped trying: reclaim");
+    assert_eq!(
+        newest_subject(&r.dir, run),
+        "reclaim T1 by implementer#2 from implementer#1"
+    );
+    r.verify_ok();
+}
+
+/// The same through a `git daemon` remote, from another clone: the remote's
+/// pre-receive hook refuses every event of the holder, which keeps trying (an
+/// agent retrying `mara heartbeat`); its heartbeat ref still lands, and the other
+/// clone fetches it before it would reclaim.
+#[test]
+fn a_holder_whose_pushes_the_remote_refuses_is_not_reclaimed_while_it_keeps_trying() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let run = "trying";
+    let lease = Duration::from_secs(2);
+    let origin = crate::common::Origin::daemon();
+    let a = origin.clone_repo("a");
+    a.mara(&[
+        "init",
+        "--run",
+        run,
+        "--remote",
+        "origin",
+        "--claim-timeout",
+        "2",
+    ])
+    .ok("init --remote with a 2 s lease");
+    a.mara(&["task", "add", "T1", "held"]).ok("add T1");
+    a.mara(&["task", "add", "T2", "free"]).ok("add T2");
+    a.mara_as("implementer#1", &["claim", "T1"]).ok("claim T1");
+    let claimed = Instant::now();
+    let b = origin.clone_repo("b");
+    b.mara(&["sync", "--run", run]).ok("sync b");
+
+    // From now on the remote refuses the run's ref to implementer#1's events.
+    let hook = origin.bare.join("hooks").join("pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/mara/{run} ] && git log -1 --format=%s \"$new\" | grep -q 'by implementer#1'; then\n    echo 'implementer#1 is muted' >&2\n    exit 1\n  fi\ndone\nexit 0\n"
+        ),
+    )
+    .expect("writing the hook");
+    let mut perms = std::fs::metadata(&hook).expect("the hook").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&hook, perms).expect("making the hook executable");
+
+    let stop = AtomicBool::new(false);
+    let tries = AtomicU32::new(0);
+    let last_try = std::sync::Mutex::new(Instant::now());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let o = a.mara_as("implementer#1", &["heartbeat"]);
+                o.expect_code(1, "the remote refuses the holder's events")
+                    .stderr_has("implementer#1 is muted");
+                tries.fetch_add(1, Ordering::Relaxed);
+                *last_try.lock().expect("the time") = Instant::now();
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        std::thread::sleep((lease + Duration::from_millis(700)).saturating_sub(claimed.elapsed()));
+        let o = assert_ref_unchanged(&b, run, || b.mara_as("implementer#2", &["claim", "T1"]));
+        o.expect_code(3, "the holder is still trying to write")
+            .stderr_has(
+                "T1 is held by implementer#1, whose lease ran out but who is still trying to write",
+            );
+        let o = b.mara_as("implementer#2", &["claim", "--next", "--json"]);
+        o.ok("claim --next passes T1 over");
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON");
+        assert_eq!(v["payload"]["task"], "T2", "{}", o.stdout);
+        assert_eq!(v["passed_over"][0]["task"], "T1", "{}", o.stdout);
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(tries.load(Ordering::Relaxed) >= 3, "the holder kept trying");
+    assert!(
+        origin
+            .git(&["for-each-ref", "--format=%(refname)", "refs/mara-alive/"])
+            .contains(&format!("refs/mara-alive/{run}/implementer_1")),
+        "the holder's heartbeat ref is on the remote"
+    );
+
+    // A lease after its last try, the holder that stopped trying is reclaimed.
+    let since = last_try.lock().expect("the time").elapsed();
+    std::thread::sleep((lease + Duration::from_millis(500)).saturating_sub(since));
+    b.mara_as("implementer#2", &["claim", "T1"])
+        .ok("the holder stopped trying: reclaim");
+    assert_eq!(
+        origin.subjects(run).first().map(String::as_str),
+        Some("reclaim T1 by implementer#2 from implementer#1")
+    );
+    b.verify_ok();
+}
