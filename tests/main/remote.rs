@@ -210,11 +210,13 @@ fn check_drained(
 
 /// Issue 16, no starvation: four clones in tight loops (no pause between claims)
 /// through a real `git daemon`. Before the turn ref, the clone that won last kept
-/// winning (200/0/0/0 over 200 tasks, waits up to 120 s); now every clone gets at
-/// least 10% of the claims. The longer loop is `cargo bench --bench fair`.
-/// 100 tasks, not fewer: with 60, a fair split still falls under 10% for one
-/// clone now and then on a loaded 2-core machine, where the processes' share of
-/// the CPU, not the remote, decides who pushes first.
+/// winning (200/0/0/0 over 200 tasks, 184/16/0/0 with a short pause); now every
+/// clone gets its turn. The issue's goal is at least 10% each over 200 tasks,
+/// measured by `cargo bench --bench fair`; this shorter loop runs beside other
+/// tests on two cores, where whichever process gets the CPU pushes first, and a
+/// fair split of 100 still fell under 10% for one clone now and then (6 of 100
+/// in one CI run, 25/25/25/24 quiet): it asserts at least 5% each, which every
+/// starving split fails.
 #[test]
 fn four_clones_in_tight_loops_each_get_their_turn_through_git_daemon() {
     const CLONES: usize = 4;
@@ -233,8 +235,8 @@ fn four_clones_in_tight_loops_each_get_their_turn_through_git_daemon() {
     check_drained(&origin, run, TASKS, &clones, &race.got);
     for (i, n) in counts.iter().enumerate() {
         assert!(
-            *n * 10 >= TASKS,
-            "clone {} got {n} of {TASKS} claims, under 10% (split {counts:?})",
+            *n * 20 >= TASKS,
+            "clone {} got {n} of {TASKS} claims, under 5% (split {counts:?})",
             i + 1
         );
     }
