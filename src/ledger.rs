@@ -217,7 +217,9 @@ impl Ledger {
                 remote,
                 commit,
                 &ledger.refname,
-                Turn::Set,
+                Turn::Set {
+                    free: remote::free_turn(&ledger.repo)?,
+                },
             )? {
                 Push::Accepted => ledger.mark_synced(),
                 lost => bail!(

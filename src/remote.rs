@@ -20,13 +20,11 @@ pub enum Push {
     /// The remote's ref now points at the commit.
     Accepted,
     /// Another writer moved the remote's ref first (non-fast-forward, or the
-    /// remote's own compare-and-swap failed): fetch, re-check, retry. The flag
-    /// says whether the turn ref took the pushed commit (a [`Turn::Wait`]
-    /// writer's intent).
-    Lost(String, bool),
-    /// The run's ref had not moved, but another writer is waiting for its turn
-    /// (the turn ref holds its intent, see [`Turn::Take`]): nothing was written;
-    /// let it go first, then try again.
+    /// remote's own compare-and-swap failed): fetch, re-check, retry.
+    Lost(String),
+    /// The turn ref did not hold what the push leased it on ([`Turn`]): for a
+    /// [`Turn::Take`], another writer waits for its turn; for a [`Turn::Hand`],
+    /// the writer's intent is gone. Nothing was written.
     Yield,
 }
 
@@ -35,7 +33,7 @@ impl Push {
     pub fn why(&self) -> String {
         match self {
             Push::Accepted => "accepted".to_owned(),
-            Push::Lost(why, _) => why.clone(),
+            Push::Lost(why) => why.clone(),
             Push::Yield => "another writer is waiting for its turn".to_owned(),
         }
     }
@@ -54,14 +52,25 @@ fn last_line(stderr: &[u8]) -> String {
         .join("; ")
 }
 
-/// The remote ref that says whose turn it is to write the run: `refs/mara-turn/<run>`
-/// for `refs/mara/<run>` (outside `refs/mara/`, so `git fetch 'refs/mara/*:...'`
-/// does not bring it along; no clone ever fetches it).
+/// The remote ref that says whether a writer waits for its turn to write the run:
+/// `refs/mara-turn/<run>` for `refs/mara/<run>` (outside `refs/mara/`, so `git
+/// fetch 'refs/mara/*:...'` does not bring it along; it is only ever read with
+/// `git ls-remote`).
 pub fn turn_refname(refname: &str) -> String {
     format!(
         "refs/mara-turn/{}",
         refname.strip_prefix("refs/mara/").unwrap_or(refname)
     )
+}
+
+/// What the turn ref holds while nobody waits: this blob, the same in every clone
+/// (written into the clone's objects by [`free_turn`] before a push names it).
+const FREE: &[u8] = b"mara: no writer is waiting for its turn\n";
+
+/// The id of the "nobody waits" value of the turn ref, written into `repo`'s
+/// objects (a push can only name an object the clone has).
+pub fn free_turn(repo: &Repository) -> Result<Oid> {
+    Ok(repo.blob(FREE)?)
 }
 
 /// How a push of an event treats the run's turn ref.
@@ -72,37 +81,47 @@ pub fn turn_refname(refname: &str) -> String {
 /// every time (200 of 200 claims between four clones through `git daemon`). So a
 /// writer that lost says that it waits, and a writer that has not lost lets it go
 /// first. That has to reach the winner without costing it a round trip, and the
-/// one thing every push learns for free is the remote's refs. So every push of an
-/// event also sets the run's turn ref ([`turn_refname`]), in the same push:
+/// one thing every push learns for free is the remote's refs: the run's turn ref
+/// ([`turn_refname`]) holds [`FREE`] while nobody waits, and a waiting writer's
+/// intent (its last event commit that lost) while one does.
 ///
-/// * a writer that has not lost in this command pushes [`Turn::Take`]: atomically
-///   (`--atomic`) with the run's ref, and only if the turn ref still holds the tip
-///   it built on (`--force-with-lease`). When nobody waits that is always so
-///   (every accepted push sets both refs to the new tip): a lone writer pays one
-///   more ref line in its push, nothing else;
-/// * a writer that lost a race pushes [`Turn::Wait`]: not atomic, the turn ref
-///   forced to its commit. If the run's ref takes it, both point at the new tip;
-///   if the run's ref refuses it (lost again), the turn ref keeps that commit,
-///   which is no tip: the intent (set again by [`push_intent`] when a concurrent
-///   push kept it from landing);
-/// * a [`Turn::Take`] that finds an intent is refused with the run's ref
-///   untouched: [`Push::Yield`]. It pauses a little and tries again, until the
-///   waiting writer lands (the run's ref moves: this writer lost and waits in
-///   turn) or for at most a few seconds; then it pushes [`Turn::Wait`] itself.
-///   A writer that ends without writing takes its intent back ([`leave_turn`]),
-///   so only an intent left by a writer that was killed costs that wait, once.
+/// * A writer that has not lost pushes [`Turn::Take`]: atomically with the run's
+///   ref and only while the turn ref holds [`FREE`] (`--force-with-lease`, the
+///   turn ref pushed to the value it has, which git checks against the remote's
+///   refs and then leaves alone): a lone writer pays one ref line and never
+///   writes the turn ref. One that finds an intent is refused with nothing
+///   written ([`Push::Yield`]) and lets the waiting writer go first.
+/// * A writer that lost posts its intent at once ([`post_intent`], only over
+///   [`FREE`] or its own earlier intent: the first waiting writer holds the turn,
+///   and every loss replaces its intent with a newer one, which shows it is
+///   alive). The holder pushes [`Turn::Hand`]: atomic, the turn ref back to
+///   [`FREE`] only if it still holds the holder's intent; the other waiting
+///   writers push [`Turn::Alone`], the run's ref alone, so an intent is only ever
+///   taken back by the writer that left it (or, see below, from a writer that is
+///   gone).
+/// * A writer that ends without writing takes its intent back ([`hand_back`]). An
+///   intent left by a killed writer is taken over by the next writer of the same
+///   clone (its commit is in that clone's objects) and handed back by writers of
+///   other clones once it stayed unchanged for a while (`append.rs`).
 ///
-/// To a remote that does not support `--atomic` or refuses the turn ref, the
-/// run's ref is pushed alone, as before: correct, but without this fairness.
+/// The turn ref is written only by waiting writers, so its updates do not race
+/// every event's push. To a remote that does not support `--atomic` or refuses
+/// the turn ref, the run's ref is pushed alone: correct, but without this
+/// fairness. What the turn ref holds never decides what is written: a forged
+/// value only costs other writers their patience.
 #[derive(Clone, Copy, Debug)]
 pub enum Turn {
-    /// Atomic with the run's ref; only if the turn ref holds `expect`.
-    Take { expect: Oid },
-    /// Not atomic; the turn ref forced to the commit.
-    Wait,
-    /// Atomic with the run's ref, the turn ref forced: `init` and `sync`, which
-    /// start or bring the run's ref and leave nobody's intent behind.
-    Set,
+    /// A writer that has not lost: atomic with the run's ref, only while the turn
+    /// ref holds `free`.
+    Take { free: Oid },
+    /// The waiting writer that holds the turn: atomic, the turn ref back to `free`
+    /// only while it holds `intent`.
+    Hand { intent: Oid, free: Oid },
+    /// A waiting writer that does not hold the turn: the run's ref alone.
+    Alone,
+    /// `init` and `sync`, which start or bring the run's ref and leave nobody's
+    /// intent behind: atomic, the turn ref forced to `free`.
+    Set { free: Oid },
 }
 
 /// Remotes that do not take the turn ref in this process (no `--atomic`, or a
@@ -136,23 +155,24 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
         "--porcelain".to_owned(),
         "--no-verify".to_owned(),
     ];
-    let (atomic, lease, force) = match turn {
-        Turn::Take { expect } => (true, Some(expect), ""),
-        Turn::Wait => (false, None, "+"),
-        Turn::Set => (true, None, "+"),
+    // (lease on the turn ref, its new value)
+    let turn_update = match turn {
+        Turn::Take { free } => Some((Some(free), format!("{free}:{turn_ref}"))),
+        Turn::Hand { intent, free } => Some((Some(intent), format!("{free}:{turn_ref}"))),
+        Turn::Set { free } => Some((None, format!("+{free}:{turn_ref}"))),
+        Turn::Alone => None,
     };
-    if !plain {
-        if atomic {
-            args.push("--atomic".to_owned());
-        }
+    let turn_update = turn_update.filter(|_| !plain);
+    if let Some((lease, _)) = &turn_update {
+        args.push("--atomic".to_owned());
         if let Some(lease) = lease {
             args.push(format!("--force-with-lease={turn_ref}:{lease}"));
         }
     }
     args.push(remote.to_owned());
     args.push(spec);
-    if !plain {
-        args.push(format!("{force}{oid}:{turn_ref}"));
+    if let Some((_, update)) = turn_update {
+        args.push(update);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = git(git_dir, &args)?;
@@ -162,18 +182,7 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
         return push(git_dir, remote, oid, refname, turn);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    // (flag, summary, line) of a ref's line: `<flag>\t<src>:<dst>\t<summary>`.
-    let line_of = |name: &str| {
-        stdout.lines().find_map(|line| {
-            let mut parts = line.split('\t');
-            let (Some(flag), Some(refs)) = (parts.next(), parts.next()) else {
-                return None;
-            };
-            refs.ends_with(&format!(":{name}"))
-                .then(|| (flag, parts.next().unwrap_or_default(), line))
-        })
-    };
-    let Some((flag, summary, line)) = line_of(refname) else {
+    let Some((flag, summary, line)) = ref_line(&stdout, refname) else {
         bail!(
             "cannot push to remote {remote}: {}",
             if out.stderr.is_empty() {
@@ -184,9 +193,9 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
         )
     };
     // Why the turn ref was refused, if it was.
-    let turn_line = line_of(&turn_ref);
-    let intent = turn_line.is_some_and(|(f, _, _)| f == "+" || f == " ");
-    let turn_refused = turn_line.filter(|(f, _, _)| *f == "!").map(|(_, s, _)| s);
+    let turn_refused = ref_line(&stdout, &turn_ref)
+        .filter(|(f, _, _)| *f == "!")
+        .map(|(_, s, _)| s);
     // The server's own compare-and-swap failed: another push got in between
     // (with --atomic, every ref of the push then says "atomic transaction failed").
     // Also a transient failure of the server's own: receive-pack could not move
@@ -199,10 +208,10 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
             || s.contains("unable to migrate objects")
     };
     match (flag, turn_refused) {
-        // Accepted, whatever happened to the turn ref (without --atomic, another
-        // push may have moved it between git's look and its update).
+        // Accepted, whatever happened to the turn ref.
         (" " | "*" | "=" | "+", _) => Ok(Push::Accepted),
-        // The run's ref was fine, the turn ref's lease was not: someone waits.
+        // The run's ref was fine, the turn ref's lease was not: someone waits (or,
+        // for a holder, its intent is no longer there).
         ("!", Some(t)) if summary.contains("atomic") && t.contains("stale info") => Ok(Push::Yield),
         // The server refused the turn ref itself (a hook, a namespace rule): this
         // remote gets the run's ref alone from now on.
@@ -211,7 +220,7 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
             push(git_dir, remote, oid, refname, turn)
         }
         ("!", _) if summary.starts_with("[rejected]") || is_race(summary) => {
-            Ok(Push::Lost(summary.to_owned(), intent))
+            Ok(Push::Lost(summary.to_owned()))
         }
         ("!", _) => {
             // What the server's hooks said comes on stderr as `remote: ...`.
@@ -234,36 +243,101 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
     }
 }
 
-/// Forces the run's turn ref on `remote` to `oid` (a commit of this clone that is
-/// no tip of the run): a waiting writer's intent, when the push that lost did not
-/// land it (another push moved the turn ref between git's look and its update).
-/// Best effort: an intent that does not land costs this writer its priority once.
-pub fn push_intent(git_dir: &Path, remote: &str, oid: Oid, refname: &str) {
-    if is_plain(remote) {
-        return;
-    }
-    let spec = format!("+{oid}:{}", turn_refname(refname));
-    let _ = git(
-        git_dir,
-        &["push", "--porcelain", "--no-verify", remote, &spec],
-    );
+/// The (flag, summary, line) of `name`'s line in `git push --porcelain` output:
+/// `<flag>\t<src>:<dst>\t<summary>`.
+fn ref_line<'a>(stdout: &'a str, name: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    stdout.lines().find_map(|line| {
+        let mut parts = line.split('\t');
+        let (Some(flag), Some(refs)) = (parts.next(), parts.next()) else {
+            return None;
+        };
+        refs.ends_with(&format!(":{name}"))
+            .then(|| (flag, parts.next().unwrap_or_default(), line))
+    })
 }
 
-/// Takes back this clone's intent `intent` from the run's turn ref on `remote`:
-/// sets it to `tip` (a tip: nobody waits) only if it still holds `intent`
-/// (another writer's intent since then stays). Best effort: an intent that stays
-/// costs the next writer its yields, once.
-pub fn leave_turn(git_dir: &Path, remote: &str, intent: Oid, tip: Oid, refname: &str) {
-    if is_plain(remote) {
-        return;
-    }
-    let turn = turn_refname(refname);
-    let lease = format!("--force-with-lease={turn}:{intent}");
-    let spec = format!("+{tip}:{turn}");
-    let _ = git(
+/// Pushes one ref (`src:dst`) to `remote`, best effort: only if the remote's
+/// `dst` holds `lease` when one is given (`Some(None)`: only if it does not
+/// exist), forced otherwise. Whether the remote took it. For the run's turn ref
+/// and an instance's heartbeat, whose loss costs fairness or one lease check,
+/// never an event.
+pub fn push_one(
+    git_dir: &Path,
+    remote: &str,
+    src: Oid,
+    dst: &str,
+    lease: Option<Option<Oid>>,
+) -> bool {
+    let lease = match lease {
+        Some(Some(old)) => format!("--force-with-lease={dst}:{old}"),
+        Some(None) => format!("--force-with-lease={dst}:"),
+        None => "--force".to_owned(),
+    };
+    let spec = format!("{src}:{dst}");
+    git(
         git_dir,
         &["push", "--porcelain", "--no-verify", &lease, remote, &spec],
-    );
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .is_some_and(|o| {
+        ref_line(&String::from_utf8_lossy(&o.stdout), dst)
+            .is_some_and(|(f, _, _)| matches!(f, " " | "*" | "+" | "="))
+    })
+}
+
+/// Posts `intent` (an event commit of this writer's that lost) on the run's turn
+/// ref, only over `expect` ([`FREE`], or this writer's own earlier intent): the
+/// first waiting writer holds the turn. Whether it holds it now.
+pub fn post_intent(git_dir: &Path, remote: &str, refname: &str, intent: Oid, expect: Oid) -> bool {
+    !is_plain(remote)
+        && push_one(
+            git_dir,
+            remote,
+            intent,
+            &turn_refname(refname),
+            Some(Some(expect)),
+        )
+}
+
+/// Sets the run's turn ref back to `free`, only if it still holds `value` (this
+/// writer's intent, or one whose writer is gone); an intent posted since then
+/// stays. Best effort.
+pub fn hand_back(git_dir: &Path, remote: &str, refname: &str, value: Option<Oid>, free: Oid) {
+    if !is_plain(remote) {
+        push_one(git_dir, remote, free, &turn_refname(refname), Some(value));
+    }
+}
+
+/// The remote's run ref and turn ref (`git ls-remote`: one round trip, no
+/// objects): what a writer that lets a waiting one go first polls.
+pub fn read_turn(
+    git_dir: &Path,
+    remote: &str,
+    refname: &str,
+) -> Result<(Option<Oid>, Option<Oid>)> {
+    let turn = turn_refname(refname);
+    let out = git(git_dir, &["ls-remote", remote, refname, &turn])?;
+    if !out.status.success() {
+        bail!(
+            "cannot list the refs of remote {remote}: {}",
+            last_line(&out.stderr)
+        );
+    }
+    let (mut run, mut at) = (None, None);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut parts = line.split('\t');
+        let (Some(id), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let id = Oid::from_str(id).ok();
+        if name == refname {
+            run = id;
+        } else if name == turn {
+            at = id;
+        }
+    }
+    Ok((run, at))
 }
 
 /// How a fetch of the run's ref went wrong.

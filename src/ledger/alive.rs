@@ -205,11 +205,7 @@ pub(super) fn push_beat(
     let Ok(who) = sender.parse::<InstanceId>() else {
         return;
     };
-    let spec = format!("+{blob}:{}", heartbeat_refname(run, &who));
-    let _ = crate::gitcmd::git_at(
-        git_dir,
-        &["push", "--porcelain", "--no-verify", remote, &spec],
-    );
+    crate::remote::push_one(git_dir, remote, blob, &heartbeat_refname(run, &who), None);
 }
 
 /// The run's lease as a duration.

@@ -23,24 +23,25 @@ const MAX_ATTEMPTS: u32 = 400;
 const MAX_REMOTE_ATTEMPTS: u32 = 2000;
 /// An append gives up after this long, however many attempts it made.
 const MAX_WAIT: Duration = Duration::from_secs(120);
-/// How long an append lets a waiting writer go first (pausing about
-/// [`YIELD_PAUSE`] between pushes that find its intent) before it pushes as a
-/// waiting writer itself. A waiting writer's turn (pause, fetch, push) takes a
-/// few push times, up to a second on a loaded machine, and ends as soon as it
-/// lands (the run's ref moves, so this writer has lost and waits in turn); a
-/// writer that ends without writing takes its intent back, so only an intent
-/// left by a writer that was killed costs the next writer this long, once.
+/// How long an append lets waiting writers go first in all (polling the remote's
+/// turn ref about every [`YIELD_PAUSE`]) before it pushes as a waiting writer
+/// itself: a waiting writer's turn (pause, fetch, push) takes a few push times, up
+/// to a second on a loaded machine, and ends as soon as it lands (the run's ref
+/// moves, so this writer has lost and waits in turn).
 const MAX_YIELD_WAIT: Duration = Duration::from_secs(3);
-/// The pause between pushes of a writer that lets a waiting one go first (each
-/// a quarter to all of it). Such a push is refused before any object is sent,
-/// so it costs the remote about one ref advertisement; the pause must not be
-/// the push's own time, which is a few ms and far shorter than a waiting
-/// writer's turn.
+/// The pause between two looks at the turn ref of a writer that lets a waiting
+/// one go first (each a quarter to all of it). A look is one `git ls-remote`,
+/// which costs the remote one ref advertisement.
 const YIELD_PAUSE: Duration = Duration::from_millis(60);
-/// Waiting writers queue by how many pushes they lost: one that lost `n` pauses
-/// `QUEUE - n` push times (at most [`QUEUE_STEP`] each) before it fetches and
-/// tries again, so the one that
-/// waited longest comes back first and a newcomer last.
+/// An intent that stayed the same for this long is taken to be from a writer that
+/// is gone (killed, or stopped between its push and taking its intent back): a
+/// live waiting writer replaces its intent with every push it loses, and lands
+/// within a few push times.
+const PATIENCE: Duration = Duration::from_millis(1500);
+/// Waiting writers that do not hold the turn queue by how many pushes they lost:
+/// one that lost `n` pauses `QUEUE - n` push times (at most [`QUEUE_STEP`] each)
+/// before it fetches and tries again, so the one that waited longest comes back
+/// first and a newcomer last. The holder of the turn does not pause.
 const QUEUE: u32 = 4;
 /// The longest step of that queue.
 const QUEUE_STEP: Duration = Duration::from_millis(100);
@@ -93,57 +94,43 @@ enum Attempt {
 /// Where one append stands in the turn-taking of clones ([`remote::Turn`]).
 #[derive(Default)]
 struct Turns {
-    /// How many push races it lost: from the first on it pushes as a waiting
-    /// writer.
+    /// How many push races it lost: from the first on it is a waiting writer.
     lost: u32,
-    /// The pauses of letting a waiting writer go first, from the first yield on.
-    yields: Option<Backoff>,
+    /// The intent on the turn ref this writer holds (its own, or one a killed
+    /// writer of this clone left): it pushes [`Turn::Hand`], and takes it back if
+    /// it ends without writing.
+    intent: Option<Oid>,
+    /// Since when it lets waiting writers go first.
+    yielding: Option<Instant>,
     /// It let waiting writers go first for [`MAX_YIELD_WAIT`]: it pushes as a
     /// waiting writer now.
     yielded_enough: bool,
-    /// The commit this writer left on the turn ref as its intent (its last push
-    /// that lost as a waiting writer); taken back if it ends without writing.
-    intent: Option<Oid>,
+    /// The turn ref's "nobody waits" value ([`remote::free_turn`]), once written.
+    free: Option<Oid>,
 }
 
 impl Turns {
-    fn turn(&self, tip: Oid) -> Turn {
-        if self.lost > 0 || self.yielded_enough {
-            Turn::Wait
-        } else {
-            Turn::Take { expect: tip }
+    fn turn(&self, free: Oid) -> Turn {
+        match self.intent {
+            Some(intent) => Turn::Hand { intent, free },
+            None if self.lost == 0 && !self.yielded_enough => Turn::Take { free },
+            None => Turn::Alone,
         }
     }
 
-    /// The pause of a writer that lets a waiting one go first, jittered so that
-    /// several yielding writers do not come back at once; then it pushes again,
-    /// which also tells whether the waiting writer got through (the run's ref
-    /// moved: lost). No pause once it yielded for [`MAX_YIELD_WAIT`]: it pushes
-    /// as a waiting writer from then on.
-    ///
-    /// The wait counts from when the writers of this clone began to yield
-    /// ([`yielded_before`]), not from this process's first yield.
-    fn yield_pause(&mut self, marker: &Path) -> Duration {
-        let pauses = self.yields.get_or_insert_with(|| {
-            Backoff::fixed(YIELD_PAUSE)
-                .spread_jitter()
-                .within(MAX_YIELD_WAIT.saturating_sub(yielded_before(marker)))
-        });
-        pauses.next().unwrap_or_else(|| {
-            self.yielded_enough = true;
-            Duration::ZERO
-        })
-    }
-
     /// The pause of a writer that just lost a push race, before it fetches and
-    /// tries again: the longer it has waited (the more races it lost), the
-    /// shorter, so waiting writers take their turns about in the order they came
-    /// (see [`QUEUE`]), plus a few ms of jitter to break ties.
+    /// tries again: none for the holder of the turn; for the others, the longer
+    /// they have waited (the more races they lost), the shorter, so waiting
+    /// writers take their turns about in the order they came (see [`QUEUE`]);
+    /// plus a few ms of jitter to break ties.
     fn queue_pause(&self, push: Duration) -> Duration {
         // A step of at most QUEUE_STEP: on a loaded machine a push takes a second,
-        // and three of them would outlast a yielding writer's patience
-        // (MAX_YIELD_WAIT), which then pushes as a waiting writer itself.
-        let ahead = QUEUE.saturating_sub(self.lost);
+        // and three of them would outlast a yielding writer's patience.
+        let ahead = if self.intent.is_some() {
+            0
+        } else {
+            QUEUE.saturating_sub(self.lost)
+        };
         push.min(QUEUE_STEP).saturating_mul(ahead)
             + Backoff::fixed(Duration::from_millis(5))
                 .full_jitter()
@@ -152,8 +139,8 @@ impl Turns {
     }
 }
 
-/// The file whose mtime says since when the writers of a clone have been letting
-/// a waiting writer go first (see [`yielded_before`]).
+/// The file that says since when the writers of a clone have seen the same
+/// intent on the turn ref (see [`unchanged_for`]).
 fn yield_marker(repo: &git2::Repository, run: &crate::ids::RunId) -> PathBuf {
     repo.commondir()
         .join("mara")
@@ -161,40 +148,26 @@ fn yield_marker(repo: &git2::Repository, run: &crate::ids::RunId) -> PathBuf {
         .join(run.as_str())
 }
 
-/// How long a clone's yielding lasts at most, by its marker (see
-/// [`yielded_before`]): a marker older than this is from an earlier wait whose
-/// writer was killed before it landed (landing removes it).
-const YIELD_EPISODE: Duration = Duration::from_secs(60);
-
-/// How long the writers of this clone have been yielding already, by the
-/// clone's marker, which this starts when there is none (or only one older than
-/// [`YIELD_EPISODE`]). Each process counting its own
-/// wait from zero starved a clone whose processes are killed within a few
-/// hundred ms (the long kill test, issue 16): a writer killed after it left its
-/// intent holds every later process up for [`MAX_YIELD_WAIT`], and none lived
-/// that long, so none pushed as a waiting writer and none landed. Once the
-/// clone has yielded [`MAX_YIELD_WAIT`] in all, its writers push as waiting
-/// writers until one of them lands a push, which removes the marker (a wait
-/// that restarted every few seconds still stalled the clone half the time).
-fn yielded_before(marker: &Path) -> Duration {
-    let now = SystemTime::now();
-    let since = std::fs::metadata(marker)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| now.duration_since(t).ok());
-    match since {
-        Some(d) if d < YIELD_EPISODE => d,
-        _ => {
-            // Best effort: without the marker each process waits on its own.
-            if let Some(dir) = marker.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            if let Ok(f) = std::fs::File::create(marker) {
-                let _ = f.set_modified(now);
-            }
-            Duration::ZERO
-        }
+/// How long the writers of this clone have seen `intent` on the turn ref: the
+/// marker holds the intent and its mtime when it was first seen. Kept per clone,
+/// not per process: a process killed while it yields must not restart the count
+/// for the next one (the long kill test kills a process every ~120 ms).
+fn unchanged_for(marker: &Path, intent: Oid) -> Duration {
+    let seen = std::fs::read_to_string(marker).ok();
+    if seen.as_deref().map(str::trim) == Some(intent.to_string().as_str()) {
+        let now = SystemTime::now();
+        return std::fs::metadata(marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
     }
+    // Best effort: without the marker each process counts on its own.
+    if let Some(dir) = marker.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(marker, intent.to_string());
+    Duration::ZERO
 }
 
 impl Ledger {
@@ -230,10 +203,10 @@ impl Ledger {
     /// it gave up) takes back the intent it left on the turn ref, so the next
     /// writer does not let a writer that is gone go first.
     fn leave_turn(&self, turns: &Turns) {
-        if let (Some(intent), Some(Some(remote))) = (turns.intent, self.remote.get()) {
-            if let Ok(tip) = self.repo.refname_to_id(&self.refname) {
-                remote::leave_turn(self.repo.path(), remote, intent, tip, &self.refname);
-            }
+        if let (Some(intent), Some(free), Some(Some(remote))) =
+            (turns.intent, turns.free, self.remote.get())
+        {
+            remote::hand_back(self.repo.path(), remote, &self.refname, Some(intent), free);
         }
     }
 
@@ -455,18 +428,21 @@ impl Ledger {
         turns: &mut Turns,
     ) -> Result<Attempt> {
         stage.land(&self.repo)?;
+        let free = match turns.free {
+            Some(free) => free,
+            None => *turns.free.insert(remote::free_turn(&self.repo)?),
+        };
         let started = Instant::now();
         let pushed = remote::push(
             self.repo.path(),
             remote,
             commit,
             &self.refname,
-            turns.turn(tip),
+            turns.turn(free),
         )?;
+        let took = started.elapsed();
         match pushed {
             Push::Accepted => {
-                // Whatever this clone waited for is over.
-                let _ = std::fs::remove_file(yield_marker(&self.repo, &self.run));
                 self.mark_synced();
                 self.advance_local(tip, commit, &event)?;
                 // Built on a checked tip with the rules checked: checked too.
@@ -474,29 +450,92 @@ impl Ledger {
                 self.merge_packs();
                 Ok(Attempt::Written(event, commit))
             }
-            Push::Lost(_, intent) => {
-                let took = started.elapsed();
-                let waiting = turns.lost > 0;
-                turns.lost += 1;
-                if waiting {
-                    turns.intent = Some(commit);
-                }
-                let (git_dir, refname) = (self.repo.path(), self.refname.as_str());
-                std::thread::scope(|s| {
-                    // A waiting writer whose intent did not land sets it again,
-                    // alongside its pause and fetch.
-                    if waiting && !intent {
-                        s.spawn(move || remote::push_intent(git_dir, remote, commit, refname));
-                    }
-                    std::thread::sleep(turns.queue_pause(took));
-                    self.fetch(remote)
-                })?;
-                *fresh = true;
-                Ok(Attempt::Lost)
+            Push::Lost(_) => self.lost_race(remote, commit, took, fresh, turns),
+            // The holder's intent is gone (handed back by a writer that took this
+            // one for gone): a waiting writer without the turn now.
+            Push::Yield if turns.intent.is_some() => {
+                turns.intent = None;
+                Ok(Attempt::Yielded(Duration::ZERO))
             }
-            Push::Yield => Ok(Attempt::Yielded(
-                turns.yield_pause(&yield_marker(&self.repo, &self.run)),
-            )),
+            Push::Yield => self.let_go_first(remote, tip, commit, took, fresh, turns),
+        }
+    }
+
+    /// After a push that lost: pause by its place in the queue, then post this
+    /// writer's intent on the turn ref (over nobody's or its own) and fetch.
+    fn lost_race(
+        &self,
+        remote: &str,
+        commit: Oid,
+        took: Duration,
+        fresh: &mut bool,
+        turns: &mut Turns,
+    ) -> Result<Attempt> {
+        let expect = turns.intent.or(turns.free).unwrap_or(commit);
+        let pause = turns.queue_pause(took);
+        turns.lost += 1;
+        let (git_dir, refname) = (self.repo.path(), self.refname.as_str());
+        // The post after the pause: the writer that lost most comes first, so it
+        // is the one that finds the turn free.
+        std::thread::sleep(pause);
+        let (posted, fetched) = std::thread::scope(|s| {
+            let post =
+                s.spawn(move || remote::post_intent(git_dir, remote, refname, commit, expect));
+            let fetched = self.fetch(remote);
+            (post.join().unwrap_or(false), fetched)
+        });
+        fetched?;
+        if posted {
+            turns.intent = Some(commit);
+        }
+        *fresh = true;
+        Ok(Attempt::Lost)
+    }
+
+    /// A writer that has not lost found a waiting writer's intent on the turn
+    /// ref: it looks again about every [`YIELD_PAUSE`] until the waiting writer
+    /// lands (the run's ref moved: this one lost and waits in turn) or the turn
+    /// is free, for at most [`MAX_YIELD_WAIT`]. An intent whose commit is in this
+    /// clone's objects was left by a writer of this clone that is gone: this one
+    /// takes it over. An intent that stays the same for [`PATIENCE`] is from a
+    /// writer that is gone: handed back.
+    fn let_go_first(
+        &self,
+        remote: &str,
+        tip: Oid,
+        commit: Oid,
+        took: Duration,
+        fresh: &mut bool,
+        turns: &mut Turns,
+    ) -> Result<Attempt> {
+        let free = turns.free.unwrap_or(commit);
+        let since = *turns.yielding.get_or_insert_with(Instant::now);
+        let git_dir = self.repo.path();
+        let mut pauses = Backoff::fixed(YIELD_PAUSE).spread_jitter();
+        loop {
+            if since.elapsed() >= MAX_YIELD_WAIT {
+                turns.yielded_enough = true;
+                return Ok(Attempt::Yielded(Duration::ZERO));
+            }
+            let (run, at) = remote::read_turn(git_dir, remote, &self.refname)?;
+            if run != Some(tip) {
+                return self.lost_race(remote, commit, took, fresh, turns);
+            }
+            match at {
+                Some(at) if at == free => return Ok(Attempt::Yielded(Duration::ZERO)),
+                Some(at) if self.repo.odb()?.exists(at) => {
+                    turns.intent = Some(at);
+                    return Ok(Attempt::Yielded(Duration::ZERO));
+                }
+                Some(at) if unchanged_for(&yield_marker(&self.repo, &self.run), at) < PATIENCE => {
+                    std::thread::sleep(pauses.next().unwrap_or(YIELD_PAUSE));
+                }
+                // Gone (or no turn ref at all: a run started before it existed).
+                at => {
+                    remote::hand_back(git_dir, remote, &self.refname, at, free);
+                    return Ok(Attempt::Yielded(Duration::ZERO));
+                }
+            }
         }
     }
 

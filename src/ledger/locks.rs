@@ -97,9 +97,8 @@ impl Drop for WriterQueue {
 /// third as fast as one alone. Processes of one clone share a file lock
 /// (`flock`, which the kernel drops with its holder, so a killed writer never
 /// wedges the others) and write one after the other instead; other clones and
-/// tools that write with plain git still only meet the compare-and-swap. Polled
-/// with `try_lock` rather than waited on, so that a writer never waits longer than
-/// [`QUEUE_WAIT`] (a git hook that writes while its parent holds the place, a
+/// tools that write with plain git still only meet the compare-and-swap. A writer
+/// waits for at most [`QUEUE_WAIT`] (a git hook that writes while its parent holds the place, a
 /// push that hangs): then it writes without its place, as before.
 pub(super) fn queue_for_write(repo: &Repository, run: &str) -> WriterQueue {
     let dir = repo.commondir().join("mara").join("writers");
@@ -113,17 +112,29 @@ pub(super) fn queue_for_write(repo: &Repository, run: &str) -> WriterQueue {
     let Ok(file) = file else {
         return WriterQueue(None);
     };
-    let mut pauses = crate::backoff::Backoff::fixed(Duration::from_millis(1))
-        .spread_jitter()
-        .within(QUEUE_WAIT);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return WriterQueue(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => match pauses.next() {
-                Some(p) => std::thread::sleep(p),
-                None => return WriterQueue(None),
-            },
-            Err(std::fs::TryLockError::Error(_)) => return WriterQueue(None),
+    match file.try_lock() {
+        Ok(()) => return WriterQueue(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(_)) => return WriterQueue(None),
+    }
+    // Waited on in a thread, so that the wait has a bound (std's blocking `lock`
+    // has none) without polling: eight polling processes on two cores took CPU
+    // from the writer they waited for. The lock belongs to the open file, which
+    // both handles share.
+    let Ok(waiter) = file.try_clone() else {
+        return WriterQueue(None);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let got = waiter.lock().is_ok();
+        // This process gave up waiting and writes without its place: give it
+        // back at once.
+        if tx.send(got).is_err() && got {
+            let _ = waiter.unlock();
         }
+    });
+    match rx.recv_timeout(QUEUE_WAIT) {
+        Ok(true) => WriterQueue(Some(file)),
+        _ => WriterQueue(None),
     }
 }

@@ -126,7 +126,15 @@ pub fn sync(repo: &Repository, run: &RunId, remote: &str) -> Result<Synced> {
             }
             // Never spread events this clone has not checked.
             Ledger::new(Repository::open(repo.path())?, run.clone()).check_tip()?;
-            match remote::push(repo.path(), remote, l, &refname, Turn::Set)? {
+            match remote::push(
+                repo.path(),
+                remote,
+                l,
+                &refname,
+                Turn::Set {
+                    free: remote::free_turn(repo)?,
+                },
+            )? {
                 Push::Accepted => Synced::Pushed {
                     from: theirs.unwrap_or(l),
                     to: l,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    assert_ref_unchanged, count_commits_with_subject, free_port, git, held_by, ref_tip, subjects,
-    Origin, Out, TestRepo,
+    assert_ref_unchanged, count_commits_with_subject, free_port, git, git_input, held_by, ref_tip,
+    subjects, Origin, Out, TestRepo,
 };
 
 /// The local refs under `refs/mara/` of a repository.
@@ -633,33 +633,76 @@ fn board_says_when_it_last_synced_and_fetch_shows_other_clones_claims() {
     assert!(v["synced_at"].is_string(), "{v}");
 }
 
-/// Issue 16: a writer that lost leaves its commit on the remote's turn ref as an
-/// intent; one that gave up (or was killed) leaves it there for good. The next
-/// writer lets it go first a few times, then writes anyway: the claim succeeds,
-/// and the turn ref is back at the run's tip, where a lone writer keeps it.
+/// What the run's turn ref holds while nobody waits (`remote::free_turn`).
+const FREE_TURN: &str = "mara: no writer is waiting for its turn";
+
+/// Issue 16: the turn ref holds a fixed blob while nobody waits, and a waiting
+/// writer's intent (a commit that lost) while one does. A lone writer never
+/// writes it. An intent whose writer is gone (killed, or a forged value) holds the
+/// next writer up only briefly: it is handed back and the claim lands.
 #[test]
 fn an_intent_left_on_the_turn_ref_delays_the_next_writer_only_briefly() {
     let run = "sprint";
     let origin = Origin::daemon();
-    let clones = shared_run(&origin, run, 1, 3);
+    let clones = shared_run(&origin, run, 1, 6);
     let a = &clones[0];
     let turn = format!("refs/mara-turn/{run}");
-    let turn_tip = || origin.git(&["rev-parse", &turn]).trim().to_owned();
-    assert_eq!(turn_tip(), origin.tip(run), "init sets the turn ref");
-    a.mara_as("implementer#1", &["claim", "T000"]).ok("claim");
-    assert_eq!(turn_tip(), origin.tip(run), "a lone writer's push sets it");
-    // A dead writer's intent: a commit that is no tip of the run.
-    let intent = origin.git(&["rev-parse", &format!("refs/mara/{run}~1")]);
-    origin.git(&["update-ref", &turn, intent.trim()]);
-    let started = Instant::now();
-    a.mara_as("implementer#1", &["claim", "T001"])
-        .ok("claim past a dead intent");
-    let took = started.elapsed();
-    assert_eq!(turn_tip(), origin.tip(run), "the claim took the turn back");
-    assert!(
-        took < Duration::from_secs(10),
-        "a dead intent held the claim up for {took:?}"
+    let turn_at = || origin.git(&["rev-parse", &turn]).trim().to_owned();
+    let free = turn_at();
+    assert_eq!(
+        origin.git(&["cat-file", "-p", &free]).trim(),
+        FREE_TURN,
+        "init sets the turn ref free"
     );
-    assert_eq!(origin.count(run, "claim T001 by implementer#1"), 1);
+    a.mara_as("implementer#1", &["claim", "T000"]).ok("claim");
+    assert_eq!(turn_at(), free, "a lone writer leaves the turn ref alone");
+
+    // Intents of writers that are gone, built with plumbing on the remote: a
+    // commit of another clone (not in this clone's objects), a blob, an old tip
+    // of the run (in this clone's objects: taken over), and no turn ref at all.
+    let tree = origin.git(&["rev-parse", &format!("refs/mara/{run}^{{tree}}")]);
+    let foreign = origin.git(&[
+        "commit-tree",
+        "-m",
+        "an intent of a killed writer",
+        tree.trim(),
+    ]);
+    let bare = origin.bare.to_str().expect("UTF-8 path");
+    let blob = git_input(
+        &origin.bare,
+        &["--git-dir", bare, "hash-object", "-w", "--stdin"],
+        b"forged\n",
+    );
+    let old_tip = origin.git(&["rev-parse", &format!("refs/mara/{run}~1")]);
+    let values: [Option<&str>; 4] = [
+        Some(foreign.trim()),
+        Some(blob.trim()),
+        Some(old_tip.trim()),
+        None,
+    ];
+    for (k, value) in values.into_iter().enumerate() {
+        match value {
+            Some(v) => origin.git(&["update-ref", &turn, v]),
+            None => origin.git(&["update-ref", "-d", &turn]),
+        };
+        let task = format!("T00{}", k + 1);
+        let started = Instant::now();
+        a.mara_as("implementer#1", &["claim", &task])
+            .ok("claim past a dead intent");
+        let took = started.elapsed();
+        assert_eq!(
+            turn_at(),
+            free,
+            "the claim handed the turn back ({value:?})"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "a dead intent {value:?} held the claim up for {took:?}"
+        );
+        assert_eq!(
+            origin.count(run, &format!("claim {task} by implementer#1")),
+            1
+        );
+    }
     a.verify_ok();
 }
