@@ -6,6 +6,9 @@
 //! one alone with `--next`, and at least 0.7x one claiming named tasks), and counts
 //! the tasks claimed twice in the eight-process history (must be 0).
 //!
+//! The three drains take turns, a quarter of the board at a time
+//! (`MARA_BENCH_BLOCKS`), so load that changes during the run weighs on each alike.
+//!
 //! Run with `cargo bench --bench drain` (`MARA_BENCH_TASKS`, default 2,000;
 //! `MARA_BENCH_PROCS`, default 8).
 
@@ -14,6 +17,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{git, knob, planned, MARA};
@@ -34,33 +38,28 @@ fn claim(dir: &Path, who: &str, args: &[&str]) -> i32 {
         .unwrap_or(-1)
 }
 
-/// `procs` processes looping `claim --next` until nothing is left; how long and
-/// how many claims exited 0.
-fn drain_next(dir: &Path, procs: usize) -> (Duration, usize) {
+/// `procs` processes looping `claim --next` until `upto` claims in all exited 0
+/// (`claimed` counts them across blocks) or nothing is left; how long it took.
+fn drain_next(dir: &Path, procs: usize, claimed: &AtomicUsize, upto: usize) -> Duration {
     let started = Instant::now();
-    let claimed: usize = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..=procs)
-            .map(|k| {
-                s.spawn(move || {
-                    let who = format!("implementer#{k}");
-                    let mut n = 0;
-                    loop {
-                        match claim(dir, &who, &["--next"]) {
-                            0 => n += 1,
-                            // Nothing left (4), or nothing ready (3): drained.
-                            3 | 4 => return n,
-                            code => panic!("{who}: claim --next exited {code}"),
+    std::thread::scope(|s| {
+        for k in 1..=procs {
+            s.spawn(move || {
+                let who = format!("implementer#{k}");
+                while claimed.load(Ordering::SeqCst) < upto {
+                    match claim(dir, &who, &["--next"]) {
+                        0 => {
+                            claimed.fetch_add(1, Ordering::SeqCst);
                         }
+                        // Nothing left (4), or nothing ready (3): drained.
+                        3 | 4 => return,
+                        code => panic!("{who}: claim --next exited {code}"),
                     }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a claimer"))
-            .sum()
+                }
+            });
+        }
     });
-    (started.elapsed(), claimed)
+    started.elapsed()
 }
 
 /// Tasks claimed more than once in the run's history.
@@ -78,6 +77,7 @@ fn doubles(dir: &Path) -> usize {
 fn main() {
     let tasks = knob("MARA_BENCH_TASKS", 2000);
     let procs = knob("MARA_BENCH_PROCS", 8);
+    let blocks = knob("MARA_BENCH_BLOCKS", 4).max(1);
     let base = support::knob_path("MARA_BENCH_DIR").unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::tempdir_in(base).expect("tempdir");
     eprintln!("building three boards of {tasks} tasks");
@@ -85,15 +85,35 @@ fn main() {
     let many = planned(tmp.path(), "many", tasks);
     let named = planned(tmp.path(), "named", tasks);
 
-    let (t_alone, n_alone) = drain_next(&alone, 1);
-    let (t_many, n_many) = drain_next(&many, procs);
-    let started = Instant::now();
-    for i in 0..tasks {
-        let code = claim(&named, "implementer#1", &[&format!("T{i}")]);
-        assert_eq!(code, 0, "claim T{i} exited {code}");
+    // Interleaved: each drain takes its share of the board in turn, block by
+    // block (the order rotating), so a machine whose load changes during the run
+    // weighs on all three alike.
+    let (n_alone, n_many) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (mut t_alone, mut t_many, mut t_named) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut named_next = 0;
+    for block in 1..=blocks {
+        let upto = if block == blocks {
+            usize::MAX
+        } else {
+            tasks * block / blocks
+        };
+        for kind in 0..3 {
+            match (kind + block) % 3 {
+                0 => t_alone += drain_next(&alone, 1, &n_alone, upto),
+                1 => t_many += drain_next(&many, procs, &n_many, upto),
+                _ => {
+                    let started = Instant::now();
+                    while named_next < upto.min(tasks) {
+                        let code = claim(&named, "implementer#1", &[&format!("T{named_next}")]);
+                        assert_eq!(code, 0, "claim T{named_next} exited {code}");
+                        named_next += 1;
+                    }
+                    t_named += started.elapsed();
+                }
+            }
+        }
     }
-    let t_named = started.elapsed();
-
+    let (n_alone, n_many) = (n_alone.into_inner(), n_many.into_inner());
     let rate = |n: usize, t: Duration| n as f64 / t.as_secs_f64();
     let (r_alone, r_many, r_named) = (
         rate(n_alone, t_alone),
@@ -101,7 +121,9 @@ fn main() {
         rate(tasks, t_named),
     );
     let doubled = doubles(&many);
-    println!("{tasks} tasks, each drain on a fresh copy of the board (whole processes)");
+    println!(
+        "{tasks} tasks, each drain on a fresh copy of the board, interleaved in {blocks} blocks (whole processes)"
+    );
     println!(
         "1 process, claim --next:      {r_alone:.1} claims/s ({n_alone} in {:.1}s)",
         t_alone.as_secs_f64()

@@ -145,6 +145,21 @@ fn make_plain(remote: &str) {
 /// fast-forward, which is what makes the push a compare-and-swap. The run's turn
 /// ref goes along as `turn` says.
 pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -> Result<Push> {
+    push_tries(git_dir, remote, oid, refname, turn, 3)
+}
+
+/// [`push`], trying again up to `tries` times when git could not read an object
+/// it had just listed: a pack merge of this clone (see `packs`) moved it into a
+/// new pack between git's look and its read (seen in the remote kill test as
+/// "Could not read <id>; could not parse commit <id>"). Nothing was sent then.
+fn push_tries(
+    git_dir: &Path,
+    remote: &str,
+    oid: Oid,
+    refname: &str,
+    turn: Turn,
+    tries: u32,
+) -> Result<Push> {
     let spec = format!("{oid}:{refname}");
     let turn_ref = turn_refname(refname);
     let plain = is_plain(remote);
@@ -179,10 +194,17 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !plain && stderr.contains("does not support --atomic") {
         make_plain(remote);
-        return push(git_dir, remote, oid, refname, turn);
+        return push_tries(git_dir, remote, oid, refname, turn, tries);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let Some((flag, summary, line)) = ref_line(&stdout, refname) else {
+        let vanished = ["Could not read ", "could not parse commit", "unable to read "]
+            .iter()
+            .any(|m| stderr.contains(m));
+        if vanished && tries > 1 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            return push_tries(git_dir, remote, oid, refname, turn, tries - 1);
+        }
         bail!(
             "cannot push to remote {remote}: {}",
             if out.stderr.is_empty() {
@@ -217,7 +239,7 @@ pub fn push(git_dir: &Path, remote: &str, oid: Oid, refname: &str, turn: Turn) -
         // remote gets the run's ref alone from now on.
         ("!", Some(t)) if summary.contains("atomic") && !is_race(t) => {
             make_plain(remote);
-            push(git_dir, remote, oid, refname, turn)
+            push_tries(git_dir, remote, oid, refname, turn, tries)
         }
         ("!", _) if summary.starts_with("[rejected]") || is_race(summary) => {
             Ok(Push::Lost(summary.to_owned()))
