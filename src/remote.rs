@@ -2,8 +2,8 @@
 //!
 //! mara shells out to `git` for remotes (as jj and other git tools do) so that the
 //! user's own setup applies unchanged: ssh config and agent, credential helpers,
-//! `url.*.insteadOf`, proxies. Only the run's ref is ever fetched; pushes also set
-//! its turn ref (see [`Turn`]).
+//! `url.*.insteadOf`, proxies. Only the run's ref is ever fetched; writers also
+//! read (`git ls-remote`) and set its turn ref (see [`Turn`]).
 
 use std::path::Path;
 
