@@ -198,9 +198,13 @@ fn push_tries(
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let Some((flag, summary, line)) = ref_line(&stdout, refname) else {
-        let vanished = ["Could not read ", "could not parse commit", "unable to read "]
-            .iter()
-            .any(|m| stderr.contains(m));
+        let vanished = [
+            "Could not read ",
+            "could not parse commit",
+            "unable to read ",
+        ]
+        .iter()
+        .any(|m| stderr.contains(m));
         if vanished && tries > 1 {
             std::thread::sleep(std::time::Duration::from_millis(20));
             return push_tries(git_dir, remote, oid, refname, turn, tries - 1);

@@ -211,12 +211,10 @@ fn check_drained(
 /// Issue 16, no starvation: four clones in tight loops (no pause between claims)
 /// through a real `git daemon`. Before the turn ref, the clone that won last kept
 /// winning (200/0/0/0 over 200 tasks, 184/16/0/0 with a short pause); now every
-/// clone gets its turn. The issue's goal is at least 10% each over 200 tasks,
-/// measured by `cargo bench --bench fair`; this shorter loop runs beside other
-/// tests on two cores, where whichever process gets the CPU pushes first, and a
-/// fair split of 100 still fell under 10% for one clone now and then (6 of 100
-/// in one CI run, 25/25/25/24 quiet): it asserts at least 5% each, which every
-/// starving split fails.
+/// clone gets its turn: at least 10% each and no claim over 10 s (the issue's
+/// bounds, over 100 tasks here and 200 in `cargo bench --bench fair`). Splits
+/// seen beside a benchmark on two cores: 32/25/25/18 and 29/25/23/23, the
+/// longest claim 3.5-5.6 s.
 #[test]
 fn four_clones_in_tight_loops_each_get_their_turn_through_git_daemon() {
     const CLONES: usize = 4;
@@ -235,16 +233,13 @@ fn four_clones_in_tight_loops_each_get_their_turn_through_git_daemon() {
     check_drained(&origin, run, TASKS, &clones, &race.got);
     for (i, n) in counts.iter().enumerate() {
         assert!(
-            *n * 20 >= TASKS,
-            "clone {} got {n} of {TASKS} claims, under 5% (split {counts:?})",
+            *n * 10 >= TASKS,
+            "clone {} got {n} of {TASKS} claims, under 10% (split {counts:?})",
             i + 1
         );
     }
-    // The issue's bound of 10 s for the longest claim is not met on a loaded
-    // 2-core machine (see `cargo bench --bench fair`); this bounds the worst
-    // case below the append's own give-up time.
     assert!(
-        longest < Duration::from_secs(120),
+        longest <= Duration::from_secs(10),
         "a claim waited {:.1}s (longest per clone: {:?})",
         longest.as_secs_f64(),
         race.longest
