@@ -83,25 +83,11 @@ pub(super) fn touch(repo: &Repository, run: &RunId, sender: &str) {
     if age.is_some_and(|a| a < TOUCH_EVERY) {
         return;
     }
-    // Zero-padded to a fixed width and written over the old time in place: one
-    // `write` at offset 0, so a reader never sees a mix of two or an empty file,
-    // and no truncation, which on ext4 makes `close` flush the file's data
-    // (auto_da_alloc): that flush was about 2% of a lone claim.
+    // Zero-padded to a fixed width and written over the old time in place
+    // (not truncated: on ext4 closing a truncated file flushes its data,
+    // auto_da_alloc, about 2% of a lone claim).
     let ms = format!("{:020}", now().timestamp_millis());
-    let write = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, ms.as_bytes()))
-    };
-    if write().is_err() {
-        if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = write();
-    }
+    super::marks::write_in_place(&p, ms.as_bytes());
 }
 
 /// The heartbeat ref of `who` in `run`, on the remote and in each clone.

@@ -13,16 +13,9 @@ fn pack_dir(r: &TestRepo) -> PathBuf {
 
 /// The pack names (without extension) in the pack directory.
 fn packs(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .expect("reading objects/pack")
-        .filter_map(|e| {
-            let name = e
-                .expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            name.strip_suffix(".pack").map(str::to_owned)
-        })
+    entries(dir)
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".pack").map(str::to_owned))
         .collect()
 }
 
@@ -76,16 +69,7 @@ fn events_write_no_loose_objects_and_small_packs_get_merged() {
         "an event writes a pack, not loose objects"
     );
     // Every object of every event is there, and the board replays.
-    let fsck = std::process::Command::new("git")
-        .args(["fsck", "--full", "--strict", "--no-dangling"])
-        .current_dir(&r.dir)
-        .output()
-        .expect("git fsck");
-    assert!(
-        fsck.status.success(),
-        "git fsck: {}",
-        String::from_utf8_lossy(&fsck.stderr)
-    );
+    fsck_ok(&r);
     r.verify_ok();
     let out = git(&r.dir, &["log", "--format=%s", "refs/mara/packs"]);
     assert_eq!(out.lines().count(), 62, "init, plan and 60 claims");
@@ -185,6 +169,25 @@ fn mara_gc_merges_what_can_be_merged_and_says_so() {
     assert_eq!(v["merged_packs"], 0, "all merged already: {v}");
 }
 
+/// `git fsck --full --strict` accepts the repository (`git` fails the test
+/// with git's stderr otherwise).
+fn fsck_ok(r: &TestRepo) {
+    git(&r.dir, &["fsck", "--full", "--strict", "--no-dangling"]);
+}
+
+/// Every file name in the pack directory.
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("reading objects/pack")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 /// Waits until no merge runs or is due (`mara gc --auto` finds nothing to do),
 /// then returns the pack names.
 fn quiet_packs(r: &TestRepo) -> BTreeSet<String> {
@@ -263,23 +266,11 @@ fn git_verifies_the_packs_mara_writes_and_reads_every_object_after_gc() {
     // Six events, no tier crowded: no merge runs, every pack is mara's own.
     let packs = verify_every_pack(&r);
     assert!(packs >= 6, "one pack per event: {packs}");
-    let fsck = |what: &str| {
-        let out = std::process::Command::new("git")
-            .args(["fsck", "--full", "--strict", "--no-dangling"])
-            .current_dir(&r.dir)
-            .output()
-            .expect("git fsck");
-        assert!(
-            out.status.success(),
-            "git fsck {what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    fsck("of mara's packs");
+    fsck_ok(&r);
     let objects = objects_git_reads(&r, "gitpacks");
     assert_eq!(garbage(&r), 0, "no temporary file is left");
     git(&r.dir, &["gc", "--quiet"]);
-    fsck("after git gc");
+    fsck_ok(&r);
     assert_eq!(objects_git_reads(&r, "gitpacks"), objects);
     r.verify_ok();
     // And mara writes on after git repacked everything.
@@ -316,15 +307,7 @@ fn writers_killed_at_any_point_leave_no_half_pack() {
     // What a kill leaves, git ignores: temporary files and a pack without its
     // index. Every pack with an index is whole.
     let dir = pack_dir(&r);
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("reading objects/pack")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let names = entries(&dir);
     for n in &names {
         let stem = n.split('.').next().expect("a name");
         let known = n.starts_with("tmp_pack_")
@@ -340,16 +323,7 @@ fn writers_killed_at_any_point_leave_no_half_pack() {
     let landed = landed.trim();
     eprintln!("killed writers: {landed} events landed; left in objects/pack: {names:?}");
     verify_every_pack(&r);
-    let out = std::process::Command::new("git")
-        .args(["fsck", "--full", "--strict", "--no-dangling"])
-        .current_dir(&r.dir)
-        .output()
-        .expect("git fsck");
-    assert!(
-        out.status.success(),
-        "git fsck: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fsck_ok(&r);
     r.verify_ok();
     // An hour later a merge removes the leftovers; writing goes on.
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
