@@ -45,8 +45,9 @@ pub const MAX_MERGE: u64 = 100_000;
 /// under a second, and two merges at once are safe (each deletes only packs whose
 /// objects it wrote into its own new pack), so this only saves work.
 const STALE_LOCK: Duration = Duration::from_secs(10);
-/// A temporary pack file (libgit2's `pack_git2_*`) older than this was left by a
-/// writer killed while writing it; nothing names its objects.
+/// A temporary pack file ([`TEMP_PREFIXES`]) older than this was left by a
+/// writer killed while writing it, as is a pack without an index; nothing
+/// names their objects.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// A packfile in `objects/pack`, named by its index.
@@ -62,27 +63,55 @@ impl Pack {
     }
 }
 
-/// Encodes objects as a version-2 packfile: no deltas (an event's objects share
-/// little), each zlib-compressed at level 1 as git writes loose objects, then the
-/// SHA-1 trailer; libgit2's indexer checks it all and writes the index.
+/// An event's objects as a version-2 packfile and its version-2 index, ready to
+/// be written ([`write`]).
+pub struct Encoded {
+    pub pack: Vec<u8>,
+    pub index: Vec<u8>,
+    /// The pack's SHA-1 trailer, which names it (`pack-<hex>.pack`), as git and
+    /// libgit2 name theirs.
+    pub checksum: [u8; 20],
+}
+
+/// Objects up to this size are stored, not compressed: most of an event's
+/// objects are a few hundred bytes (small trees, task records, the commit),
+/// where level 1 saves little, and each cost a `deflateReset`, which clears
+/// zlib's 64 KiB hash table. The larger ones (the `tasks/` tree, an index
+/// bucket) are compressed.
+pub const STORE_UP_TO: usize = 1024;
+
+/// Encodes objects, each given with its id, as a version-2 packfile: no deltas
+/// (an event's objects share little), each as a zlib stream (stored if small,
+/// else deflated at level 1, as git writes loose objects), then the SHA-1
+/// trailer; and writes its version-2 index from what the encoder knows (ids,
+/// offsets, the CRC32 of each entry), so nothing is inflated or hashed again.
 ///
 /// Written by hand, not with libgit2's packbuilder: the packbuilder deflates at
 /// level 6 and searches for deltas, which cost about 0.4 ms of a claim on a
 /// 10,000-task board (its 8 KB `tasks/` tree) and pushed the big-board claim
 /// over 1.3x the small one; this encoder brought it to 1.23-1.27x (issue 2).
+/// The index is written by hand too, not by libgit2's indexer, which wrote
+/// temporary files, linked and unlinked them, and re-inflated and re-hashed
+/// (SHA-1DC) every object just encoded: a seventh of a claim's instructions
+/// (issue 16). No small, maintained crate writes a v2 index from known ids:
+/// gix-pack's index writer decodes the pack again and brings most of gitoxide
+/// along, and the rest are whole git implementations. The layout is git's
+/// `Documentation/gitformat-pack.txt`; `git verify-pack` and `git fsck` check
+/// what this writes (tests/main/packs.rs).
 pub fn encode<'a>(
-    objects: impl ExactSizeIterator<Item = (ObjectType, &'a [u8])>,
-) -> Result<Vec<u8>> {
+    objects: impl ExactSizeIterator<Item = (git2::Oid, ObjectType, &'a [u8])>,
+) -> Result<Encoded> {
     let mut pack = Vec::with_capacity(4096);
     pack.extend_from_slice(b"PACK");
     pack.extend_from_slice(&2u32.to_be_bytes());
     pack.extend_from_slice(&u32::try_from(objects.len())?.to_be_bytes());
-    // One deflate stream for all objects, reset between them: a new one per
-    // object allocated (and the C library handed back) zlib's 256 KB state each
-    // time, and the page faults of touching it again were a third of a small
-    // claim's time.
-    let mut z = flate2::Compress::new(flate2::Compression::fast(), true);
-    for (kind, data) in objects {
+    let mut entries = Vec::with_capacity(objects.len());
+    // One deflate stream for all large objects, reset between them, made only
+    // when one comes along: a new one per object allocated (and the C library
+    // handed back) zlib's 256 KB state each time, and the page faults of
+    // touching it again were a third of a small claim's time.
+    let mut z = None;
+    for (oid, kind, data) in objects {
         let kind: u8 = match kind {
             ObjectType::Commit => 1,
             ObjectType::Tree => 2,
@@ -90,21 +119,160 @@ pub fn encode<'a>(
             ObjectType::Tag => 4,
             other => bail!("cannot pack an object of type {other}"),
         };
+        let offset = pack.len();
         push_header(&mut pack, kind, data.len());
-        z.reset();
-        loop {
-            // Room for the whole stream: zlib's bound for a deflated input.
-            pack.reserve(data.len() + data.len() / 1000 + 64);
-            let read = usize::try_from(z.total_in())?;
-            match z.compress_vec(&data[read..], &mut pack, flate2::FlushCompress::Finish)? {
-                flate2::Status::StreamEnd => break,
-                flate2::Status::Ok | flate2::Status::BufError => {}
-            }
+        if data.len() <= STORE_UP_TO {
+            push_stored(&mut pack, data);
+        } else {
+            let z =
+                z.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::fast(), true));
+            push_deflated(&mut pack, data, z)?;
+        }
+        let crc = crc32fast::hash(&pack[offset..]);
+        entries.push((oid, crc, u64::try_from(offset)?));
+    }
+    let checksum = sha1_smol::Sha1::from(&pack).digest().bytes();
+    pack.extend_from_slice(&checksum);
+    let index = index(entries, &checksum)?;
+    Ok(Encoded {
+        pack,
+        index,
+        checksum,
+    })
+}
+
+/// `data` as one zlib stream deflated with `z` (reset first).
+fn push_deflated(pack: &mut Vec<u8>, data: &[u8], z: &mut flate2::Compress) -> Result<()> {
+    z.reset();
+    loop {
+        // Room for the whole stream: zlib's bound for a deflated input.
+        pack.reserve(data.len() + data.len() / 1000 + 64);
+        let read = usize::try_from(z.total_in())?;
+        match z.compress_vec(&data[read..], pack, flate2::FlushCompress::Finish)? {
+            flate2::Status::StreamEnd => return Ok(()),
+            flate2::Status::Ok | flate2::Status::BufError => {}
         }
     }
-    let trailer = sha1_smol::Sha1::from(&pack).digest().bytes();
-    pack.extend_from_slice(&trailer);
-    Ok(pack)
+}
+
+/// `data` as one zlib stream of stored (uncompressed) deflate blocks (RFC 1950
+/// and 1951): the zlib header, blocks of at most 65,535 bytes, each a byte
+/// with the final-block bit and type 00, then its length and the length's
+/// complement (little-endian), then the Adler-32 of `data`. By hand because
+/// zlib's own level 0 still pays the `deflateReset` this avoids.
+fn push_stored(pack: &mut Vec<u8>, data: &[u8]) {
+    const MAX_BLOCK: usize = 65_535;
+    pack.reserve(data.len() + 2 + 5 * (data.len() / MAX_BLOCK + 1) + 4);
+    // CMF: deflate with a 32 KiB window; FLG: no dictionary, level "fastest",
+    // and the check bits that make CMF*256 + FLG a multiple of 31.
+    pack.extend_from_slice(&[0x78, 0x01]);
+    let mut blocks = data.chunks(MAX_BLOCK).peekable();
+    if blocks.peek().is_none() {
+        pack.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        let last = blocks.peek().is_none();
+        let len = u16::try_from(block.len()).expect("blocks of at most 65,535 bytes");
+        pack.push(u8::from(last));
+        pack.extend_from_slice(&len.to_le_bytes());
+        pack.extend_from_slice(&(!len).to_le_bytes());
+        pack.extend_from_slice(block);
+    }
+    let mut adler = adler2::Adler32::new();
+    adler.write_slice(data);
+    pack.extend_from_slice(&adler.checksum().to_be_bytes());
+}
+
+/// The version-2 index of a pack whose entries are `(id, CRC32, offset)`:
+/// the magic and version, a fan-out table (how many ids start with each
+/// byte or a smaller one), the sorted ids, their CRC32s, their offsets (31
+/// bits, or with the high bit set, the position of a 64-bit offset in the
+/// table that follows), the pack's checksum and the index's own.
+fn index(mut entries: Vec<(git2::Oid, u32, u64)>, pack_checksum: &[u8; 20]) -> Result<Vec<u8>> {
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        bail!("object {} is twice in one pack", w[0].0);
+    }
+    let mut idx = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
+    idx.extend_from_slice(&[0xff, b't', b'O', b'c', 0, 0, 0, 2]);
+    let mut fanout = [0u32; 256];
+    for (oid, _, _) in &entries {
+        fanout[usize::from(oid.as_bytes()[0])] += 1;
+    }
+    let mut total = 0;
+    for n in fanout {
+        total += n;
+        idx.extend_from_slice(&total.to_be_bytes());
+    }
+    for (oid, _, _) in &entries {
+        idx.extend_from_slice(oid.as_bytes());
+    }
+    for (_, crc, _) in &entries {
+        idx.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut large = vec![];
+    for &(_, _, offset) in &entries {
+        let small = match u32::try_from(offset) {
+            Ok(o) if o < 0x8000_0000 => o,
+            _ => {
+                large.push(offset);
+                0x8000_0000 | u32::try_from(large.len() - 1)?
+            }
+        };
+        idx.extend_from_slice(&small.to_be_bytes());
+    }
+    for offset in large {
+        idx.extend_from_slice(&offset.to_be_bytes());
+    }
+    idx.extend_from_slice(pack_checksum);
+    let own = sha1_smol::Sha1::from(&idx).digest().bytes();
+    idx.extend_from_slice(&own);
+    Ok(idx)
+}
+
+/// The prefixes of temporary files in `objects/pack`: mara's and git's own
+/// (`tmp_pack_*`, `tmp_idx_*`), and libgit2's indexer's (`pack_git2_*`), which
+/// wrote mara's packs before. Git and libgit2 ignore them.
+const TEMP_PREFIXES: [&str; 3] = ["tmp_pack_", "tmp_idx_", "pack_git2_"];
+
+/// Writes an encoded pack and its index into the pack directory of `repo`, as
+/// git does: each to a temporary file there (`tmp_pack_*`, `tmp_idx_*`), then
+/// renamed into place, the pack first and the index last, so no reader finds
+/// an index without its pack. A writer killed before the renames leaves only
+/// temporary files, and one killed between them a pack without an index; git
+/// ignores both, and a merge removes them after an hour ([`STALE_TEMP`]).
+/// Not synced to disk, as libgit2 did not (mara leaves its fsync option off).
+pub fn write(repo: &Repository, encoded: &Encoded) -> Result<()> {
+    let dir = packs_dir(repo);
+    let name = format!(
+        "pack-{}",
+        git2::Oid::from_bytes(&encoded.checksum).context("a pack checksum")?
+    );
+    let put = |prefix: &str, ext: &str, bytes: &[u8]| -> Result<()> {
+        let to = dir.join(format!("{name}.{ext}"));
+        let temp = || {
+            let mut f = tempfile::Builder::new()
+                .prefix(prefix)
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
+                .tempfile_in(&dir)?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            Ok::<_, std::io::Error>(f)
+        };
+        let f = match temp() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                temp()
+            }
+            other => other,
+        }
+        .with_context(|| format!("writing a packfile in {}", dir.display()))?;
+        f.persist(&to)
+            .map_err(|e| e.error)
+            .with_context(|| format!("writing {}", to.display()))?;
+        Ok(())
+    };
+    put("tmp_pack_", "pack", &encoded.pack)?;
+    put("tmp_idx_", "idx", &encoded.index)
 }
 
 /// An object's header in a pack: 3 bits of type and the low 4 bits of the size,
@@ -150,7 +318,7 @@ fn candidates(dir: &Path, tidy: bool) -> Result<Vec<Pack>> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("pack_git2_") {
+        if TEMP_PREFIXES.iter().any(|p| name.starts_with(p)) {
             if tidy && older_than(&entry.path(), STALE_TEMP) {
                 let _ = fs::remove_file(entry.path());
             }
@@ -160,6 +328,16 @@ fn candidates(dir: &Path, tidy: bool) -> Result<Vec<Pack>> {
             indexes.push((stem.to_owned(), entry));
         }
         names.insert(name);
+    }
+    if tidy {
+        // A writer killed between its two renames left a pack without an index.
+        for stem in names.iter().filter_map(|n| n.strip_suffix(".pack")) {
+            let has = |ext: &str| names.contains(&format!("{stem}.{ext}"));
+            let path = dir.join(format!("{stem}.pack"));
+            if !has("idx") && !has("keep") && older_than(&path, STALE_TEMP) {
+                let _ = fs::remove_file(path);
+            }
+        }
     }
     let mut packs = vec![];
     for (stem, entry) in indexes {
@@ -350,9 +528,31 @@ pub fn merge_if_due(repo: &Repository, all: bool) -> Result<Option<Merged>> {
         Err(e) => return Err(e).with_context(|| format!("creating {}", lock.display())),
     }
     // Listed again under the lock: another merge may have finished meanwhile.
-    let merged = candidates(&dir, true).and_then(|c| merge(repo, &dir, pick(c)));
+    // And again after each merge: a merge can crowd the next tier (the eighth
+    // merge of eight packs makes the eighth pack of the next tier), and a
+    // writer that found this merge running started none, so nobody else would
+    // merge that tier until the next write (the merges benchmark waited for
+    // ever at the end of a block).
+    let mut total: Option<Merged> = None;
+    let merged = loop {
+        match candidates(&dir, true).and_then(|c| merge(repo, &dir, pick(c))) {
+            Ok(Some(m)) => {
+                let t = total.get_or_insert(Merged {
+                    packs: 0,
+                    objects: 0,
+                });
+                t.packs += m.packs;
+                t.objects += m.objects;
+                if all {
+                    break Ok(());
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
     let _ = fs::remove_file(&lock);
-    merged
+    merged.map(|()| total)
 }
 
 fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merged>> {
@@ -409,7 +609,10 @@ fn merge(repo: &Repository, dir: &Path, chosen: Vec<Pack>) -> Result<Option<Merg
 
 #[cfg(test)]
 mod tests {
-    use super::{encode, objects_in_index, push_header, tier, tiered_split};
+    use super::{
+        encode, index, objects_in_index, push_header, push_stored, tier, tiered_split, write,
+        Encoded, STORE_UP_TO,
+    };
     use git2::{ObjectType, Repository};
 
     #[test]
@@ -431,25 +634,121 @@ mod tests {
         );
     }
 
+    /// Blobs of sizes around every boundary: empty, the header's 4 and 11
+    /// bits, [`STORE_UP_TO`], one stored block, and large.
+    fn sample_blobs() -> Vec<Vec<u8>> {
+        [
+            0usize,
+            15,
+            16,
+            100,
+            STORE_UP_TO,
+            STORE_UP_TO + 1,
+            2047,
+            2048,
+            70_000,
+        ]
+        .iter()
+        .map(|n| (0..*n).map(|i| (i * 7 % 251) as u8).collect())
+        .collect()
+    }
+
+    fn encoded(blobs: &[Vec<u8>]) -> Encoded {
+        let objects: Vec<_> = blobs
+            .iter()
+            .map(|b| {
+                let oid = git2::Oid::hash_object(ObjectType::Blob, b).expect("hashing");
+                (oid, ObjectType::Blob, b.as_slice())
+            })
+            .collect();
+        encode(objects.into_iter()).expect("encoding")
+    }
+
     #[test]
-    fn an_encoded_pack_is_indexed_by_libgit2_and_reads_back() {
+    fn libgit2_indexes_an_encoded_pack_into_the_same_index() {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let repo = Repository::init_bare(dir.path()).expect("a bare repository");
-        let blobs: Vec<Vec<u8>> = [0usize, 15, 16, 100, 2047, 2048, 70_000]
-            .iter()
-            .map(|n| (0..*n).map(|i| (i * 7 % 251) as u8).collect())
-            .collect();
-        let pack =
-            encode(blobs.iter().map(|b| (ObjectType::Blob, b.as_slice()))).expect("encoding");
+        let blobs = sample_blobs();
+        let ours = encoded(&blobs);
         let odb = repo.odb().expect("the object database");
         let mut writer = odb.packwriter().expect("a pack writer");
-        std::io::Write::write_all(&mut writer, &pack).expect("writing the pack");
+        std::io::Write::write_all(&mut writer, &ours.pack).expect("writing the pack");
         writer.commit().expect("libgit2 indexes the pack");
+        let name = git2::Oid::from_bytes(&ours.checksum).expect("a checksum");
+        let idx = dir.path().join(format!("objects/pack/pack-{name}.idx"));
+        let theirs = std::fs::read(&idx).expect("libgit2 names the pack by its checksum");
+        assert_eq!(
+            theirs, ours.index,
+            "the index libgit2 writes is ours, byte for byte"
+        );
+    }
+
+    #[test]
+    fn a_written_pack_reads_back_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let repo = Repository::init_bare(dir.path()).expect("a bare repository");
+        let blobs = sample_blobs();
+        write(&repo, &encoded(&blobs)).expect("writing");
+        let odb = repo.odb().expect("the object database");
         for b in &blobs {
             let oid = git2::Oid::hash_object(ObjectType::Blob, b).expect("hashing");
             let read = odb.read(oid).expect("the blob is in the pack");
             assert_eq!(read.data(), b.as_slice());
         }
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("objects/pack"))
+            .expect("the pack directory")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| !n.to_string_lossy().starts_with("pack-"))
+            .collect();
+        assert!(left.is_empty(), "only the pack and its index: {left:?}");
+        // The same pack again (a retry that wrote the same objects) is harmless.
+        write(&repo, &encoded(&blobs)).expect("writing again");
+    }
+
+    #[test]
+    fn stored_streams_inflate_in_blocks_of_at_most_64_kib() {
+        for n in [0usize, 1, 65_535, 65_536, 200_000] {
+            let data: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+            let mut stream = vec![];
+            push_stored(&mut stream, &data);
+            let blocks = n.div_ceil(65_535).max(1);
+            assert_eq!(stream.len(), 2 + 5 * blocks + n + 4, "{n} bytes");
+            let mut z = flate2::Decompress::new(true);
+            let mut out = Vec::with_capacity(n + 1);
+            let status = z
+                .decompress_vec(&stream, &mut out, flate2::FlushDecompress::Finish)
+                .expect("zlib reads it");
+            assert_eq!(status, flate2::Status::StreamEnd, "{n} bytes");
+            assert_eq!(out, data, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn offsets_past_2_gib_go_to_the_64_bit_table() {
+        let a = git2::Oid::from_bytes(&[1; 20]).expect("an id");
+        let b = git2::Oid::from_bytes(&[2; 20]).expect("an id");
+        let idx = index(vec![(b, 7, 12), (a, 9, 5 << 30)], &[0; 20]).expect("an index");
+        let n = 2;
+        let offsets = 8 + 1024 + n * 24;
+        assert_eq!(idx.len(), offsets + n * 4 + 8 + 40);
+        assert_eq!(&idx[8 + 1024..8 + 1044], a.as_bytes(), "sorted by id");
+        let word = |at: usize| u32::from_be_bytes(idx[at..at + 4].try_into().expect("4"));
+        assert_eq!(word(8 + 4), 1, "fan-out: one id starts with 01 (or less)");
+        assert_eq!(word(8 + 4 * 0xff), 2, "fan-out: two in all");
+        assert_eq!(word(8 + 1024 + n * 20), 9, "a's CRC first");
+        assert_eq!(
+            word(offsets),
+            0x8000_0000,
+            "a's offset is in the large table"
+        );
+        assert_eq!(word(offsets + 4), 12);
+        let large = u64::from_be_bytes(idx[offsets + 8..offsets + 16].try_into().expect("8"));
+        assert_eq!(large, 5 << 30);
+        assert!(
+            index(vec![(a, 1, 12), (a, 1, 40)], &[0; 20]).is_err(),
+            "an id twice"
+        );
     }
 
     #[test]

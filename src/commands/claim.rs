@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::merge_deps::{self, deps_work};
+use super::merge_deps::{self, deps_work, DepWork};
 use crate::board::{self, ClaimKind, EventKind, Refusal, Ts};
 use crate::context::Ctx;
 use crate::ids::{InstanceId, TaskId};
@@ -64,9 +64,18 @@ struct Spared {
     tried_at: Ts,
 }
 
-/// One claim attempt through the ledger; also returns the tip the rule was
-/// judged on, which is what a waiter must see move, and the tasks it passed
-/// over on that tip.
+/// What a claim did, which task it took, and that task's done dependencies.
+type Claimed = (Outcome, TaskId, Vec<DepWork>);
+
+/// One claim attempt through the ledger, with the done dependencies of the
+/// task (their work, for the report); also returns the tip the rule was judged
+/// on, which is what a waiter must see move, and the tasks it passed over on
+/// that tip.
+///
+/// The dependencies are read on the snapshot the claim was judged on, the
+/// parent of the claim's commit, whose tree differs only in the claimed task:
+/// reading them again after the write cost a fresh snapshot and a rescan of
+/// the pack directory for the new pack, a twentieth of a claim (issue 16).
 ///
 /// A reclaim is drafted only from a holder that is not still trying to write:
 /// the board's lease counts events, and an instance whose writes keep losing
@@ -76,10 +85,11 @@ fn claim_once(
     ledger: &Ledger,
     me: &InstanceId,
     id: Option<&TaskId>,
-) -> (Result<(Outcome, TaskId)>, Option<git2::Oid>, Vec<Spared>) {
+) -> (Result<Claimed>, Option<git2::Oid>, Vec<Spared>) {
     let sender = me.to_string();
     let judged = Cell::new(None);
     let chosen = RefCell::new(None);
+    let deps = RefCell::new(vec![]);
     let spared = RefCell::new(vec![]);
     // Asked once per holder: in remote mode an answer may cost a fetch.
     let trying: RefCell<BTreeMap<InstanceId, Option<Ts>>> = RefCell::default();
@@ -125,6 +135,7 @@ fn claim_once(
             }
         };
         *chosen.borrow_mut() = Some(id.clone());
+        *deps.borrow_mut() = deps_work(snap, &id)?;
         Ok(match board::check_claim(&board, &id, me, now)? {
             ClaimKind::Fresh => Draft::Write(EventKind::Claim { task: id }),
             ClaimKind::Expired { previous } => match still_trying(&previous) {
@@ -146,7 +157,7 @@ fn claim_once(
         let id = chosen
             .into_inner()
             .expect("a successful append ran the draft");
-        (o, id)
+        (o, id, deps.into_inner())
     });
     (result, judged.get(), spared.into_inner())
 }
@@ -155,7 +166,7 @@ pub fn run(ctx: &Ctx, args: ClaimArgs) -> Result<Report> {
     let ledger = ctx.ledger()?;
     let me = ctx.require_identity(ledger.repo())?;
     let deadline = args.wait.map(|s| Instant::now() + Duration::from_secs(s));
-    let (outcome, id, spared) = loop {
+    let (outcome, id, deps, spared) = loop {
         let (result, judged, spared) = claim_once(&ledger, &me, args.id.as_ref());
         match (result, deadline) {
             (Err(e), Some(deadline)) if is_nothing_ready(&e) && Instant::now() < deadline => {
@@ -169,8 +180,8 @@ pub fn run(ctx: &Ctx, args: ClaimArgs) -> Result<Report> {
                 }
             }
             (result, _) => {
-                let (outcome, id) = result?;
-                break (outcome, id, spared);
+                let (outcome, id, deps) = result?;
+                break (outcome, id, deps, spared);
             }
         }
     };
@@ -185,7 +196,6 @@ pub fn run(ctx: &Ctx, args: ClaimArgs) -> Result<Report> {
     if !spared.is_empty() {
         report.json["passed_over"] = json!(spared);
     }
-    let deps = ledger.read(|snap| deps_work(snap, &id))?;
     report.json["task"] = json!(id);
     if !deps.is_empty() {
         let _ = write!(report.text, "\nits dependencies' work:");

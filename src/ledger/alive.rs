@@ -41,7 +41,7 @@
 //! `mara heartbeat` events; the policy gives it no power the board did not.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use chrono::TimeDelta;
@@ -64,21 +64,30 @@ fn marker(repo: &Repository, run: &RunId, who: &InstanceId) -> PathBuf {
         .join(who.file_stem())
 }
 
-/// Records that `sender` is trying to write now. Best effort: a marker that
-/// cannot be written only costs the signal.
+/// A marker younger than this is not written again: a reclaim looks at a lease
+/// of minutes, and a claim loop need not write a file per attempt (issue 16).
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Records that `sender` is trying to write now, unless its marker says so
+/// already (younger than [`TOUCH_EVERY`]). Best effort: a marker that cannot be
+/// written only costs the signal.
 pub(super) fn touch(repo: &Repository, run: &RunId, sender: &str) {
     let Ok(who) = sender.parse::<InstanceId>() else {
         return;
     };
     let p = marker(repo, run, &who);
-    let ms = now().timestamp_millis().to_string();
-    // One `write` of a few bytes at offset 0: a reader never sees a mix of two.
-    if std::fs::write(&p, &ms).is_err() {
-        if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(&p, &ms);
+    let age = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok());
+    if age.is_some_and(|a| a < TOUCH_EVERY) {
+        return;
     }
+    // Zero-padded to a fixed width and written over the old time in place
+    // (not truncated: on ext4 closing a truncated file flushes its data,
+    // auto_da_alloc, about 2% of a lone claim).
+    let ms = format!("{:020}", now().timestamp_millis());
+    super::marks::write_in_place(&p, ms.as_bytes());
 }
 
 /// The heartbeat ref of `who` in `run`, on the remote and in each clone.

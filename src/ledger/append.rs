@@ -244,12 +244,15 @@ impl Ledger {
                     continue;
                 }
                 Ok(Attempt::Lost) => {
-                    // An attempt that lost may have landed its pack: merges must
-                    // not wait for a write that succeeds, or a clone that keeps
-                    // losing piles up packs (2,700 in one clone of the remote kill
-                    // test, issue 16), every read of its processes slows down,
-                    // and it loses more.
-                    self.merge_packs();
+                    // An attempt that lost through a remote landed its pack:
+                    // merges must not wait for a write that succeeds, or a clone
+                    // that keeps losing piles up packs (2,700 in one clone of the
+                    // remote kill test, issue 16), every read of its processes
+                    // slows down, and it loses more. Locally, the writer that won
+                    // looked already, in the same object store.
+                    if matches!(self.remote.get(), Some(Some(_))) {
+                        self.merge_packs();
+                    }
                     None
                 }
                 Ok(Attempt::Locked(path)) => Some(path),

@@ -180,25 +180,31 @@ pub fn reached_states(repo: &Repository, refname: &str, tip: Option<Oid>) -> Vec
 
 /// Records `seen` (and `checked`, when the events up to it were checked).
 pub fn write(repo: &Repository, run: &RunId, seen: Oid, checked: Option<Oid>) {
-    let p = path(repo, run);
+    let line = format!("{seen}\n{}\n", checked.unwrap_or(Oid::zero()));
+    // One write of a fixed-width record: see the module's docs. A shorter
+    // file from before the checked line grows to the new width.
+    write_in_place(&path(repo, run), line.as_bytes());
+}
+
+/// Writes `bytes` at the start of the file at `path` with one `write`, creating
+/// it (and its directory) if need be, without truncating it: a reader never
+/// sees an empty file or a mix of two records of one width. Best effort.
+pub(super) fn write_in_place(path: &std::path::Path, bytes: &[u8]) {
     let open = || {
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&p)
+            .open(path)
     };
     let file = open().or_else(|_| {
-        if let Some(dir) = p.parent() {
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         open()
     });
-    let line = format!("{seen}\n{}\n", checked.unwrap_or(Oid::zero()));
     if let Ok(mut f) = file {
-        // One write of a fixed-width record: see the module's docs. A shorter
-        // file from before the checked line grows to the new width.
-        let _ = f.write_all(line.as_bytes());
+        let _ = f.write_all(bytes);
     }
 }
 

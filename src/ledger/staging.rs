@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use git2::{Mempack, ObjectType, Odb, Oid, Repository, Tree};
 
 use crate::board::Change;
@@ -151,29 +151,27 @@ impl Staging<'_> {
     }
 
     /// Writes the staged objects into `repo` as one packfile and empties the area.
-    /// The pack counts once the index and then the pack are renamed into place,
-    /// before the ref moves; a writer killed before that leaves only temporary
-    /// files, which a later merge removes.
+    /// The pack counts once it and then its index are renamed into place, before
+    /// the ref moves; a writer killed before that leaves only temporary files,
+    /// which a later merge removes ([`crate::packs::write`]).
     pub(super) fn land(&self, repo: &Repository) -> Result<()> {
         let mut written = self.written.borrow_mut();
-        let pack = self.pack(&written)?;
-        let odb = repo.odb()?;
-        let mut writer = odb.packwriter()?;
-        std::io::Write::write_all(&mut writer, &pack).context("writing a packfile")?;
-        writer.commit().context("writing a packfile")?;
+        let encoded = self.pack(&written)?;
+        crate::packs::write(repo, &encoded)?;
         written.clear();
         self.mempack.reset()?;
         Ok(())
     }
 
-    /// The staged objects, each once, as a packfile ([`crate::packs::encode`]).
-    fn pack(&self, oids: &[Oid]) -> Result<Vec<u8>> {
+    /// The staged objects, each once, as a packfile and its index
+    /// ([`crate::packs::encode`]).
+    fn pack(&self, oids: &[Oid]) -> Result<crate::packs::Encoded> {
         let odb = self.area.odb()?;
         let mut seen = std::collections::HashSet::new();
         let mut objects = vec![];
         for oid in oids.iter().copied().filter(|o| seen.insert(*o)) {
-            objects.push(odb.read(oid)?);
+            objects.push((oid, odb.read(oid)?));
         }
-        crate::packs::encode(objects.iter().map(|o| (o.kind(), o.data())))
+        crate::packs::encode(objects.iter().map(|(id, o)| (*id, o.kind(), o.data())))
     }
 }

@@ -13,16 +13,9 @@ fn pack_dir(r: &TestRepo) -> PathBuf {
 
 /// The pack names (without extension) in the pack directory.
 fn packs(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .expect("reading objects/pack")
-        .filter_map(|e| {
-            let name = e
-                .expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            name.strip_suffix(".pack").map(str::to_owned)
-        })
+    entries(dir)
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".pack").map(str::to_owned))
         .collect()
 }
 
@@ -76,16 +69,7 @@ fn events_write_no_loose_objects_and_small_packs_get_merged() {
         "an event writes a pack, not loose objects"
     );
     // Every object of every event is there, and the board replays.
-    let fsck = std::process::Command::new("git")
-        .args(["fsck", "--full", "--strict", "--no-dangling"])
-        .current_dir(&r.dir)
-        .output()
-        .expect("git fsck");
-    assert!(
-        fsck.status.success(),
-        "git fsck: {}",
-        String::from_utf8_lossy(&fsck.stderr)
-    );
+    fsck_ok(&r);
     r.verify_ok();
     let out = git(&r.dir, &["log", "--format=%s", "refs/mara/packs"]);
     assert_eq!(out.lines().count(), 62, "init, plan and 60 claims");
@@ -183,4 +167,178 @@ fn mara_gc_merges_what_can_be_merged_and_says_so() {
     o.ok("gc --json");
     let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("json");
     assert_eq!(v["merged_packs"], 0, "all merged already: {v}");
+}
+
+/// `git fsck --full --strict` accepts the repository (`git` fails the test
+/// with git's stderr otherwise).
+fn fsck_ok(r: &TestRepo) {
+    git(&r.dir, &["fsck", "--full", "--strict", "--no-dangling"]);
+}
+
+/// Every file name in the pack directory.
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("reading objects/pack")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Waits until no merge runs or is due (`mara gc --auto` finds nothing to do),
+/// then returns the pack names.
+fn quiet_packs(r: &TestRepo) -> BTreeSet<String> {
+    let lock = r.dir.join(".git").join("mara").join("pack-merge.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if !lock.exists() {
+            let o = r.mara(&["gc", "--auto"]);
+            o.ok("gc --auto");
+            if o.stdout.contains("nothing to merge") && !lock.exists() {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    packs(&pack_dir(r))
+}
+
+/// `git verify-pack` of every index in the pack directory.
+fn verify_every_pack(r: &TestRepo) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(pack_dir(r)).expect("reading objects/pack") {
+        let path = e.expect("an entry").path();
+        if path.extension().is_some_and(|x| x == "idx") {
+            git(&r.dir, &["verify-pack", &path.to_string_lossy()]);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Every object the run's history names, as git reads it: `git cat-file
+/// --batch-check` of `git rev-list --objects`.
+fn objects_git_reads(r: &TestRepo, run: &str) -> usize {
+    let list = git(
+        &r.dir,
+        &["rev-list", "--objects", &format!("refs/mara/{run}")],
+    );
+    let ids: String = list
+        .lines()
+        .map(|l| format!("{}\n", l.split(' ').next().expect("an id")))
+        .collect();
+    let checked = crate::common::git_input(&r.dir, &["cat-file", "--batch-check"], ids.as_bytes());
+    assert!(
+        !checked.contains("missing"),
+        "git misses objects:\n{checked}"
+    );
+    checked.lines().count()
+}
+
+/// The `garbage` count of `git count-objects -v`: files in the object store
+/// git does not understand.
+fn garbage(r: &TestRepo) -> u64 {
+    git(&r.dir, &["count-objects", "-v"])
+        .lines()
+        .find_map(|l| l.strip_prefix("garbage: "))
+        .expect("count-objects prints garbage")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn git_verifies_the_packs_mara_writes_and_reads_every_object_after_gc() {
+    let r = TestRepo::with_run("gitpacks");
+    plan(&r, 4);
+    // Small objects are stored, large ones deflated: a long message makes a
+    // commit of several KiB.
+    let long = "a long note, ".repeat(250);
+    r.mara_as("implementer#1", &["post", "note", &long])
+        .ok("post");
+    for i in 1..=3 {
+        r.mara_as("implementer#1", &["claim", &format!("T{i}")])
+            .ok("claim");
+    }
+    // Six events, no tier crowded: no merge runs, every pack is mara's own.
+    let packs = verify_every_pack(&r);
+    assert!(packs >= 6, "one pack per event: {packs}");
+    fsck_ok(&r);
+    let objects = objects_git_reads(&r, "gitpacks");
+    assert_eq!(garbage(&r), 0, "no temporary file is left");
+    git(&r.dir, &["gc", "--quiet"]);
+    fsck_ok(&r);
+    assert_eq!(objects_git_reads(&r, "gitpacks"), objects);
+    r.verify_ok();
+    // And mara writes on after git repacked everything.
+    r.mara_as("implementer#1", &["claim", "T4"])
+        .ok("claim after gc");
+    verify_every_pack(&r);
+    r.verify_ok();
+}
+
+#[test]
+fn writers_killed_at_any_point_leave_no_half_pack() {
+    let r = TestRepo::with_run("killpacks");
+    plan(&r, 40);
+    // Claims killed after 0 to 15 ms: before, while and after they write their
+    // pack, its index and the ref.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 1..=40 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut child = r
+            .mara_command(
+                &["claim", &format!("T{i}")],
+                &[("MARA_INSTANCE", "implementer#1")],
+                None,
+            )
+            .spawn()
+            .expect("mara claim starts");
+        std::thread::sleep(std::time::Duration::from_micros(rng % 15_000));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let settled = quiet_packs(&r);
+    // What a kill leaves, git ignores: temporary files and a pack without its
+    // index. Every pack with an index is whole.
+    let dir = pack_dir(&r);
+    let names = entries(&dir);
+    for n in &names {
+        let stem = n.split('.').next().expect("a name");
+        let known = n.starts_with("tmp_pack_")
+            || n.starts_with("tmp_idx_")
+            || (n.starts_with("pack-")
+                && (n.ends_with(".pack") || n.ends_with(".idx") || n.ends_with(".rev")));
+        assert!(known, "{n} in objects/pack ({names:?})");
+        if n.ends_with(".idx") {
+            assert!(settled.contains(stem), "{stem} has its pack");
+        }
+    }
+    let landed = git(&r.dir, &["rev-list", "--count", "refs/mara/killpacks"]);
+    let landed = landed.trim();
+    eprintln!("killed writers: {landed} events landed; left in objects/pack: {names:?}");
+    verify_every_pack(&r);
+    fsck_ok(&r);
+    r.verify_ok();
+    // An hour later a merge removes the leftovers; writing goes on.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    for n in &names {
+        let leftover = n.starts_with("tmp_")
+            || (n.ends_with(".pack") && !names.contains(&n.replace(".pack", ".idx")));
+        if leftover {
+            // Its owner may set its times, read-only as it is.
+            let f = std::fs::File::open(dir.join(n)).expect("opening a leftover");
+            f.set_modified(old).expect("backdating it");
+        }
+    }
+    r.mara(&["gc"]).ok("mara gc");
+    assert_eq!(garbage(&r), 0, "the leftovers are gone");
+    r.mara_as("implementer#2", &["claim", "--next"])
+        .ok("a claim after the kills");
+    r.verify_ok();
 }
