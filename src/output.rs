@@ -50,7 +50,10 @@ pub fn scrub(s: &str) -> String {
 
 /// Prints a report; a closed pipe (`mara log | head`) is not an error.
 pub fn print(report: &Report, json: bool) -> io::Result<()> {
-    let mut out = io::stdout().lock();
+    // Buffered, and flushed once at the end: std's stdout flushes at every
+    // newline, one write(2) per line, which made `mara log --json` of 100,000
+    // events a third slower than `git log` printing the same lines.
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if json {
         match (&report.json, report.lines) {
             (Value::Array(items), true) => {
