@@ -1192,7 +1192,7 @@ impl Board {
         self.timeout()
     }
 
-    fn timeout(&self) -> chrono::TimeDelta {
+    pub(crate) fn timeout(&self) -> chrono::TimeDelta {
         let sec = self
             .config
             .as_ref()

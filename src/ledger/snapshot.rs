@@ -70,7 +70,7 @@ impl<'l> Snapshot<'l> {
         self.read_json(&id.artifacts_path())
     }
 
-    fn empty_board(&self) -> Board {
+    pub(super) fn empty_board(&self) -> Board {
         Board {
             config: Some(self.config.clone()),
             seq: Some(self.seq),
