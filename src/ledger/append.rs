@@ -110,6 +110,15 @@ struct Turns {
 }
 
 impl Turns {
+    /// The turn ref's "nobody waits" value, written into the clone's objects
+    /// on first use.
+    fn free(&mut self, repo: &git2::Repository) -> Result<Oid> {
+        match self.free {
+            Some(free) => Ok(free),
+            None => Ok(*self.free.insert(remote::free_turn(repo)?)),
+        }
+    }
+
     fn turn(&self, free: Oid) -> Turn {
         match self.intent {
             Some(intent) => Turn::Hand { intent, free },
@@ -162,11 +171,9 @@ fn unchanged_for(marker: &Path, intent: Oid) -> Duration {
             .and_then(|t| now.duration_since(t).ok())
             .unwrap_or_default();
     }
-    // Best effort: without the marker each process counts on its own.
-    if let Some(dir) = marker.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let _ = std::fs::write(marker, intent.to_string());
+    // Best effort: without the marker each process counts on its own. Ids are
+    // of one width, so writing over the old one leaves no trace of it.
+    marks::write_in_place(marker, intent.to_string().as_bytes());
     Duration::ZERO
 }
 
@@ -431,10 +438,7 @@ impl Ledger {
         turns: &mut Turns,
     ) -> Result<Attempt> {
         stage.land(&self.repo)?;
-        let free = match turns.free {
-            Some(free) => free,
-            None => *turns.free.insert(remote::free_turn(&self.repo)?),
-        };
+        let free = turns.free(&self.repo)?;
         let started = Instant::now();
         let pushed = remote::push(
             self.repo.path(),
@@ -474,7 +478,10 @@ impl Ledger {
         fresh: &mut bool,
         turns: &mut Turns,
     ) -> Result<Attempt> {
-        let expect = turns.intent.or(turns.free).unwrap_or(commit);
+        let expect = match turns.intent {
+            Some(intent) => intent,
+            None => turns.free(&self.repo)?,
+        };
         let pause = turns.queue_pause(took);
         turns.lost += 1;
         let (git_dir, refname) = (self.repo.path(), self.refname.as_str());
@@ -511,7 +518,7 @@ impl Ledger {
         fresh: &mut bool,
         turns: &mut Turns,
     ) -> Result<Attempt> {
-        let free = turns.free.unwrap_or(commit);
+        let free = turns.free(&self.repo)?;
         let since = *turns.yielding.get_or_insert_with(Instant::now);
         let git_dir = self.repo.path();
         let mut pauses = Backoff::fixed(YIELD_PAUSE).spread_jitter();
