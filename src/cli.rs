@@ -136,6 +136,15 @@ impl Cli {
 }
 
 /// Runs one parsed command.
+impl Cmd {
+    /// Whether the command may run for long and open many ledgers (the
+    /// orchestrator, the demo that drives it, the MCP server); every other
+    /// command opens one and exits.
+    pub fn long_lived(&self) -> bool {
+        matches!(self, Cmd::Run(_) | Cmd::Demo(_) | Cmd::Mcp)
+    }
+}
+
 pub fn dispatch(cli: Cli) -> Result<Report> {
     let ctx = cli.ctx();
     match cli.cmd {

@@ -91,9 +91,24 @@ pub fn tune_libgit2() {
     }
 }
 
+/// Whether a dropped [`Ledger`] leaves its repository to the end of the process
+/// ([`free_nothing_before_exit`]).
+static KEEP_TO_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For a process that runs one command and exits (the `mara` binary, for every
+/// command but the long-lived ones): a dropped [`Ledger`] does not free its
+/// repository, the process's exit does. Freeing it unmapped each pack index and
+/// pack window one `munmap` at a time, a thirtieth of a small claim (issue 16);
+/// the kernel drops the whole address space at once. A long-lived process must
+/// not call this: each ledger it opens would keep its files open.
+pub fn free_nothing_before_exit() {
+    KEEP_TO_EXIT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A run's store in one repository.
 pub struct Ledger {
-    repo: Repository,
+    /// Dropped by [`Ledger`]'s `Drop`, unless [`free_nothing_before_exit`].
+    repo: std::mem::ManuallyDrop<Repository>,
     run: RunId,
     refname: String,
     /// The e-mail of event commits: the user's, so a run across machines shows
@@ -105,6 +120,15 @@ pub struct Ledger {
     remote: std::cell::OnceCell<Option<String>>,
     /// When this process last pushed a heartbeat ref (see `alive`).
     beat: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if !KEEP_TO_EXIT.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: `repo` is dropped here once and never used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.repo) }
+        }
+    }
 }
 
 /// A long-lived process (the orchestrator) reopens its object
@@ -165,7 +189,7 @@ impl Ledger {
             .unwrap_or_else(|| "mara@localhost".to_owned());
         let refname = run.refname();
         Ledger {
-            repo,
+            repo: std::mem::ManuallyDrop::new(repo),
             run,
             refname,
             email,

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         }
     };
     mara::ledger::tune_libgit2();
+    if !cli.cmd.long_lived() {
+        mara::ledger::free_nothing_before_exit();
+    }
     if let Ok(exe) = std::env::current_exe() {
         mara::packs::merge_in_background_with(exe);
     }
