@@ -61,7 +61,12 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// The subcommands. Each one's arguments are built only when it is the one
+/// parsed (clap's `defer`): building all twenty-nine commands' arguments was a
+/// sixth of a `mara claim`'s start (issue 16). The variants' doc comments stay
+/// eager, so `mara --help` lists them.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Cmd {
     /// Create the run's ref and record it as the current run.
     Init(InitArgs),

@@ -173,7 +173,10 @@ fn man_dir_writes_a_page_per_command() {
     o.ok("mara man --dir");
     let v: Value = serde_json::from_str(&o.stdout).expect("--json prints JSON");
     let mut expected = Vec::new();
-    page_names(&mara::cli::Cli::command(), "", &mut expected);
+    // Subcommands' own subcommands (`hooks install`) are built on demand.
+    let mut cmd = mara::cli::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    page_names(&cmd, "", &mut expected);
     let mut expected: Vec<String> = expected.into_iter().map(|n| format!("{n}.1")).collect();
     expected.sort();
     let mut written: Vec<String> = std::fs::read_dir(&dir)
