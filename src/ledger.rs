@@ -62,7 +62,7 @@ mod wait;
 pub use alive::heartbeat_refname;
 pub use message::{event_of_message, message_of_event};
 pub use snapshot::Snapshot;
-pub use staging::{write_changes, Staging};
+pub use staging::{write_changes, Objects, Staging};
 pub use sync::{fetch_ref, sync, Synced};
 pub use wait::DEFAULT_POLL_SEC;
 

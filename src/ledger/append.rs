@@ -193,7 +193,7 @@ impl Ledger {
         Staging::with(|stage| self.append_staged(stage, sender, &mut draft))
     }
 
-    fn append_staged<F>(&self, stage: &Staging<'_>, sender: &str, draft: &mut F) -> Result<Outcome>
+    fn append_staged<F>(&self, stage: &Staging, sender: &str, draft: &mut F) -> Result<Outcome>
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
     {
@@ -219,7 +219,7 @@ impl Ledger {
 
     fn attempts<F>(
         &self,
-        stage: &Staging<'_>,
+        stage: &Staging,
         sender: &str,
         draft: &mut F,
         turns: &mut Turns,
@@ -318,7 +318,7 @@ impl Ledger {
     /// One attempt: snapshot, check, judge, write, swap or push.
     fn attempt<F>(
         &self,
-        stage: &Staging<'_>,
+        stage: &Staging,
         sender: &str,
         draft: &mut F,
         fresh: &mut bool,
@@ -389,13 +389,7 @@ impl Ledger {
     }
 
     /// Local mode: the compare-and-swap of the ref under git's lock file.
-    fn swap(
-        &self,
-        stage: &Staging<'_>,
-        tip: Oid,
-        event: Box<Event>,
-        commit: Oid,
-    ) -> Result<Attempt> {
+    fn swap(&self, stage: &Staging, tip: Oid, event: Box<Event>, commit: Oid) -> Result<Attempt> {
         if self.repo.refname_to_id(&self.refname).ok() != Some(tip) {
             // Someone moved the ref while this event was drafted: this attempt
             // has lost already. Its objects never reach the disk.
@@ -429,7 +423,7 @@ impl Ledger {
     #[allow(clippy::too_many_arguments)]
     fn push(
         &self,
-        stage: &Staging<'_>,
+        stage: &Staging,
         remote: &str,
         tip: Oid,
         event: Box<Event>,

@@ -13,7 +13,8 @@ use anyhow::{anyhow, bail, Result};
 use git2::Oid;
 
 use super::{
-    event_of_message, marks, message_of_event, now, write_changes, Ledger, Snapshot, Staging,
+    event_of_message, marks, message_of_event, now, write_changes, Ledger, Objects, Snapshot,
+    Staging,
 };
 use crate::board::EventKind;
 use crate::output;
@@ -23,7 +24,7 @@ pub struct Checker<'a> {
     /// Where the commit and its parent's trees are read.
     pub read: &'a Repository,
     /// Where the replayed trees are written (memory, never the repository's disk).
-    pub write: &'a Repository,
+    pub write: &'a dyn Objects,
     pub run: &'a RunId,
     /// The checker's clock.
     pub now: Ts,
@@ -133,7 +134,7 @@ impl Checker<'_> {
                 return (None, problems);
             }
         };
-        match write_changes(self.read, self.write, &mut vec![], base, &changes) {
+        match write_changes(self.read, self.write, base, &changes) {
             Ok(tree) if tree == commit.tree_id() => {}
             Ok(_) => problems.push(format!(
                 "commit {oid} (seq {}, {}): its tree does not match the replay of its event",
@@ -208,7 +209,7 @@ impl Ledger {
     /// verify` replays it ([`Checker::check`]); the first that does not stops the
     /// write, naming the commit. The tip's time is checked against this clock
     /// every time.
-    pub(super) fn check_new_events(&self, stage: &Staging<'_>, snap: &Snapshot<'_>) -> Result<()> {
+    pub(super) fn check_new_events(&self, stage: &Staging, snap: &Snapshot<'_>) -> Result<()> {
         let marks = marks::load(&self.repo, &self.run);
         let contains_seen = self.check_not_rewritten(snap.tip, marks.seen)?;
         let refuse = |problem: &str| {
@@ -259,7 +260,7 @@ impl Ledger {
         };
         let mut checker = Checker {
             read: &self.repo,
-            write: stage.area,
+            write: stage,
             run: &self.run,
             now: now(),
             skew: parent.as_ref().map_or(

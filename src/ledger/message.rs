@@ -72,7 +72,7 @@ impl Ledger {
     /// back from disk only to take their ids.
     pub(super) fn commit_event(
         &self,
-        stage: &Staging<'_>,
+        stage: &Staging,
         event: &Event,
         tree: Oid,
         parent: Option<Oid>,

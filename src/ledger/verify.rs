@@ -25,7 +25,7 @@ impl Ledger {
         let chain = self.chain()?;
         let mut checker = Checker {
             read: &self.repo,
-            write: &self.repo,
+            write: &*self.repo,
             run: &self.run,
             now: now(),
             skew: chrono::TimeDelta::seconds(board::DEFAULT_MAX_CLOCK_SKEW_SEC as i64),
@@ -53,8 +53,7 @@ impl Ledger {
             let replay_base = replayed.map(|t| self.repo.find_tree(t)).transpose()?;
             replayed = Some(write_changes(
                 &self.repo,
-                &self.repo,
-                &mut vec![],
+                &*self.repo,
                 replay_base.as_ref(),
                 &changes,
             )?);
