@@ -547,7 +547,7 @@ pub fn run(ledger: &Ledger, spec: &RunSpec, checked: Checked) -> Result<Summary>
 fn integrator_step(ledger: &Ledger, spec: &RunSpec) -> Result<Option<String>> {
     let repo = ledger.repo();
     let into = format!("mara/{}/integration", spec.run);
-    let tasks = ledger.read(|s| Ok(crate::integrate::resolve::resolve_tasks(&s.full_board()?)))?;
+    let tasks = ledger.read(|s| Ok(crate::integrate::resolve::resolve_tasks(&*s.full_board()?)))?;
     let pending = crate::integrate::resolve::pending(repo, &spec.run, &into, &tasks)?;
     if pending.is_empty() {
         return Ok(None);

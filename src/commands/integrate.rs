@@ -72,7 +72,8 @@ pub fn run_as(ledger: &crate::ledger::Ledger, who: &str, args: IntegrateArgs) ->
     } else {
         args.branches
     };
-    let resolve_tasks = ledger.read(|s| Ok(integrate::resolve::resolve_tasks(&s.full_board()?)))?;
+    let resolve_tasks =
+        ledger.read(|s| Ok(integrate::resolve::resolve_tasks(&*s.full_board()?)))?;
     let events = ledger.events()?;
     let claims = integrate::fence::Claims::from_events(run.as_str(), &events);
     let integrate = |plan_only| {

@@ -111,7 +111,7 @@ impl<'l> Snapshot<'l> {
     ) -> Result<Result<TaskId, Refusal>> {
         if !self.indexed() {
             return Ok(board::next_ready_sparing(
-                &self.full_board()?,
+                &*self.full_board()?,
                 claimer,
                 now,
                 spare,
@@ -248,7 +248,7 @@ impl<'l> Snapshot<'l> {
     /// run's: see [`Snapshot::task_counts`].
     pub fn working_board(&self) -> Result<Board> {
         if !self.indexed() {
-            return self.full_board();
+            return Ok(Board::clone(&*self.full_board()?));
         }
         let mut board = Board {
             config: Some(self.config.clone()),
