@@ -17,6 +17,15 @@ pub struct GcArgs {
 }
 
 pub fn run(ctx: &Ctx, args: GcArgs) -> Result<Report> {
+    if args.auto {
+        // A merge a write started runs beside the next claims: it yields the
+        // CPU to them (nice 10, inherited by its `git pack-objects`) rather than
+        // slowing them, and still runs on whatever core they leave free.
+        // SAFETY: `setpriority` only lowers this process's own priority.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        }
+    }
     let repo = ctx.repo()?;
     Ok(match packs::merge_if_due(&repo, !args.auto)? {
         Some(m) => Report::new(
