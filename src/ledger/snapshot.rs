@@ -182,7 +182,10 @@ impl<'l> Snapshot<'l> {
             }
             git2::TreeWalkResult::Ok
         })?;
-        found.sort_by(|a, b| natural(&a.0).cmp(&natural(&b.0)).then_with(|| a.cmp(b)));
+        found.sort_by_cached_key(|(name, root, id)| {
+            let (stem, number) = natural(name);
+            (stem.to_owned(), number, name.clone(), root.clone(), *id)
+        });
         found
             .into_iter()
             .map(|(name, root, id)| {
@@ -389,11 +392,15 @@ impl Ledger {
     }
 }
 
-/// A file name as a sort key in which a run of digits counts as its number
-/// (`T9` before `T10`): the order records are mostly written in.
-fn natural(name: &str) -> (String, u64) {
-    let digits = name.len() - name.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
-    let (stem, rest) = name.split_at(digits);
-    let number: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    (stem.to_owned(), number.parse().unwrap_or(0))
+/// A file name as a sort key in which its first run of digits counts as a
+/// number (`T9` before `T10`): the order records are mostly written in.
+fn natural(name: &str) -> (&str, u64) {
+    let start = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
+    let (stem, rest) = name.split_at(start);
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    (stem, rest[..end].parse().unwrap_or(0))
 }
