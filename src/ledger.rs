@@ -69,6 +69,13 @@ pub use wait::DEFAULT_POLL_SEC;
 use append::{is_vanished, vanished_backoff};
 use locks::ref_lock;
 
+/// A file of this clone's own state for `run`: `.git/mara/<kind>/<run>`, in the
+/// common git directory, so every worktree of the clone shares it. `kind` names
+/// what it keeps (`seen`, `alive`, `synced`, `writers`, `yielding`, `inbox`).
+pub fn state_path(repo: &Repository, kind: &str, run: &RunId) -> PathBuf {
+    repo.commondir().join("mara").join(kind).join(run.as_str())
+}
+
 /// Sets libgit2's process-wide options for mara's access pattern. Call once, early.
 pub fn tune_libgit2() {
     // The ledger writes a tree right after the blobs it names and a commit right

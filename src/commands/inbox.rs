@@ -38,11 +38,7 @@ pub struct InboxArgs {
 
 /// The cursor file of `who` in run `run`.
 fn cursor_path(repo: &git2::Repository, run: &RunId, who: &InstanceId) -> PathBuf {
-    repo.commondir()
-        .join("mara")
-        .join("inbox")
-        .join(run.as_str())
-        .join(who.file_stem())
+    crate::ledger::state_path(repo, "inbox", run).join(who.file_stem())
 }
 
 /// The last seq `who` read, if it ever read.

@@ -57,11 +57,7 @@ const MAX_BEAT_BYTES: usize = 256;
 
 /// The marker of `who`'s last append attempt in this clone.
 fn marker(repo: &Repository, run: &RunId, who: &InstanceId) -> PathBuf {
-    repo.commondir()
-        .join("mara")
-        .join("alive")
-        .join(run.as_str())
-        .join(who.file_stem())
+    super::state_path(repo, "alive", run).join(who.file_stem())
 }
 
 /// A marker younger than this is not written again: a reclaim looks at a lease

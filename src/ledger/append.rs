@@ -151,10 +151,7 @@ impl Turns {
 /// The file that says since when the writers of a clone have seen the same
 /// intent on the turn ref (see [`unchanged_for`]).
 fn yield_marker(repo: &git2::Repository, run: &crate::ids::RunId) -> PathBuf {
-    repo.commondir()
-        .join("mara")
-        .join("yielding")
-        .join(run.as_str())
+    super::state_path(repo, "yielding", run)
 }
 
 /// How long the writers of this clone have seen `intent` on the turn ref: the
@@ -197,7 +194,7 @@ impl Ledger {
     where
         F: FnMut(&Snapshot<'_>, Ts) -> Result<Draft>,
     {
-        let _queue = queue_for_write(&self.repo, self.run.as_str());
+        let _queue = queue_for_write(&self.repo, &self.run);
         let mut turns = Turns::default();
         let outcome = self.attempts(stage, sender, draft, &mut turns);
         if !matches!(outcome, Ok(Outcome::Written(_))) {

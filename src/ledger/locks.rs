@@ -100,15 +100,18 @@ impl Drop for WriterQueue {
 /// tools that write with plain git still only meet the compare-and-swap. A writer
 /// waits for at most [`QUEUE_WAIT`] (a git hook that writes while its parent holds the place, a
 /// push that hangs): then it writes without its place, as before.
-pub(super) fn queue_for_write(repo: &Repository, run: &str) -> WriterQueue {
-    let dir = repo.commondir().join("mara").join("writers");
-    let file = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(run.replace('/', "%")))
-    });
+pub(super) fn queue_for_write(repo: &Repository, run: &crate::ids::RunId) -> WriterQueue {
+    let path = super::state_path(repo, "writers", run);
+    let file = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        });
     let Ok(file) = file else {
         return WriterQueue(None);
     };

@@ -33,10 +33,7 @@ pub struct Marks {
 
 /// The marker file of a run.
 pub fn path(repo: &Repository, run: &RunId) -> PathBuf {
-    repo.commondir()
-        .join("mara")
-        .join("seen")
-        .join(run.as_str())
+    super::state_path(repo, "seen", run)
 }
 
 /// Whether this clone has a marker for `run`: it wrote to or fetched the run before.

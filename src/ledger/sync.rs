@@ -15,10 +15,7 @@ use crate::remote::{self, Push, Turn};
 
 /// The file whose mtime says when this clone last synced a run with its remote.
 pub(super) fn sync_marker(repo: &Repository, run: &RunId) -> PathBuf {
-    repo.commondir()
-        .join("mara")
-        .join("synced")
-        .join(run.as_str())
+    super::state_path(repo, "synced", run)
 }
 
 pub(super) fn mark_synced(repo: &Repository, run: &RunId) {
