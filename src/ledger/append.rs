@@ -390,7 +390,7 @@ impl Ledger {
         if self.repo.refname_to_id(&self.refname).ok() != Some(tip) {
             // Someone moved the ref while this event was drafted: this attempt
             // has lost already. Its objects never reach the disk.
-            stage.discard()?;
+            stage.discard();
             return Ok(Attempt::Lost);
         }
         stage.land(&self.repo)?;

@@ -279,7 +279,7 @@ impl Ledger {
                     None => Ok(Board::default()),
                 },
             );
-            stage.discard()?;
+            stage.discard();
             if let Some(p) = problems.first() {
                 return Err(refuse(p));
             }

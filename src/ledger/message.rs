@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Context, Result};
 use git2::{ObjectType, Oid};
 
-use super::{Ledger, Staging};
+use super::{Ledger, Objects, Staging};
 use crate::board::{self, Event};
 use crate::ids::{InstanceId, RunId};
 
@@ -92,6 +92,6 @@ impl Ledger {
             "author {ident}\ncommitter {ident}\n\n{}",
             message_of_event(&self.run, event)
         ));
-        stage.write(ObjectType::Commit, raw.as_bytes())
+        stage.put(ObjectType::Commit, raw.into_bytes())
     }
 }

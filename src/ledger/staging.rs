@@ -207,15 +207,9 @@ impl Staging {
         write_changes(read, self, base, changes)
     }
 
-    /// Writes one raw object into the area.
-    pub(super) fn write(&self, kind: ObjectType, data: &[u8]) -> Result<Oid> {
-        self.put(kind, data.to_vec())
-    }
-
     /// Drops the staged objects.
-    pub(super) fn discard(&self) -> Result<()> {
+    pub(super) fn discard(&self) {
         self.objects.borrow_mut().clear();
-        Ok(())
     }
 
     /// Writes the staged objects into `repo` as one packfile and empties the area.
