@@ -182,9 +182,10 @@ impl<'l> Snapshot<'l> {
             }
             git2::TreeWalkResult::Ok
         })?;
-        found.sort_by_cached_key(|(name, root, id)| {
+        // Stable: names that tie keep the walk's order.
+        found.sort_by_cached_key(|(name, _, _)| {
             let (stem, number) = natural(name);
-            (stem.to_owned(), number, name.clone(), root.clone(), *id)
+            (stem.to_owned(), number)
         });
         found
             .into_iter()
@@ -369,7 +370,12 @@ impl Ledger {
         };
         let config: RunConfig = snap
             .read_json(&["config.json".to_owned()])?
-            .ok_or_else(|| anyhow!("{tip} on {} has no config.json", self.refname))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "{tip} on {} has no config.json that git can find (not a board mara wrote); `mara verify` names what is wrong with it",
+                    self.refname
+                )
+            })?;
         Ok(Snapshot { config, ..snap })
     }
 }

@@ -594,3 +594,125 @@ fn a_forged_index_is_never_built_on() {
     assert!(o.stdout.contains("T2"), "{}", o.stdout);
     r.verify_ok();
 }
+
+/// The raw entries of tree `id` (`mode name`, id), as `git cat-file tree` prints them.
+fn raw_entries(r: &TestRepo, id: &str) -> Vec<(Vec<u8>, [u8; 20])> {
+    let out = std::process::Command::new("git")
+        .args(["cat-file", "tree", id])
+        .current_dir(&r.dir)
+        .output()
+        .expect("git cat-file");
+    let mut bytes = &out.stdout[..];
+    let mut entries = vec![];
+    while let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        let head = bytes[..nul].to_vec();
+        let id: [u8; 20] = bytes[nul + 1..nul + 21].try_into().expect("20 bytes");
+        entries.push((head, id));
+        bytes = &bytes[nul + 21..];
+    }
+    entries
+}
+
+/// A tree written from `entries` as they come, unchecked (`hash-object
+/// --literally`), as a hostile instance could write one.
+fn literal_tree(r: &TestRepo, entries: &[(Vec<u8>, [u8; 20])]) -> String {
+    let mut raw = vec![];
+    for (head, id) in entries {
+        raw.extend_from_slice(head);
+        raw.push(0);
+        raw.extend_from_slice(id);
+    }
+    let file = r.root().join("literal-tree");
+    std::fs::write(&file, raw).expect("writing the tree");
+    git(
+        &r.dir,
+        &[
+            "hash-object",
+            "--literally",
+            "-t",
+            "tree",
+            "-w",
+            file.to_str().expect("UTF-8"),
+        ],
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Trees are written by hand, merging a base tree's entries (taken to be in git's
+/// order) with an event's: an event whose tree holds exactly what its replay
+/// holds, but out of git's order or with an entry twice, is never built on (every
+/// write refuses, naming the commit and `mara verify`; verify names the tree), so
+/// no writer ever merges into such a tree.
+#[test]
+fn a_tree_out_of_git_order_or_with_an_entry_twice_is_never_built_on() {
+    let run = "disorder";
+    let r = claimed_run(run);
+    // A real heartbeat, taken back: its message and the entries of its tree.
+    r.mara_as("implementer#2", &["heartbeat"]).ok("heartbeat");
+    let real = r.tip(run);
+    let raw = git(&r.dir, &["cat-file", "commit", &real]);
+    let message = raw.split_once("\n\n").expect("a message").1.to_owned();
+    let tree = git(&r.dir, &["rev-parse", &format!("{real}^{{tree}}")])
+        .trim()
+        .to_owned();
+    let entries = raw_entries(&r, &tree);
+    assert!(
+        entries.len() >= 3,
+        "config, index, instances, tasks: {entries:?}"
+    );
+    let mut reversed = entries.clone();
+    reversed.reverse();
+    let mut twice = entries.clone();
+    twice.insert(1, entries[0].clone());
+    for (what, forged) in [("out of order", reversed), ("an entry twice", twice)] {
+        git(
+            &r.dir,
+            &[
+                "update-ref",
+                &format!("refs/mara/{run}"),
+                &format!("{real}^"),
+            ],
+        );
+        let bad = literal_tree(&r, &forged);
+        assert_ne!(bad, tree, "{what}: a different tree");
+        let file = r.write_outside("forged-message.txt", &message);
+        let commit = git(
+            &r.dir,
+            &[
+                "commit-tree",
+                &bad,
+                "-p",
+                &format!("{real}^"),
+                "-F",
+                file.to_str().expect("UTF-8"),
+            ],
+        )
+        .trim()
+        .to_owned();
+        git(
+            &r.dir,
+            &["update-ref", &format!("refs/mara/{run}"), &commit],
+        );
+        for (who, args) in [
+            ("implementer#2", &["claim", "T2"][..]),
+            ("implementer#1", &["done", "T1"][..]),
+            ("implementer#2", &["post", "note", "hello"][..]),
+        ] {
+            r.mara_as(who, args)
+                .expect_code(1, &format!("{what}: {args:?}"))
+                .stderr_has(&commit)
+                .stderr_has("mara verify");
+            assert_eq!(r.tip(run), commit, "{what}: {args:?} wrote nothing");
+        }
+        r.mara(&["verify"])
+            .expect_code(1, &format!("{what}: verify"))
+            .stderr_has(&commit)
+            .stderr_has("its tree does not match the replay of its event");
+    }
+    // Restored to the real heartbeat, the run goes on.
+    git(&r.dir, &["update-ref", &format!("refs/mara/{run}"), &real]);
+    r.mara_as("implementer#1", &["done", "T1"])
+        .ok("done after the restore");
+    r.verify_ok();
+}
